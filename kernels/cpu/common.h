@@ -1,0 +1,126 @@
+// common.h -- shared by the CPU kernels: run-time ISA dispatch and thread helpers.
+//
+// AVX2 code is compiled per function with EMBER_AVX2 (__attribute__((target("avx2,fma"))))
+// instead of a global -mavx2, so the scalar code can never contain AVX2 instructions and the
+// module still runs on any x86-64. Dispatch (use_avx2()) is a cached CPUID result plus one
+// relaxed atomic load of the force-scalar flag, cheap enough to do on every call.
+//
+// Threads: OpenMP parallel regions are opened only in the dispatching entry points, never
+// inside EMBER_AVX2 functions (the outlined region would not be guaranteed to carry the
+// target attribute). The thread count is a process-wide setting (set_num_threads) rather
+// than OpenMP's per-thread ICV, so it holds for kernels called from any Python thread.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+#ifdef EMBER_HAS_OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define EMBER_COMPILED_AVX2 1
+#define EMBER_AVX2 __attribute__((target("avx2,fma")))
+#include <immintrin.h>
+#else
+#define EMBER_COMPILED_AVX2 0
+#define EMBER_AVX2
+#endif
+
+namespace ember::cpu {
+
+inline std::atomic<bool> g_force_scalar{false};
+inline std::atomic<int> g_num_threads{0};  // 0: OpenMP default (OMP_NUM_THREADS / cores)
+// GNU OpenMP is not fork-safe: a child forked after the parent started its thread pool hangs
+// in its first parallel region (e.g. multiprocessing / DataLoader workers with the default
+// fork start method). A pthread_atfork child handler (csrc/runtime.cpp) calls on_fork_child(),
+// and such a child then runs every kernel single-threaded, as PyTorch does.
+inline std::atomic<bool> g_pool_started{false};
+inline std::atomic<bool> g_forked_after_pool{false};
+inline void on_fork_child() {
+  if (g_pool_started.load(std::memory_order_relaxed))
+    g_forked_after_pool.store(true, std::memory_order_relaxed);
+}
+
+inline bool cpu_supports_avx2_fma() {
+#if EMBER_COMPILED_AVX2
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+inline bool compiled_avx2() { return EMBER_COMPILED_AVX2 != 0; }
+inline void set_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
+inline bool force_scalar() { return g_force_scalar.load(std::memory_order_relaxed); }
+inline bool avx2_selected() { return cpu_supports_avx2_fma() && !force_scalar(); }
+
+inline bool has_openmp() {
+#ifdef EMBER_HAS_OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+inline void set_num_threads(int n) {
+  g_num_threads.store(n, std::memory_order_relaxed);
+#ifdef EMBER_HAS_OPENMP
+  omp_set_num_threads(n);
+#endif
+}
+
+inline int get_num_threads() {
+#ifdef EMBER_HAS_OPENMP
+  if (g_forked_after_pool.load(std::memory_order_relaxed)) return 1;
+  const int n = g_num_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// [begin, end) of `total` items for thread `tid` of `nth`, in multiples of `align` items so
+// threads do not share cache lines of the output.
+inline void split_range(int64_t total, int64_t align, int tid, int nth, int64_t* begin,
+                        int64_t* end) {
+  int64_t blocks = (total + align - 1) / align;
+  int64_t per = blocks / nth, rem = blocks % nth;
+  int64_t b0 = tid * per + std::min<int64_t>(tid, rem);
+  int64_t b1 = b0 + per + (tid < rem ? 1 : 0);
+  *begin = std::min(total, b0 * align);
+  *end = std::min(total, b1 * align);
+}
+
+// Run fn(begin, end) over [0, total) on up to get_num_threads() threads when `parallel`,
+// else inline. fn must not throw.
+template <typename Fn>
+inline void parallel_range(int64_t total, int64_t align, bool parallel, Fn&& fn) {
+  if (total <= 0) return;
+#ifdef EMBER_HAS_OPENMP
+  int nth = get_num_threads();
+  if (parallel && nth > 1) {
+    g_pool_started.store(true, std::memory_order_relaxed);
+#pragma omp parallel num_threads(nth)
+    {
+      int64_t b, e;
+      split_range(total, align, omp_get_thread_num(), omp_get_num_threads(), &b, &e);
+      if (b < e) fn(b, e);
+    }
+    return;
+  }
+#else
+  (void)parallel;
+  (void)align;
+#endif
+  fn(int64_t{0}, total);
+}
+
+}  // namespace ember::cpu
