@@ -1,0 +1,4 @@
+"""Backend introspection: ``ember.backends.cpu``."""
+from . import cpu
+
+__all__ = ["cpu"]
