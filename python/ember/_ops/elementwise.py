@@ -189,7 +189,10 @@ class _Unary(Function):
         x = cast(a, dt)
         xp = xp_(a)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            y = cls.compute(xp, x)
+            try:
+                y = cls.compute(xp, x)
+            except TypeError as e:  # e.g. numpy refuses to negate a bool array
+                raise TypeError(f"[{cls.name}] {e}") from None
         out = Tensor._wrap(y)
         ctx.save_for_backward(a, out)  # exp/tanh/sqrt/sigmoid derivatives reuse the output
         return out
@@ -264,6 +267,8 @@ class Sigmoid(_Unary):
 
 
 class Clamp(Function):
+    """min(max(x, min), max); the bounds may be scalars or tensors (broadcast, differentiable)."""
+
     @staticmethod
     def forward(ctx, a, min=None, max=None):  # noqa: A002  PyTorch's argument names
         if min is None and max is None:
@@ -271,31 +276,46 @@ class Clamp(Function):
         for v in (min, max):
             if isinstance(v, Tensor):
                 check_device("clamp", a, v)
+        broadcast_shape("clamp", a.shape, shape_of(min), shape_of(max))
         lo = min._array if isinstance(min, Tensor) else min
         hi = max._array if isinstance(max, Tensor) else max
         x = a._array
         xp = xp_(a)
         y = x
         if lo is not None:
-            y = xp.where(x < lo, xp.asarray(lo, dtype=x.dtype), y)
+            y = xp.where(x < lo, xp.asarray(lo, dtype=x.dtype), y)  # NaN stays NaN
         if hi is not None:
             y = xp.where(y > hi, xp.asarray(hi, dtype=x.dtype), y)
-        ctx.save_for_backward(a)
-        ctx.lo, ctx.hi = lo, hi
+        ctx.save_for_backward(a, *(v if isinstance(v, Tensor) else None for v in (min, max)))
+        ctx.consts = tuple(None if isinstance(v, Tensor) else v for v in (None, min, max))
+        ctx.shapes = (a.shape, shape_of(min), shape_of(max))
         return Tensor._wrap(y.astype(x.dtype, copy=False))
 
     @staticmethod
     def backward(ctx, g):
         g = g._array
-        (a,) = ctx.saved_tensors
+        xp = xp_of_any(g)
+        (a, tlo, thi) = ctx.saved_tensors
         x = a._array
-        keep = xp_of_any(g).ones(x.shape, dtype=bool)
-        if ctx.lo is not None:
-            keep &= x >= ctx.lo
-        if ctx.hi is not None:
-            keep &= x <= ctx.hi
-        # NaN inputs: the comparisons are False, so no gradient flows (PyTorch does the same)
-        return g * keep, None, None
+        lo = tlo._array if tlo is not None else ctx.consts[1]
+        hi = thi._array if thi is not None else ctx.consts[2]
+        # which operand the output came from (PyTorch's rules, also when min > max: max wins);
+        # NaN inputs: every comparison is False, so no gradient flows (as in PyTorch)
+        if lo is not None and hi is not None:
+            from_x = (x >= lo) & (x <= hi)
+            from_lo = (x < lo) & (lo < hi)
+            from_hi = (x > hi) | (hi < lo)
+        elif lo is not None:
+            from_x, from_lo, from_hi = x >= lo, x < lo, None
+        else:
+            from_x, from_lo, from_hi = x <= hi, None, x > hi
+        zero = xp.zeros((), g.dtype)
+        sx, slo, shi = ctx.shapes
+        need = ctx.needs_input_grad
+        gx = unbroadcast(xp.where(from_x, g, zero), sx) if need[0] else None
+        glo = unbroadcast(xp.where(from_lo, g, zero), slo) if len(need) > 1 and need[1] else None
+        ghi = unbroadcast(xp.where(from_hi, g, zero), shi) if len(need) > 2 and need[2] else None
+        return gx, glo, ghi
 
 
 class Where(Function):
