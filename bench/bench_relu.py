@@ -8,6 +8,7 @@ the first-touch page faults shared/DESIGN.md warns about) are both shown.
 
     python bench/bench_relu.py [--threads 1 2] [--sizes 100000 1000000 16000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,14 +36,25 @@ def check(n: int) -> None:
     assert np.array_equal(out, np.where(x > 0, g, 0)), "relu_bwd is wrong"
 
 
+def cases(x, g, out):
+    """(name, bytes per element, ours, numpy) for forward warm/cold and backward warm."""
+    return [
+        ("fwd warm", 8, lambda: _C.relu_fwd(x, out), lambda: np.maximum(x, 0, out=out)),
+        ("fwd cold", 8, lambda: _C.relu_fwd(x, np.empty_like(x)), lambda: np.maximum(x, 0)),
+        ("bwd warm", 12, lambda: _C.relu_bwd(g, x, out), lambda: np.multiply(g, x > 0, out=out)),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 16_000_000])
     args = ap.parse_args()
 
-    print(f"machine: {machine()}; ember {ember.__version__}; cpu path "
-          f"{ember.backends.cpu.capabilities()['selected']}")
+    print(
+        f"machine: {machine()}; ember {ember.__version__}; cpu path "
+        f"{ember.backends.cpu.capabilities()['selected']}"
+    )
     bw = copy_bandwidth()
     print(f"measured copy bandwidth: {bw:.1f} GB/s (numpy copyto, 256 MiB, warm)\n")
     rows = []
@@ -54,20 +66,25 @@ def main() -> None:
             x = rng.standard_normal(n).astype(np.float32)
             g = rng.standard_normal(n).astype(np.float32)
             out = np.empty_like(x)
-            cases = [
-                ("fwd warm", 8, lambda: _C.relu_fwd(x, out), lambda: np.maximum(x, 0, out=out)),
-                ("fwd cold", 8, lambda: _C.relu_fwd(x, np.empty_like(x)), lambda: np.maximum(x, 0)),
-                ("bwd warm", 12, lambda: _C.relu_bwd(g, x, out),
-                 lambda: np.multiply(g, x > 0, out=out)),
-            ]
-            for name, bpe, ours, ref in cases:
+            for name, bpe, ours, ref in cases(x, g, out):
                 t_ours = median_time(ours)
                 t_ref = median_time(ref)
                 gbs = bpe * n / t_ours / 1e9
-                rows.append([threads, n, name, f"{t_ours * 1e3:.3f}", f"{t_ref * 1e3:.3f}",
-                             f"{t_ref / t_ours:.2f}x", f"{gbs:.1f}", f"{100 * gbs / bw:.0f}%"])
-    print(table(rows, ["threads", "n", "case", "ours ms", "numpy ms", "speedup", "GB/s",
-                       "% copy bw"]))
+                rows.append(
+                    [
+                        threads,
+                        n,
+                        name,
+                        f"{t_ours * 1e3:.3f}",
+                        f"{t_ref * 1e3:.3f}",
+                        f"{t_ref / t_ours:.2f}x",
+                        f"{gbs:.1f}",
+                        f"{100 * gbs / bw:.0f}%",
+                    ]
+                )
+    print(
+        table(rows, ["threads", "n", "case", "ours ms", "numpy ms", "speedup", "GB/s", "% copy bw"])
+    )
     print("\nnumpy is single-threaded here; compare the threads=1 rows for like with like.")
 
 

@@ -3,6 +3,7 @@
 Ceilings are measured in the same run as the kernels, because our machines are shared and
 their clocks drift (shared/DESIGN.md section 5).
 """
+
 from __future__ import annotations
 
 import platform

@@ -1,8 +1,9 @@
 """Run every ``bench_*.py`` in this folder in turn (each prints its own table).
 
-    python bench/run.py            # all
-    python bench/run.py relu gemm  # a subset, by name
+python bench/run.py            # all
+python bench/run.py relu gemm  # a subset, by name
 """
+
 from __future__ import annotations
 
 import glob

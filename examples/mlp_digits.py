@@ -13,6 +13,7 @@ pieces to build your own loop:
 
 Needs scikit-learn: ``pip install "ember[examples]"``.
 """
+
 import sys
 
 from ember.__main__ import main

@@ -632,6 +632,7 @@ def to_vjp(g, x, dtype):
 # comparison helpers: the tolerances of shared/DESIGN.md section 4
 # ---------------------------------------------------------------------------------------------
 
+
 def _same_specials(actual, expected, what):
     """NaN where (and only where) the reference has NaN; infinities equal."""
     nan_a, nan_e = np.isnan(actual), np.isnan(expected)

@@ -6,6 +6,7 @@ Oracles are float64 numpy references written here, independently of the code und
 differences (ember.autograd.gradcheck). PyTorch cross-checks run only when torch is
 installed and are never the only oracle.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,8 +39,9 @@ class Net(nn.Module):
 
     def __init__(self, dtype=None):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(4, 8, dtype=dtype), nn.ReLU(),
-                                  nn.Linear(8, 3, bias=False, dtype=dtype))
+        self.body = nn.Sequential(
+            nn.Linear(4, 8, dtype=dtype), nn.ReLU(), nn.Linear(8, 3, bias=False, dtype=dtype)
+        )
         self.scale = nn.Parameter(ember.randn(3, dtype=dtype))
         self.register_buffer("steps", ember.tensor([7]))
         self.register_buffer("cache", ember.randn(2), persistent=False)
@@ -87,7 +89,11 @@ def test_registration_and_names():
     ember.manual_seed(0)
     net = Net()
     assert [n for n, _ in net.named_parameters()] == [
-        "scale", "body.0.weight", "body.0.bias", "body.2.weight"]
+        "scale",
+        "body.0.weight",
+        "body.0.bias",
+        "body.2.weight",
+    ]
     assert [n for n, _ in net.named_parameters(recurse=False)] == ["scale"]
     assert next(n for n, _ in net.named_parameters(prefix="m")) == "m.scale"
     assert len(list(net.parameters())) == 4
@@ -158,7 +164,7 @@ def test_register_errors():
 
     with pytest.raises(AttributeError, match=r"before Module.__init__\(\)"):
         Early()
-    with pytest.raises(NotImplementedError, match="missing the required \"forward\""):
+    with pytest.raises(NotImplementedError, match='missing the required "forward"'):
         nn.Module()(1)
 
 
@@ -260,12 +266,18 @@ def test_load_state_dict_size_mismatch_leaves_module_unchanged(rng):
     before = {k: v.numpy().copy() for k, v in lin.state_dict().items()}
     good_w = ember.tensor(rng.standard_normal((3, 4)).astype(np.float32))
     good_b = ember.tensor(rng.standard_normal(3).astype(np.float32))
-    with pytest.raises(ValueError, match=r"^\[load_state_dict\] size mismatch for weight: "
-                       r"copying a param with shape \(4, 3\) from checkpoint, the shape in "
-                       r"current model is \(3, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^\[load_state_dict\] size mismatch for weight: "
+        r"copying a param with shape \(4, 3\) from checkpoint, the shape in "
+        r"current model is \(3, 4\)",
+    ):
         lin.load_state_dict({"weight": ember.randn(4, 3), "bias": good_b})
-    with pytest.raises(ValueError, match=r"size mismatch for bias: copying a param with "
-                       r"shape \(4,\) from checkpoint"):
+    with pytest.raises(
+        ValueError,
+        match=r"size mismatch for bias: copying a param with "
+        r"shape \(4,\) from checkpoint",
+    ):
         lin.load_state_dict({"weight": good_w, "bias": ember.randn(4)})
     for k, v in lin.state_dict().items():  # nothing was written, not even the good values
         np.testing.assert_array_equal(v.numpy(), before[k])
@@ -358,8 +370,9 @@ def test_forward_hooks(rng):
         h.remove()
     h1.remove()  # removing twice is harmless
     calls.clear()
-    np.testing.assert_allclose(lin(x).detach().numpy(), ref - 1 - x.numpy() @ lin.weight.detach(
-    ).numpy().T, rtol=1e-12)
+    np.testing.assert_allclose(
+        lin(x).detach().numpy(), ref - 1 - x.numpy() @ lin.weight.detach().numpy().T, rtol=1e-12
+    )
     assert calls == []
 
 
@@ -378,8 +391,10 @@ def test_forward_hooks_with_kwargs_and_context_manager():
         assert kwargs == {"factor": 30.0}
         return out - 1
 
-    with m.register_forward_pre_hook(pre, with_kwargs=True), \
-            m.register_forward_hook(post, with_kwargs=True):
+    with (
+        m.register_forward_pre_hook(pre, with_kwargs=True),
+        m.register_forward_hook(post, with_kwargs=True),
+    ):
         assert m(x, factor=3.0).tolist() == [44.0, -61.0]
     assert m(x, factor=3.0).tolist() == [4.5, -6.0]
     assert not m._forward_hooks and not m._forward_pre_hooks_with_kwargs  # all cleaned up
@@ -397,8 +412,9 @@ def test_repr_nested():
         def extra_repr(self):
             return "depth=2,\nwidth=3"
 
-    net = nn.Sequential(OrderedDict(
-        block=Block(), act=nn.ReLU(), flat=nn.Flatten(), out=nn.Linear(3, 1)))
+    net = nn.Sequential(
+        OrderedDict(block=Block(), act=nn.ReLU(), flat=nn.Flatten(), out=nn.Linear(3, 1))
+    )
     assert repr(net) == (
         "Sequential(\n"
         "  (block): Block(\n"
@@ -442,8 +458,12 @@ def test_sequential_indexing():
 
 
 def test_sequential_forward_matches_manual(rng):
-    seq = nn.Sequential(nn.Linear(4, 5, dtype=ember.float64), nn.Tanh(),
-                        nn.Linear(5, 2, dtype=ember.float64), nn.Sigmoid())
+    seq = nn.Sequential(
+        nn.Linear(4, 5, dtype=ember.float64),
+        nn.Tanh(),
+        nn.Linear(5, 2, dtype=ember.float64),
+        nn.Sigmoid(),
+    )
     x = randn64(rng, 3, 4)
     w0, b0 = seq[0].weight.detach().numpy(), seq[0].bias.detach().numpy()
     w2, b2 = seq[2].weight.detach().numpy(), seq[2].bias.detach().numpy()
@@ -458,7 +478,13 @@ def test_modulelist():
     ml += [nn.Sigmoid()]
     ml.insert(1, nn.Identity())
     assert [type(m).__name__ for m in ml] == [
-        "Linear", "Identity", "ReLU", "Linear", "Tanh", "Sigmoid"]
+        "Linear",
+        "Identity",
+        "ReLU",
+        "Linear",
+        "Tanh",
+        "Sigmoid",
+    ]
     assert [n for n, _ in ml.named_children()] == [str(i) for i in range(6)]
     assert len(list(ml.parameters())) == 4
     del ml[1]
@@ -500,8 +526,9 @@ def test_linear_forward_matches_float64_reference(rng):
     nob = nn.Linear(5, 3, bias=False, dtype=ember.float64)
     assert nob.bias is None and len(list(nob.parameters())) == 1
     x = randn64(rng, 4, 5)
-    np.testing.assert_allclose(nob(x).detach().numpy(),
-                               x.numpy() @ nob.weight.detach().numpy().T, rtol=1e-12)
+    np.testing.assert_allclose(
+        nob(x).detach().numpy(), x.numpy() @ nob.weight.detach().numpy().T, rtol=1e-12
+    )
 
 
 def test_linear_float32_forward_backward_vs_reference(rng):
@@ -550,8 +577,11 @@ def test_linear_errors(rng):
     lin = nn.Linear(4, 3)
     with pytest.raises(ValueError, match=r"^\[linear\] input has 5 features"):
         lin(ember.randn(2, 5))
-    with pytest.raises(TypeError, match=r"^\[linear\] input is ember.float64 but weight is "
-                       r"ember.float32"):
+    with pytest.raises(
+        TypeError,
+        match=r"^\[linear\] input is ember.float64 but weight is "
+        r"ember.float32",
+    ):
         lin(randn64(rng, 2, 4))
     with pytest.raises(TypeError, match=r"^\[linear\] input must be a floating point"):
         lin(ember.tensor([[1, 2, 3, 4]]))
@@ -658,19 +688,21 @@ def _softmax_ref(x, axis):
     return out
 
 
-@pytest.mark.parametrize("shape,dim", [((4, 7), 1), ((4, 7), 0), ((3, 4, 5), 1),
-                                       ((3, 4, 5), -1), ((6,), 0), ((2, 1, 3), 1)])
+@pytest.mark.parametrize(
+    "shape,dim",
+    [((4, 7), 1), ((4, 7), 0), ((3, 4, 5), 1), ((3, 4, 5), -1), ((6,), 0), ((2, 1, 3), 1)],
+)
 def test_softmax_log_softmax_vs_reference(rng, shape, dim):
     x = randn64(rng, *shape) * 3
     ref = _softmax_ref(x.numpy(), dim)
     np.testing.assert_allclose(F.softmax(x, dim).numpy(), ref, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(F.log_softmax(x, dim).numpy(), np.log(ref), rtol=1e-12,
-                               atol=1e-13)
+    np.testing.assert_allclose(F.log_softmax(x, dim).numpy(), np.log(ref), rtol=1e-12, atol=1e-13)
     # float32 input: error comparable to a float32 computation
     x32 = ember.tensor(x.numpy().astype(np.float32))
     np.testing.assert_allclose(F.softmax(x32, dim).numpy(), ref, rtol=2e-6, atol=1e-7)
-    np.testing.assert_allclose(F.log_softmax(x32, dim=dim).numpy(), np.log(ref), rtol=1e-5,
-                               atol=2e-6)
+    np.testing.assert_allclose(
+        F.log_softmax(x32, dim=dim).numpy(), np.log(ref), rtol=1e-5, atol=2e-6
+    )
 
 
 @pytest.mark.parametrize("shape,dim", [((3, 4), 1), ((2, 3, 2), 1), ((3, 4), 0)])
@@ -685,12 +717,14 @@ def test_softmax_backward_vs_reference(rng):
     g = rng.standard_normal((5, 6))
     F.softmax(x, 1).backward(t64(g))
     s = _softmax_ref(x.detach().numpy(), 1)
-    np.testing.assert_allclose(x.grad.numpy(), s * (g - (g * s).sum(1, keepdims=True)),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        x.grad.numpy(), s * (g - (g * s).sum(1, keepdims=True)), rtol=1e-12, atol=1e-14
+    )
     x.grad = None
     F.log_softmax(x, 1).backward(t64(g))
-    np.testing.assert_allclose(x.grad.numpy(), g - s * g.sum(1, keepdims=True), rtol=1e-12,
-                               atol=1e-14)
+    np.testing.assert_allclose(
+        x.grad.numpy(), g - s * g.sum(1, keepdims=True), rtol=1e-12, atol=1e-14
+    )
 
 
 def test_softmax_robustness():
@@ -755,7 +789,7 @@ def _ce_inputs(rng, shape, ignore=True):
     tshape = (shape[0],) + shape[2:]
     t = rng.integers(0, shape[1], tshape)
     if ignore:
-        t.reshape(-1)[:: 3] = -100 if ignore is True else ignore
+        t.reshape(-1)[::3] = -100 if ignore is True else ignore
     return x, t
 
 
@@ -781,14 +815,19 @@ def test_cross_entropy_vs_reference(rng, shape, case, ignore):
     ignore_index = 2 if ignore == 2 else -100
     w = rng.uniform(0.2, 2.0, shape[1]) if kw.pop("weight", False) else None
     ref = _ce_ref(x, t, w, ignore_index, **kw)
-    out = F.cross_entropy(t64(x), ember.tensor(t), None if w is None else t64(w),
-                          ignore_index=ignore_index, **kw)
+    out = F.cross_entropy(
+        t64(x), ember.tensor(t), None if w is None else t64(w), ignore_index=ignore_index, **kw
+    )
     assert out.dtype is ember.float64 and out.shape == np.shape(ref)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-12, atol=1e-14)
     # float32 logits against the same float64 reference
-    out32 = F.cross_entropy(ember.tensor(x.astype(np.float32)), ember.tensor(t),
-                            None if w is None else ember.tensor(w.astype(np.float32)),
-                            ignore_index=ignore_index, **kw)
+    out32 = F.cross_entropy(
+        ember.tensor(x.astype(np.float32)),
+        ember.tensor(t),
+        None if w is None else ember.tensor(w.astype(np.float32)),
+        ignore_index=ignore_index,
+        **kw,
+    )
     assert out32.dtype is ember.float32
     np.testing.assert_allclose(out32.numpy(), ref, rtol=2e-5, atol=2e-6)
 
@@ -863,18 +902,27 @@ def test_cross_entropy_probability_targets(rng):
 
 def test_cross_entropy_errors(rng):
     x = ember.randn(4, 10)
-    with pytest.raises(ValueError, match=r"^\[cross_entropy\] target 12 is out of range for "
-                       r"10 classes$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^\[cross_entropy\] target 12 is out of range for "
+        r"10 classes$",
+    ):
         F.cross_entropy(x, ember.tensor([1, 2, 12, 3]))
     with pytest.raises(ValueError, match=r"target -3 is out of range for 10 classes"):
         F.cross_entropy(x, ember.tensor([1, -3, -100, 3]))
     with pytest.raises(ValueError, match=r"target 10 is out of range"):
         F.cross_entropy(x, ember.tensor([1, 10, 0, 3]), ignore_index=1)
-    with pytest.raises(ValueError, match=r"^\[cross_entropy\] input of shape \(4, 10\) expects "
-                       r"target of shape \(4,\), got \(5,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^\[cross_entropy\] input of shape \(4, 10\) expects "
+        r"target of shape \(4,\), got \(5,\)",
+    ):
         F.cross_entropy(x, ember.tensor([1, 2, 3, 4, 5]))
-    with pytest.raises(TypeError, match=r"^\[cross_entropy\] target must hold int64 class "
-                       r"indices, got ember.float32"):
+    with pytest.raises(
+        TypeError,
+        match=r"^\[cross_entropy\] target must hold int64 class "
+        r"indices, got ember.float32",
+    ):
         F.cross_entropy(x, ember.tensor([1.0, 2.0, 3.0, 4.0]))
     with pytest.raises(TypeError, match=r"^\[cross_entropy\] input must be a floating point"):
         F.cross_entropy(ember.tensor([[1, 2]]), ember.tensor([0]))
@@ -908,16 +956,20 @@ def test_nll_loss_vs_reference(rng):
     # nll_loss of log_softmax is cross_entropy
     np.testing.assert_allclose(
         F.nll_loss(F.log_softmax(t64(x), 1), ember.tensor(t)).item(),
-        F.cross_entropy(t64(x), ember.tensor(t)).item(), rtol=1e-14)
+        F.cross_entropy(t64(x), ember.tensor(t)).item(),
+        rtol=1e-14,
+    )
 
 
 def test_loss_modules(rng):
     x, t = _ce_inputs(rng, (5, 4), ignore=True)
     w = rng.uniform(0.5, 2.0, 4)
     crit = nn.CrossEntropyLoss(weight=t64(w), label_smoothing=0.1, reduction="sum")
-    np.testing.assert_allclose(crit(t64(x), ember.tensor(t)).item(),
-                               _ce_ref(x, t, w, reduction="sum", label_smoothing=0.1),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        crit(t64(x), ember.tensor(t)).item(),
+        _ce_ref(x, t, w, reduction="sum", label_smoothing=0.1),
+        rtol=1e-12,
+    )
     assert list(crit.state_dict()) == ["weight"]  # the class weights are a buffer
     assert repr(crit) == "CrossEntropyLoss(reduction='sum')"
     nll = nn.NLLLoss(ignore_index=0)
@@ -926,8 +978,9 @@ def test_loss_modules(rng):
     ref = np.mean([-logp[i, c] for i, c in enumerate(tt) if c != 0])
     np.testing.assert_allclose(nll(t64(logp), ember.tensor(tt)).item(), ref, rtol=1e-13)
     a, b = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
-    np.testing.assert_allclose(nn.MSELoss()(t64(a), t64(b)).item(), ((a - b) ** 2).mean(),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        nn.MSELoss()(t64(a), t64(b)).item(), ((a - b) ** 2).mean(), rtol=1e-14
+    )
     with pytest.raises(ValueError, match=r"^\[MSELoss\] reduction must be"):
         nn.MSELoss(reduction="mean ")
 
@@ -937,8 +990,9 @@ def test_mse_loss_vs_reference_and_gradcheck(rng, reduction):
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
     sq = (a - b) ** 2
     ref = {"mean": sq.mean(), "sum": sq.sum(), "none": sq}[reduction]
-    np.testing.assert_allclose(F.mse_loss(t64(a), t64(b), reduction=reduction).numpy(), ref,
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        F.mse_loss(t64(a), t64(b), reduction=reduction).numpy(), ref, rtol=1e-14
+    )
     x, y = t64(a, requires_grad=True), t64(b, requires_grad=True)
     assert gradcheck(lambda x, y: F.mse_loss(x, y, reduction=reduction), (x, y))
     x.grad = y.grad = None
@@ -951,11 +1005,17 @@ def test_mse_loss_vs_reference_and_gradcheck(rng, reduction):
 
 
 def test_mse_loss_errors():
-    with pytest.raises(ValueError, match=r"^\[mse_loss\] input shape \(4, 1\) and target "
-                       r"shape \(4,\) differ"):
+    with pytest.raises(
+        ValueError,
+        match=r"^\[mse_loss\] input shape \(4, 1\) and target "
+        r"shape \(4,\) differ",
+    ):
         F.mse_loss(ember.randn(4, 1), ember.randn(4))
-    with pytest.raises(TypeError, match=r"^\[mse_loss\] input is ember.float32 but target is "
-                       r"ember.float64"):
+    with pytest.raises(
+        TypeError,
+        match=r"^\[mse_loss\] input is ember.float32 but target is "
+        r"ember.float64",
+    ):
         F.mse_loss(ember.randn(4), ember.randn(4, dtype=ember.float64))
     with pytest.raises(TypeError, match=r"^\[mse_loss\] target must be a floating point"):
         F.mse_loss(ember.randn(2), ember.tensor([1, 2]))
@@ -964,8 +1024,16 @@ def test_mse_loss_errors():
 # ================================================================================ SGD
 
 
-def _sgd_ref(params, grads_per_step, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-             nesterov=False, maximize=False):
+def _sgd_ref(
+    params,
+    grads_per_step,
+    lr,
+    momentum=0.0,
+    dampening=0.0,
+    weight_decay=0.0,
+    nesterov=False,
+    maximize=False,
+):
     """torch.optim.SGD's documented algorithm, written out per element in float64."""
     params = [p.astype(np.float64).copy() for p in params]
     bufs = [None] * len(params)
@@ -1029,8 +1097,11 @@ def test_sgd_float32_and_param_groups(rng):
     pb = nn.Parameter(ember.tensor(b.astype(np.float32)))
     pc = nn.Parameter(ember.tensor(rng.standard_normal(2).astype(np.float32)))
     c_before = pc.detach().numpy().copy()
-    opt = ember.optim.SGD([{"params": [pa]}, {"params": pb, "lr": 0.5, "momentum": 0.0},
-                           {"params": [pc]}], lr=0.1, momentum=0.9)
+    opt = ember.optim.SGD(
+        [{"params": [pa]}, {"params": pb, "lr": 0.5, "momentum": 0.0}, {"params": [pc]}],
+        lr=0.1,
+        momentum=0.9,
+    )
     assert opt.param_groups[1]["lr"] == 0.5 and opt.param_groups[0]["lr"] == 0.1
     ga = [rng.standard_normal((5, 3)) for _ in range(3)]
     gb = [rng.standard_normal(3) for _ in range(3)]
@@ -1093,8 +1164,11 @@ def test_sgd_argument_validation():
         ember.optim.SGD(p, momentum=-0.5)
     with pytest.raises(ValueError, match=r"^\[SGD\] invalid weight_decay value: -0.1$"):
         ember.optim.SGD(p, weight_decay=-0.1)
-    with pytest.raises(ValueError, match=r"Nesterov momentum requires a momentum and zero "
-                       r"dampening"):
+    with pytest.raises(
+        ValueError,
+        match=r"Nesterov momentum requires a momentum and zero "
+        r"dampening",
+    ):
         ember.optim.SGD(p, nesterov=True)
     with pytest.raises(ValueError, match="Nesterov"):
         ember.optim.SGD(p, momentum=0.9, dampening=0.1, nesterov=True)
@@ -1120,13 +1194,18 @@ def test_sgd_argument_validation():
 def test_sgd_state_dict_round_trip(rng):
     def make():
         ember.manual_seed(3)
-        return nn.Sequential(nn.Linear(3, 4, dtype=ember.float64), nn.Tanh(),
-                             nn.Linear(4, 2, dtype=ember.float64))
+        return nn.Sequential(
+            nn.Linear(3, 4, dtype=ember.float64), nn.Tanh(), nn.Linear(4, 2, dtype=ember.float64)
+        )
 
     m1 = make()
     params = list(m1.parameters())
-    opt1 = ember.optim.SGD([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}],
-                           lr=0.05, momentum=0.9, nesterov=True)
+    opt1 = ember.optim.SGD(
+        [{"params": params[:2]}, {"params": params[2:], "lr": 0.02}],
+        lr=0.05,
+        momentum=0.9,
+        nesterov=True,
+    )
     x, y = randn64(rng, 6, 3), randn64(rng, 6, 2)
 
     def train_step(model, opt):
@@ -1157,8 +1236,10 @@ def test_sgd_state_dict_round_trip(rng):
     for a, b in zip(m1.parameters(), m2.parameters()):
         np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
     # loading copies: the saved dict is not aliased by the optimizer's state
-    assert opt2.state[p2[0]]["momentum_buffer"]._array is not saved["state"][0][
-        "momentum_buffer"]._array
+    assert (
+        opt2.state[p2[0]]["momentum_buffer"]._array
+        is not saved["state"][0]["momentum_buffer"]._array
+    )
 
 
 def test_sgd_load_state_dict_errors():
@@ -1170,8 +1251,10 @@ def test_sgd_load_state_dict_errors():
     small = ember.optim.SGD(p[:1], lr=0.1)
     with pytest.raises(ValueError, match="doesn't match the size"):
         opt.load_state_dict(small.state_dict())
-    bad = {"state": {0: {"momentum_buffer": ember.randn(5)}},
-           "param_groups": opt.state_dict()["param_groups"]}
+    bad = {
+        "state": {0: {"momentum_buffer": ember.randn(5)}},
+        "param_groups": opt.state_dict()["param_groups"],
+    }
     with pytest.raises(ValueError, match="has shape"):
         opt.load_state_dict(bad)
 
@@ -1197,8 +1280,9 @@ def test_cross_entropy_against_torch_if_available(rng):
     w = rng.uniform(0.5, 2.0, 4)
     kw = {"label_smoothing": 0.15}
     ours = F.cross_entropy(t64(x), ember.tensor(t), t64(w), **kw).item()
-    ref = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(t), torch.tensor(w),
-                                            **kw).item()
+    ref = torch.nn.functional.cross_entropy(
+        torch.tensor(x), torch.tensor(t), torch.tensor(w), **kw
+    ).item()
     assert ours == pytest.approx(ref, rel=1e-12)
 
 
@@ -1246,28 +1330,49 @@ def test_main_job_pieces_reproducible():
     b = make_mlp()
     for p, q in zip(a.parameters(), b.parameters()):
         np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
-    assert [p.shape for p in a.parameters()] == [(128, 64), (128,), (64, 128), (64,),
-                                                 (10, 64), (10,)]
+    assert [p.shape for p in a.parameters()] == [
+        (128, 64),
+        (128,),
+        (64, 128),
+        (64,),
+        (10, 64),
+        (10,),
+    ]
 
 
 def test_main_job_runs_briefly():
     pytest.importorskip("sklearn")
-    r = subprocess.run([sys.executable, "-m", "ember", "--epochs", "3", "--threads", "1",
-                        "--min-accuracy", "0.8"], capture_output=True, text=True, check=False, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ember", "--epochs", "3", "--threads", "1", "--min-accuracy", "0.8"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert sum(line.startswith("epoch ") for line in lines) == 3
     assert lines[-1].startswith("test accuracy ") and "mean epoch time" in lines[-1]
-    r = subprocess.run([sys.executable, "-m", "ember", "--epochs", "1", "--threads", "1"],
-                       capture_output=True, text=True, check=False, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ember", "--epochs", "1", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert r.returncode == 1 and "FAILED: test accuracy" in r.stderr  # 1 epoch is not enough
 
 
 def test_main_job_without_sklearn():
-    code = ("import sys; sys.modules['sklearn'] = None\n"
-            "from ember.__main__ import main\n"
-            "sys.exit(main([]))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "from ember.__main__ import main\n"
+        "sys.exit(main([]))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
     assert r.returncode == 2
-    assert ('python -m ember needs scikit-learn for the digits data: '
-            'pip install "ember[examples]"') in r.stderr
+    assert (
+        'python -m ember needs scikit-learn for the digits data: pip install "ember[examples]"'
+    ) in r.stderr

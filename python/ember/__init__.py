@@ -15,24 +15,61 @@ except ImportError as _e:  # pragma: no cover - only a broken install gets here
         "`pip install .` from the source tree."
     ) from _e
 
-from . import _dtype
+from . import _dtype, autograd, backends, cuda, nn, optim  # noqa: E402  # noqa: E402
 from ._device import device
-from ._dtype import (bfloat16, double, dtype, float16, float32, float64, get_default_dtype, half,
-                     int8, int16, int32, int64, long, set_default_dtype, short, uint8)
+from ._dtype import (
+    bfloat16,
+    double,
+    dtype,
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    half,
+    int8,
+    int16,
+    int32,
+    int64,
+    long,
+    set_default_dtype,
+    short,
+    uint8,
+)
 from ._dtype import bool_ as bool  # noqa: A001  (ember.bool, as torch.bool)
 from ._dtype import float as float  # noqa: A001,PLC0414
 from ._dtype import int as int  # noqa: A001,PLC0414
-from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
-from .tensor import Tensor
 from ._ops import *  # noqa: F401,F403,E402  the op functions (add, exp, sum, matmul, cat ...)
-from ._ops import _METHODS  # noqa: E402
-from ._ops import rsqrt, square  # noqa: E402
-from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like,
-                       linspace, ones, ones_like, rand, rand_like, randint, randint_like, randn,
-                       randn_like, randperm, tensor, zeros, zeros_like)
+from ._ops import (  # noqa: E402
+    _METHODS,  # noqa: E402
+    rsqrt,
+    square,
+)
+from .autograd import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from .creation import (
+    arange,
+    as_tensor,
+    empty,
+    empty_like,
+    eye,
+    from_numpy,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    rand,
+    rand_like,
+    randint,
+    randint_like,
+    randn,
+    randn_like,
+    randperm,
+    tensor,
+    zeros,
+    zeros_like,
+)
 from .random import Generator, initial_seed, manual_seed, seed
-from . import autograd, backends, cuda  # noqa: E402
-from . import nn, optim  # noqa: E402
+from .tensor import Tensor
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ status is non-zero when the test accuracy is below ``--min-accuracy`` (95 % by d
 
 The same code runs as ``python examples/mlp_digits.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ import numpy as np
 import ember
 from ember import nn
 
-SKLEARN_MISSING = ('python -m ember needs scikit-learn for the digits data: '
-                   'pip install "ember[examples]"')
+SKLEARN_MISSING = (
+    'python -m ember needs scikit-learn for the digits data: pip install "ember[examples]"'
+)
 
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
@@ -54,14 +56,20 @@ def make_mlp(sizes=(64, 128, 64, 10)) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def train_epoch(model: nn.Module, optimizer: ember.optim.Optimizer, x: np.ndarray,
-                y: np.ndarray, batch_size: int, rng: np.random.Generator) -> tuple[float, float]:
+def train_epoch(
+    model: nn.Module,
+    optimizer: ember.optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+) -> tuple[float, float]:
     """One pass over (x, y) in shuffled mini-batches; returns (mean loss, accuracy)."""
     model.train()
     order = rng.permutation(len(y))
     total_loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         xb, yb = ember.from_numpy(x[idx]), ember.from_numpy(y[idx])
         logits = model(xb)
         loss = nn.functional.cross_entropy(logits, yb)
@@ -81,8 +89,7 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred.numpy() == y).mean())
 
 
-def run(epochs: int = 30, batch_size: int = 32, lr: float = 0.1, seed: int = 0,
-        log=print) -> dict:
+def run(epochs: int = 30, batch_size: int = 32, lr: float = 0.1, seed: int = 0, log=print) -> dict:
     """Train and evaluate; returns test accuracy and per-epoch times (ms).
 
     The defaults (batch 32, lr 0.1, momentum 0.9, 30 epochs) reach 97.5-98.9 % test accuracy
@@ -98,8 +105,10 @@ def run(epochs: int = 30, batch_size: int = 32, lr: float = 0.1, seed: int = 0,
         t0 = time.perf_counter()
         loss, acc = train_epoch(model, optimizer, x_tr, y_tr, batch_size, rng)
         times.append((time.perf_counter() - t0) * 1e3)
-        log(f"epoch {epoch:3d}/{epochs}  loss {loss:.4f}  train acc {100 * acc:6.2f}%  "
-            f"{times[-1]:7.1f} ms")
+        log(
+            f"epoch {epoch:3d}/{epochs}  loss {loss:.4f}  train acc {100 * acc:6.2f}%  "
+            f"{times[-1]:7.1f} ms"
+        )
     test_acc = evaluate(model, x_te, y_te)
     return {"test_accuracy": test_acc, "epoch_ms": times, "n_test": len(y_te)}
 
@@ -107,17 +116,34 @@ def run(epochs: int = 30, batch_size: int = 32, lr: float = 0.1, seed: int = 0,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ember",
-        description="Train a 64-128-64-10 MLP on scikit-learn's handwritten digits with ember.")
+        description="Train a 64-128-64-10 MLP on scikit-learn's handwritten digits with ember.",
+    )
     parser.add_argument("--epochs", type=int, default=30, help="default %(default)s")
     parser.add_argument("--batch-size", type=int, default=32, help="default %(default)s")
-    parser.add_argument("--lr", type=float, default=0.1,
-                        help="SGD learning rate (momentum 0.9), default %(default)s")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds the split, the initial weights and the batch order")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for ember's CPU kernels (default: OMP_NUM_THREADS or all)")
-    parser.add_argument("--min-accuracy", type=float, default=0.95,
-                        help="exit with status 1 if the test accuracy is lower (default 0.95)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=0.1,
+        help="SGD learning rate (momentum 0.9), default %(default)s",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the split, the initial weights and the batch order",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for ember's CPU kernels (default: OMP_NUM_THREADS or all)",
+    )
+    parser.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=0.95,
+        help="exit with status 1 if the test accuracy is lower (default 0.95)",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be positive")
@@ -128,15 +154,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads is not None:
         ember.set_num_threads(args.threads)
-    print(f"ember {ember.__version__}, {ember.get_num_threads()} threads, "
-          f"CPU path {ember.backends.cpu.get_cpu_path()}")
+    print(
+        f"ember {ember.__version__}, {ember.get_num_threads()} threads, "
+        f"CPU path {ember.backends.cpu.get_cpu_path()}"
+    )
     res = run(args.epochs, args.batch_size, args.lr, args.seed)
     acc = res["test_accuracy"]
-    print(f"test accuracy {100 * acc:.2f}% ({round(acc * res['n_test'])}/{res['n_test']}), "
-          f"mean epoch time {np.mean(res['epoch_ms']):.1f} ms")
+    print(
+        f"test accuracy {100 * acc:.2f}% ({round(acc * res['n_test'])}/{res['n_test']}), "
+        f"mean epoch time {np.mean(res['epoch_ms']):.1f} ms"
+    )
     if acc < args.min_accuracy:
-        print(f"FAILED: test accuracy {100 * acc:.2f}% is below {100 * args.min_accuracy:.2f}%",
-              file=sys.stderr)
+        print(
+            f"FAILED: test accuracy {100 * acc:.2f}% is below {100 * args.min_accuracy:.2f}%",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 CPU tensors hold numpy arrays, CUDA tensors cupy arrays. cupy is imported lazily, so ember
 imports (and every CPU feature works) on a machine without cupy, a driver or a GPU.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,11 @@ class device:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 
     def __repr__(self) -> str:
-        return f"device(type='{self.type}'" + ("" if self.index is None else f", index={self.index}") + ")"
+        return (
+            f"device(type='{self.type}'"
+            + ("" if self.index is None else f", index={self.index}")
+            + ")"
+        )
 
     def __eq__(self, other) -> bool:
         if isinstance(other, str):

@@ -4,6 +4,7 @@ ember stores data in numpy (CPU) or cupy (CUDA) arrays, so every dtype maps to a
 except bfloat16, which numpy lacks: it is declared so the name exists, and creating a tensor of
 it raises until the CUDA half-precision work (issue 8) gives it storage.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Small argument helpers shared by the ops: dims, size arguments, errors."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

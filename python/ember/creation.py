@@ -1,5 +1,6 @@
 """Tensor creation: ``tensor``, ``as_tensor``, ``from_numpy``, ``zeros``/``ones``/``full``/
 ``empty``/``arange``/``linspace``/``eye``, the random ones, and the ``*_like`` forms."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,9 @@ def _to_array(data, dtype, device, op, copy=True):
 
             cupy_module()
         arr, copy = move(arr, dev), False
-    if copy and (isinstance(data, (Tensor, np.ndarray)) or hasattr(data, "__cuda_array_interface__")):
+    if copy and (
+        isinstance(data, (Tensor, np.ndarray)) or hasattr(data, "__cuda_array_interface__")
+    ):
         arr = arr.copy()
     return arr
 
@@ -127,8 +130,14 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tens
         fill_value = fill_value.item()
     if dtype is None:
         dtype = _scalar_dtype(fill_value)
-    return _filled("full", (size,) if isinstance(size, int) else (tuple(size),), fill_value, dtype,
-                   device, requires_grad)
+    return _filled(
+        "full",
+        (size,) if isinstance(size, int) else (tuple(size),),
+        fill_value,
+        dtype,
+        device,
+        requires_grad,
+    )
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -167,17 +176,31 @@ def _random(op, size, dtype, device, requires_grad, draw):
 
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform on [0, 1)."""
-    return _random("rand", size, dtype, device, requires_grad,
-                   lambda s, nd, dev: R._uniform(s, 0.0, 1.0, nd, dev, generator))
+    return _random(
+        "rand",
+        size,
+        dtype,
+        device,
+        requires_grad,
+        lambda s, nd, dev: R._uniform(s, 0.0, 1.0, nd, dev, generator),
+    )
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal."""
-    return _random("randn", size, dtype, device, requires_grad,
-                   lambda s, nd, dev: R._normal(s, 0.0, 1.0, nd, dev, generator))
+    return _random(
+        "randn",
+        size,
+        dtype,
+        device,
+        requires_grad,
+        lambda s, nd, dev: R._normal(s, 0.0, 1.0, nd, dev, generator),
+    )
 
 
-def randint(*args, size=None, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+def randint(
+    *args, size=None, generator=None, dtype=None, device=None, requires_grad=False
+) -> Tensor:
     """``randint(high, size)`` or ``randint(low, high, size)``: integers in [low, high)."""
     if size is not None:
         args = args + (size,)
@@ -189,8 +212,10 @@ def randint(*args, size=None, generator=None, dtype=None, device=None, requires_
         raise TypeError("[randint] expected randint(high, size) or randint(low, high, size)")
     shape = size_args((size,), "randint")
     dt = D.int64 if dtype is None else D.to_dtype(dtype)
-    return _finish(R._randint(int(low), int(high), shape, D.np_dtype(dt), to_device(device), generator),
-                   requires_grad)
+    return _finish(
+        R._randint(int(low), int(high), shape, D.np_dtype(dt), to_device(device), generator),
+        requires_grad,
+    )
 
 
 def randperm(n, *, generator=None, dtype=None, device=None) -> Tensor:
@@ -203,8 +228,12 @@ def _like(input, dtype, device):
 
 
 def zeros_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return zeros(input.shape, dtype=_like(input, dtype, device)[0], device=_like(input, dtype, device)[1],
-                 requires_grad=requires_grad)
+    return zeros(
+        input.shape,
+        dtype=_like(input, dtype, device)[0],
+        device=_like(input, dtype, device)[1],
+        requires_grad=requires_grad,
+    )
 
 
 def ones_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:

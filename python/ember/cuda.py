@@ -4,6 +4,7 @@ The CUDA backend needs both our kernels compiled in (``_C.cuda_compiled()``) and
 storage; ``is_available()`` is True only when both work and a device is present. Nothing here
 raises on a machine without a GPU, driver or cupy.
 """
+
 from __future__ import annotations
 
 from . import _C
@@ -27,7 +28,10 @@ def _probe() -> str | None:
             cupy.cuda.runtime.getDeviceCount()
             _reason = ""
         except Exception as e:  # ImportError, or cupy's CUDARuntimeError
-            _reason = f"cupy is needed for CUDA tensors and could not be used ({e}); pip install cupy-cuda12x"
+            _reason = (
+                f"cupy is needed for CUDA tensors and could not be used ({e}); "
+                "pip install cupy-cuda12x"
+            )
     return _reason or None
 
 

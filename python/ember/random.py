@@ -1,5 +1,6 @@
 """ember's random state: one numpy Generator for CPU tensors (and cupy's for CUDA ones),
 reset by ``ember.manual_seed``. Nothing draws from numpy's global state."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,7 +64,11 @@ def _float_draw(kind, shape, nd, generator):
     rng = _gen(generator)
     if nd in (np.float32, np.float64):
         return rng.random(shape, dtype=nd) if kind == "u" else rng.standard_normal(shape, dtype=nd)
-    out = rng.random(shape, dtype=np.float32) if kind == "u" else rng.standard_normal(shape, dtype=np.float32)
+    out = (
+        rng.random(shape, dtype=np.float32)
+        if kind == "u"
+        else rng.standard_normal(shape, dtype=np.float32)
+    )
     return out.astype(nd)
 
 
@@ -90,7 +95,9 @@ def _normal(shape, mean, std, nd, dev, generator=None):
 def _randint(low, high, shape, nd, dev, generator=None):
     if high <= low:
         raise ValueError(f"[randint] high ({high}) must be greater than low ({low})")
-    return _on_device(_gen(generator).integers(low, high, size=shape, dtype=np.int64).astype(nd), dev)
+    return _on_device(
+        _gen(generator).integers(low, high, size=shape, dtype=np.int64).astype(nd), dev
+    )
 
 
 def _permutation(n, dev, generator=None):

@@ -4,6 +4,7 @@ The array is the storage: ``numpy()``, ``__array__`` and ``__dlpack__`` hand it 
 copy. ``_version`` is a one-element list shared by a tensor and its views; in-place ops bump it
 so that autograd can refuse to use a saved tensor that changed after it was saved.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,15 @@ from .autograd.grad_mode import is_grad_enabled
 
 
 class Tensor:
-    __slots__ = ("_array", "_version", "requires_grad", "grad", "grad_fn", "_output_nr",
-                 "__weakref__")
+    __slots__ = (
+        "_array",
+        "_version",
+        "requires_grad",
+        "grad",
+        "grad_fn",
+        "_output_nr",
+        "__weakref__",
+    )
     __array_priority__ = 1000  # numpy defers to our reflected operators (ndarray + Tensor)
 
     def __init__(self, data=None, requires_grad: bool = False):
@@ -128,7 +136,9 @@ class Tensor:
     # -------------------------------------------------------------- conversions
     def item(self):
         if self.numel() != 1:
-            raise ValueError(f"[item] only one-element tensors can be converted, got shape {self.shape}")
+            raise ValueError(
+                f"[item] only one-element tensors can be converted, got shape {self.shape}"
+            )
         return self._array.reshape(-1)[0].item()
 
     def tolist(self):
@@ -158,7 +168,9 @@ class Tensor:
 
     def __dlpack__(self, stream=None, **kwargs):
         if self.requires_grad:
-            raise RuntimeError("[__dlpack__] can't export a tensor that requires grad; detach() it first")
+            raise RuntimeError(
+                "[__dlpack__] can't export a tensor that requires grad; detach() it first"
+            )
         if self.is_cuda:
             return self._array.__dlpack__(stream=stream, **kwargs)
         return self._array.__dlpack__(**kwargs)
@@ -169,7 +181,8 @@ class Tensor:
     def to(self, *args, **kwargs) -> Tensor:
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)``; keywords too.
         Returns ``self`` when nothing changes (unless ``copy=True``)."""
-        from ._device import device as Device, to_device
+        from ._device import device as Device
+        from ._device import to_device
 
         dtype, dev = kwargs.pop("dtype", None), kwargs.pop("device", None)
         copy = kwargs.pop("copy", False)
@@ -203,7 +216,9 @@ class Tensor:
         return self.to("cpu")
 
     def cuda(self, device=None) -> Tensor:
-        return self.to("cuda" if device is None else (f"cuda:{device}" if isinstance(device, int) else device))
+        return self.to(
+            "cuda" if device is None else (f"cuda:{device}" if isinstance(device, int) else device)
+        )
 
     def type(self, dtype=None):
         if dtype is None:
@@ -243,10 +258,13 @@ class Tensor:
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and not self.dtype.is_floating_point:
             raise RuntimeError(
-                f"[requires_grad_] only floating point tensors can require gradients, got {self.dtype}"
+                "[requires_grad_] only floating point tensors can require gradients, "
+                f"got {self.dtype}"
             )
         if not requires_grad and self.grad_fn is not None:
-            raise RuntimeError("[requires_grad_] can't turn off requires_grad of a non-leaf tensor; use detach()")
+            raise RuntimeError(
+                "[requires_grad_] can't turn off requires_grad of a non-leaf tensor; use detach()"
+            )
         self.requires_grad = bool(requires_grad)
         return self
 
@@ -267,7 +285,9 @@ class Tensor:
         from .autograd import backward
 
         if inputs is not None:
-            raise NotImplementedError("[backward] inputs= is not supported; use ember.autograd.grad")
+            raise NotImplementedError(
+                "[backward] inputs= is not supported; use ember.autograd.grad"
+            )
         backward(self, gradient, retain_graph, create_graph)
 
     # ------------------------------------------------------------------ dunder
@@ -277,8 +297,15 @@ class Tensor:
         if arr.size == 0:
             body = f"[], size={arr.shape}" if arr.ndim > 1 else "[]"
         else:
-            body = np.array2string(arr, separator=", ", prefix=prefix, threshold=1000,
-                                   edgeitems=3, precision=4, floatmode="fixed")
+            body = np.array2string(
+                arr,
+                separator=", ",
+                prefix=prefix,
+                threshold=1000,
+                edgeitems=3,
+                precision=4,
+                floatmode="fixed",
+            )
         extras = []
         if self.is_cuda:
             extras.append(f"device='{self.device}'")
@@ -322,7 +349,9 @@ class Tensor:
 
     def __index__(self) -> int:
         if self.dtype.is_floating_point or self.numel() != 1:
-            raise TypeError("[index] only integer tensors of a single element can be converted to an index")
+            raise TypeError(
+                "[index] only integer tensors of a single element can be converted to an index"
+            )
         return int(self.item())
 
     __hash__ = object.__hash__
@@ -428,7 +457,9 @@ class Tensor:
     # record an in-place op), ember computes out of place and rebinds the name instead, which
     # gives the same result for the usual `x += residual` in model code.
     def _inplace_or_new(self, o, inplace, outofplace):
-        if is_grad_enabled() and (self.requires_grad or (isinstance(o, Tensor) and o.requires_grad)):
+        if is_grad_enabled() and (
+            self.requires_grad or (isinstance(o, Tensor) and o.requires_grad)
+        ):
             return outofplace(self, o)
         return inplace(o)
 
@@ -453,7 +484,9 @@ class Tensor:
                 "ember.no_grad() (e.g. for parameter updates)"
             )
         if hasattr(self._array, "flags") and not self._array.flags.writeable:
-            raise ValueError(f"[{op}] the tensor is read-only (an expanded view?); clone() it first")
+            raise ValueError(
+                f"[{op}] the tensor is read-only (an expanded view?); clone() it first"
+            )
 
     def _inplace(self, op, fn, other=None):
         from ._ops._common import as_operand, broadcast_shape, check_device, shape_of
@@ -463,7 +496,9 @@ class Tensor:
             other = as_operand(other, op)
             check_device(op, self, other)
             if broadcast_shape(op, self.shape, shape_of(other)) != self.shape:
-                raise ValueError(f"[{op}] shape {shape_of(other)} can't be broadcast into {self.shape}")
+                raise ValueError(
+                    f"[{op}] shape {shape_of(other)} can't be broadcast into {self.shape}"
+                )
             other = other._array if isinstance(other, Tensor) else other
         try:
             fn(self._array, other)
@@ -486,13 +521,19 @@ class Tensor:
         return self._inplace("sub_", f, other)
 
     def mul_(self, other):
-        return self._inplace("mul_", lambda a, b: _xp(a).multiply(a, b, out=a, casting="same_kind"), other)
+        return self._inplace(
+            "mul_", lambda a, b: _xp(a).multiply(a, b, out=a, casting="same_kind"), other
+        )
 
     def div_(self, other):
-        return self._inplace("div_", lambda a, b: _xp(a).true_divide(a, b, out=a, casting="same_kind"), other)
+        return self._inplace(
+            "div_", lambda a, b: _xp(a).true_divide(a, b, out=a, casting="same_kind"), other
+        )
 
     def pow_(self, other):
-        return self._inplace("pow_", lambda a, b: _xp(a).power(a, b, out=a, casting="same_kind"), other)
+        return self._inplace(
+            "pow_", lambda a, b: _xp(a).power(a, b, out=a, casting="same_kind"), other
+        )
 
     def clamp_(self, min=None, max=None):  # noqa: A002
         def f(a, _):
@@ -536,7 +577,9 @@ class Tensor:
     def normal_(self, mean: float = 0.0, std: float = 1.0):
         from .random import _normal
 
-        return self.copy_(Tensor._wrap(_normal(self.shape, mean, std, self._array.dtype, self.device)))
+        return self.copy_(
+            Tensor._wrap(_normal(self.shape, mean, std, self._array.dtype, self.device))
+        )
 
 
 def _xp(a):

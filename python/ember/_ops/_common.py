@@ -1,4 +1,5 @@
 """Helpers shared by the ops: operands, PyTorch type promotion, device checks, broadcasting."""
+
 from __future__ import annotations
 
 import numbers
@@ -60,7 +61,9 @@ def result_type(*operands) -> D.dtype:
         if r is None or D.category(g) > D.category(r):
             r = g
     if scal:
-        cat = max(0 if isinstance(s, bool) else 1 if isinstance(s, numbers.Integral) else 2 for s in scal)
+        cat = max(
+            0 if isinstance(s, bool) else 1 if isinstance(s, numbers.Integral) else 2 for s in scal
+        )
         if isinstance(scal[0], complex) or any(isinstance(s, complex) for s in scal):
             raise TypeError("complex numbers are not supported by ember")
         if r is None or cat > D.category(r):

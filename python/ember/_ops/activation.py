@@ -1,5 +1,6 @@
 """ReLU on our element-wise kernels: ``_C.relu_fwd/_bwd`` (AVX2 or scalar) on the CPU and
 ``_C.relu_fwd_cuda/_bwd_cuda`` on cupy's current stream. NaN propagates (relu(NaN) = NaN)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """dtype and device conversion with autograd (the gradient converts back)."""
+
 from __future__ import annotations
 
 from .. import _dtype as D

@@ -4,6 +4,7 @@ Simple element-wise work leans on numpy/cupy (shared/DESIGN.md section 1); eleme
 with kernels of our own (relu) live in activation.py. Integer inputs of float-only math (exp,
 log ...) are promoted to the default float dtype, as in PyTorch.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,18 @@ import numpy as np
 from .. import _dtype as D
 from ..autograd.function import Function
 from ..tensor import Tensor
-from ._common import (as_operand, broadcast_shape, cast, check_device, float_dtype_of,
-                      load_operands, result_type, save_operands, shape_of, unbroadcast)
+from ._common import (
+    as_operand,
+    broadcast_shape,
+    cast,
+    check_device,
+    float_dtype_of,
+    load_operands,
+    result_type,
+    save_operands,
+    shape_of,
+    unbroadcast,
+)
 from ._common import xp as xp_
 
 
@@ -30,8 +41,10 @@ def _prep(op, a, b, float_only=False):
 def _grads(ctx, ga, gb):
     """Reduce each input's gradient back to its shape; None where no gradient is needed."""
     sa, sb = ctx.shapes
-    return (unbroadcast(ga, sa) if ctx.needs_input_grad[0] else None,
-            unbroadcast(gb, sb) if len(ctx.needs_input_grad) > 1 and ctx.needs_input_grad[1] else None)
+    return (
+        unbroadcast(ga, sa) if ctx.needs_input_grad[0] else None,
+        unbroadcast(gb, sb) if len(ctx.needs_input_grad) > 1 and ctx.needs_input_grad[1] else None,
+    )
 
 
 class Add(Function):
@@ -74,8 +87,11 @@ class Mul(Function):
     def backward(ctx, g):
         g = g._array
         x, y = load_operands(ctx, g.dtype)
-        return _grads(ctx, g * y if ctx.needs_input_grad[0] else None,
-                      g * x if ctx.needs_input_grad[1] else None)
+        return _grads(
+            ctx,
+            g * y if ctx.needs_input_grad[0] else None,
+            g * x if ctx.needs_input_grad[1] else None,
+        )
 
 
 class Div(Function):
@@ -104,7 +120,7 @@ class Pow(Function):
         ctx.shapes = (shape_of(a), shape_of(b))
         save_operands(ctx, a, b)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return Tensor._wrap(x ** y)
+            return Tensor._wrap(x**y)
 
     @staticmethod
     def backward(ctx, g):
@@ -118,7 +134,9 @@ class Pow(Function):
                 ga = xp.where(y == 0, 0.0, g * y * x ** (y - 1)).astype(g.dtype, copy=False)
             if ctx.needs_input_grad[1]:
                 # d/dy x^y = x^y log x; 0 where x == 0 and y >= 0 (the limit), as in PyTorch
-                gb = xp.where((x == 0) & (y >= 0), 0.0, g * x ** y * xp.log(x)).astype(g.dtype, copy=False)
+                gb = xp.where((x == 0) & (y >= 0), 0.0, g * x**y * xp.log(x)).astype(
+                    g.dtype, copy=False
+                )
         return _grads(ctx, ga, gb)
 
 
@@ -368,8 +386,14 @@ def div(input, other, *, rounding_mode=None):
     if rounding_mode == "floor":
         return _nograd("div", input, other, lambda xp, x, y: xp.floor_divide(x, y))
     if rounding_mode == "trunc":
-        return _nograd("div", input, other, lambda xp, x, y: xp.trunc(x / y).astype(result_type(
-            as_operand(input, "div"), as_operand(other, "div")).np_dtype))
+        return _nograd(
+            "div",
+            input,
+            other,
+            lambda xp, x, y: xp.trunc(x / y).astype(
+                result_type(as_operand(input, "div"), as_operand(other, "div")).np_dtype
+            ),
+        )
     raise ValueError(f"[div] rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
 
 
@@ -439,7 +463,9 @@ clip = clamp
 def where(condition, input=None, other=None):
     """``where(cond, a, b)``; ``where(cond)`` alone returns the indices of True (no grad)."""
     if input is None and other is None:
-        return tuple(Tensor._wrap(i.astype(np.int64)) for i in xp_(condition).nonzero(condition._array))
+        return tuple(
+            Tensor._wrap(i.astype(np.int64)) for i in xp_(condition).nonzero(condition._array)
+        )
     return Where.apply(condition, input, other)
 
 
@@ -526,7 +552,9 @@ def _unary_nograd(name, fn):
         return Tensor._wrap(xp_(input).asarray(fn(xp_(input), input._array)))
 
     f.__name__ = name
-    f.__doc__ = f"Element-wise ``{name}`` (not differentiable: its gradient is zero almost everywhere)."
+    f.__doc__ = (
+        f"Element-wise ``{name}`` (not differentiable: its gradient is zero almost everywhere)."
+    )
     return f
 
 
@@ -541,8 +569,15 @@ isfinite = _unary_nograd("isfinite", lambda xp, x: xp.isfinite(x))
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
-    return bool(xp_(input).allclose(input._array, as_operand(other, "allclose")._array,
-                                    rtol=rtol, atol=atol, equal_nan=equal_nan))
+    return bool(
+        xp_(input).allclose(
+            input._array,
+            as_operand(other, "allclose")._array,
+            rtol=rtol,
+            atol=atol,
+            equal_nan=equal_nan,
+        )
+    )
 
 
 def equal(input, other) -> bool:

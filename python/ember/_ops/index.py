@@ -1,6 +1,7 @@
 """Indexing: ``t[idx]`` with ints, slices, None, Ellipsis, integer arrays/tensors and bool masks
 (autograd scatters the gradient back, summing over repeated indices), and ``t[idx] = v``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,12 +21,16 @@ def _convert_index(idx, t):
         if isinstance(i, Tensor):
             check_device("index", t, i)
             if i.dtype.is_floating_point:
-                raise TypeError(f"[index] tensors used as indices must be integer or bool, got {i.dtype}")
+                raise TypeError(
+                    f"[index] tensors used as indices must be integer or bool, got {i.dtype}"
+                )
             return i._array
         if isinstance(i, list):
             a = np.asarray(i)
             if a.dtype.kind not in "iub" and a.size:
-                raise TypeError(f"[index] lists used as indices must hold ints or bools, got {a.dtype}")
+                raise TypeError(
+                    f"[index] lists used as indices must hold ints or bools, got {a.dtype}"
+                )
             return xp.asarray(a.astype(np.int64) if a.dtype.kind != "b" else a)
         if isinstance(i, np.ndarray) and xp is not np:
             return xp.asarray(i)
@@ -40,8 +45,10 @@ def _convert_index(idx, t):
 
 def _is_basic(idx):
     items = idx if isinstance(idx, tuple) else (idx,)
-    return all(isinstance(i, (int, slice, type(None), type(Ellipsis))) or
-               (isinstance(i, np.integer)) for i in items)
+    return all(
+        isinstance(i, (int, slice, type(None), type(Ellipsis))) or (isinstance(i, np.integer))
+        for i in items
+    )
 
 
 def _do_index(a, idx, op="index"):

@@ -13,7 +13,6 @@ from .. import _C
 from ..autograd.function import Function
 from ..tensor import Tensor
 from ._common import cast, check_device, result_type
-from ._common import xp as xp_
 
 
 def _mm_arrays(a, b):

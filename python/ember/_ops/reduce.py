@@ -4,6 +4,7 @@ logsumexp, prod, all, any, norm.
 numpy/cupy do the arithmetic (their float sums are pairwise, so float32 error grows like
 log n, not n). Backward re-expands the reduced gradient with the kept dims.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -76,8 +77,11 @@ class Mean(Function):
         axes = _axes(dim, a.ndim, "mean")
         ctx.shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = a._array.mean(axis=axes, keepdims=keepdim) if a.numel() else \
-                xp_(a).full(_reduced_shape(a.shape, axes, keepdim), np.nan, a._array.dtype)
+            out = (
+                a._array.mean(axis=axes, keepdims=keepdim)
+                if a.numel()
+                else xp_(a).full(_reduced_shape(a.shape, axes, keepdim), np.nan, a._array.dtype)
+            )
         return Tensor._wrap(xp_(a).asarray(out))
 
     @staticmethod
@@ -112,7 +116,9 @@ def _deviations(x, axes):
     a large common offset before the mean is taken, which helps accuracy in general)."""
     if x.size == 0:
         return x.copy()
-    first = x[tuple(slice(0, 1) if axes is None or i in axes else slice(None) for i in range(x.ndim))]
+    first = x[
+        tuple(slice(0, 1) if axes is None or i in axes else slice(None) for i in range(x.ndim))
+    ]
     y = x - first
     return y - y.mean(axis=axes, keepdims=True)
 
@@ -128,7 +134,9 @@ class Var(Function):
         dev = _deviations(x, axes)
         n = _count(a.shape, axes)
         with np.errstate(invalid="ignore", divide="ignore"):
-            var = (dev * dev).sum(axis=axes, keepdims=keepdim) / x.dtype.type(builtins.max(n - correction, 0))
+            var = (dev * dev).sum(axis=axes, keepdims=keepdim) / x.dtype.type(
+                builtins.max(n - correction, 0)
+            )
             out = xp.sqrt(var) if take_sqrt else var
         ctx.save_for_backward(a)
         ctx.axes, ctx.keepdim, ctx.correction, ctx.take_sqrt = axes, keepdim, correction, take_sqrt
@@ -258,8 +266,9 @@ class Prod(Function):
         ones = xp.ones(flat.shape[:-1] + (1,), x.dtype)
         pre = xp.concatenate([ones, xp.cumprod(flat, -1)[..., :-1]], -1)
         suf = xp.flip(xp.concatenate([ones, xp.cumprod(xp.flip(flat, -1), -1)[..., :-1]], -1), -1)
-        others = xp.moveaxis((pre * suf).reshape(moved.shape),
-                             tuple(range(x.ndim - len(axes), x.ndim)), axes)
+        others = xp.moveaxis(
+            (pre * suf).reshape(moved.shape), tuple(range(x.ndim - len(axes), x.ndim)), axes
+        )
         return g * others, None, None
 
 
@@ -322,11 +331,15 @@ def _arg(op, input, dim, keepdim):
         if x.size == 0:
             raise ValueError(f"[{op}] of an empty tensor")
         r = f()
-        return Tensor._wrap(xp_(input).asarray(r, dtype=np.int64).reshape((1,) * x.ndim if keepdim else ()))
+        return Tensor._wrap(
+            xp_(input).asarray(r, dtype=np.int64).reshape((1,) * x.ndim if keepdim else ())
+        )
     d = norm_dim(dim, input.ndim, op)
     if x.size == 0 and (x.ndim == 0 or x.shape[d] == 0):
         raise ValueError(f"[{op}] reduction over a zero-size dimension {dim}")
-    return Tensor._wrap(xp_(input).asarray(f(axis=d if x.ndim else None, keepdims=keepdim), dtype=np.int64))
+    return Tensor._wrap(
+        xp_(input).asarray(f(axis=d if x.ndim else None, keepdims=keepdim), dtype=np.int64)
+    )
 
 
 def argmax(input, dim=None, keepdim=False):

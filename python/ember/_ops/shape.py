@@ -4,6 +4,7 @@ split/chunk, contiguous, clone, flip.
 Views stay views: the result shares the input's array and its version counter, so an in-place
 change through either is seen by the autograd saved-tensor check.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ import numpy as np
 from .._utils import norm_dim, size_args
 from ..autograd.function import Function
 from ..tensor import Tensor
-from ._common import check_device, result_type, cast
+from ._common import cast, check_device, result_type
 from ._common import xp as xp_
 
 
@@ -95,8 +96,15 @@ class Squeeze(Function):
         else:
             dims = (dim,) if isinstance(dim, int) else tuple(dim)
             # a dim whose size is not 1 is left alone, as in PyTorch
-            axes = tuple(sorted({d for d in (norm_dim(x, a.ndim, "squeeze") for x in dims)
-                                 if a.ndim and a.shape[d] == 1}))
+            axes = tuple(
+                sorted(
+                    {
+                        d
+                        for d in (norm_dim(x, a.ndim, "squeeze") for x in dims)
+                        if a.ndim and a.shape[d] == 1
+                    }
+                )
+            )
         return _view_result(a, a._array.squeeze(axis=axes) if a.ndim else a._array)
 
     @staticmethod
@@ -173,19 +181,25 @@ class Cat(Function):
     def forward(ctx, *tensors, dim=0):
         _check_seq(tensors, "cat")
         check_device("cat", *tensors)
-        ref = next((t for t in tensors if t.shape != (0,)), tensors[0])  # PyTorch skips legacy 1-D empties
+        ref = next(
+            (t for t in tensors if t.shape != (0,)), tensors[0]
+        )  # PyTorch skips legacy 1-D empties
         if ref.ndim == 0:
             raise ValueError("[cat] zero-dimensional tensors cannot be concatenated")
         d = norm_dim(dim, ref.ndim, "cat")
         parts = [t for t in tensors if not (t.shape == (0,) and ref.shape != (0,))]
         for t in parts:
-            if t.ndim != ref.ndim or any(t.shape[i] != ref.shape[i] for i in range(ref.ndim) if i != d):
+            if t.ndim != ref.ndim or any(
+                t.shape[i] != ref.shape[i] for i in range(ref.ndim) if i != d
+            ):
                 raise ValueError(
                     f"[cat] sizes must match except in dim {d}: got {ref.shape} and {t.shape}"
                 )
         dt = result_type(*parts)
         ctx.d = d
-        ctx.sizes = [t.shape[d] if not (t.shape == (0,) and ref.shape != (0,)) else None for t in tensors]
+        ctx.sizes = [
+            t.shape[d] if not (t.shape == (0,) and ref.shape != (0,)) else None for t in tensors
+        ]
         return Tensor._wrap(xp_(ref).concatenate([cast(t, dt) for t in parts], axis=d))
 
     @staticmethod
@@ -219,7 +233,9 @@ class Stack(Function):
         shape = tensors[0].shape
         for t in tensors:
             if t.shape != shape:
-                raise ValueError(f"[stack] all tensors must have the same shape: {shape} vs {t.shape}")
+                raise ValueError(
+                    f"[stack] all tensors must have the same shape: {shape} vs {t.shape}"
+                )
         d = norm_dim(dim, len(shape) + 1, "stack")
         dt = result_type(*tensors)
         ctx.d, ctx.n = d, len(tensors)
@@ -310,14 +326,14 @@ def flatten(input, start_dim=0, end_dim=-1):
     e = norm_dim(end_dim, input.ndim, "flatten")
     if s > e:
         raise ValueError(f"[flatten] start_dim {start_dim} comes after end_dim {end_dim}")
-    shape = input.shape[:s] + (math.prod(input.shape[s:e + 1]),) + input.shape[e + 1:]
+    shape = input.shape[:s] + (math.prod(input.shape[s : e + 1]),) + input.shape[e + 1 :]
     return Reshape.apply(input, shape)
 
 
 def unflatten(input, dim, sizes):
     d = norm_dim(dim, input.ndim, "unflatten")
     sizes = _infer_shape(sizes, input.shape[d], "unflatten")
-    return Reshape.apply(input, input.shape[:d] + tuple(sizes) + input.shape[d + 1:])
+    return Reshape.apply(input, input.shape[:d] + tuple(sizes) + input.shape[d + 1 :])
 
 
 def permute(input, *dims):

@@ -1,9 +1,10 @@
 """Reverse-mode automatic differentiation: Function, grad mode, backward, grad, gradcheck."""
+
 from __future__ import annotations
 
 from .function import Function, Node
-from .gradcheck import GradcheckError, gradcheck
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from .gradcheck import GradcheckError, gradcheck
 
 FunctionCtx = Node
 
@@ -14,7 +15,9 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
     from .engine import run_backward
 
     if create_graph:
-        raise NotImplementedError("[backward] create_graph=True (higher-order gradients) is not supported")
+        raise NotImplementedError(
+            "[backward] create_graph=True (higher-order gradients) is not supported"
+        )
     tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
     if grad_tensors is None or isinstance(grad_tensors, Tensor):
         grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
@@ -22,14 +25,17 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
     run_backward(tensors, groots, retain_graph=bool(retain_graph))
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=False):
+def grad(
+    outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False
+):
     """Return d(outputs)/d(inputs) as a tuple of tensors, without touching ``.grad``."""
     from ..tensor import Tensor, _root_grad
     from .engine import run_backward
 
     if create_graph:
-        raise NotImplementedError("[grad] create_graph=True (higher-order gradients) is not supported")
+        raise NotImplementedError(
+            "[grad] create_graph=True (higher-order gradients) is not supported"
+        )
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
@@ -42,12 +48,23 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     out = []
     for i, g in enumerate(res):
         if g is None and not allow_unused:
-            raise RuntimeError(f"[grad] input {i} was not used in the graph (pass allow_unused=True)")
+            raise RuntimeError(
+                f"[grad] input {i} was not used in the graph (pass allow_unused=True)"
+            )
         out.append(None if g is None else Tensor._wrap(g))
     return tuple(out)
 
 
 __all__ = [
-    "Function", "FunctionCtx", "GradcheckError", "backward", "enable_grad", "grad", "gradcheck",
-    "inference_mode", "is_grad_enabled", "no_grad", "set_grad_enabled",
+    "Function",
+    "FunctionCtx",
+    "GradcheckError",
+    "backward",
+    "enable_grad",
+    "grad",
+    "gradcheck",
+    "inference_mode",
+    "is_grad_enabled",
+    "no_grad",
+    "set_grad_enabled",
 ]

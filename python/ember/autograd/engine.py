@@ -5,6 +5,7 @@ overflow Python's recursion limit), then visited in reverse post-order, so a nod
 after every node that feeds it a gradient. Gradients for a node's outputs are summed in a
 dict keyed by the node; leaf tensors accumulate into ``.grad``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -111,7 +112,7 @@ def run_backward(roots, grad_roots, retain_graph=False, capture=None):
             result = node._fn.backward(node, *grads)
             if not isinstance(result, tuple):
                 result = (result,)
-            if any(inp is not None for inp in node._inputs[len(result):]):
+            if any(inp is not None for inp in node._inputs[len(result) :]):
                 raise RuntimeError(
                     f"[{node.name}] backward returned {len(result)} gradients but forward had "
                     f"{len(node._inputs)} inputs, and a missing one requires grad"

@@ -9,6 +9,7 @@ Saved tensors keep the array and the version counter of the tensor they came fro
 tensor itself: no reference cycles between an output and its node, and an in-place change
 after saving is detected when backward reads them.
 """
+
 from __future__ import annotations
 
 from .grad_mode import is_grad_enabled, no_grad
@@ -90,9 +91,7 @@ class Function:
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
-        raise NotImplementedError(
-            "[Function] subclasses implement forward(ctx, ...)"
-        )
+        raise NotImplementedError("[Function] subclasses implement forward(ctx, ...)")
 
     @staticmethod
     def backward(ctx, *grad_outputs):
@@ -136,9 +135,7 @@ class Function:
                 else:
                     meta.append(None)
             # keep only shape/dtype and the array's module, not the output array itself
-            ctx._out_meta = tuple(
-                None if m is None else (m[0], m[1], type(m[2])) for m in meta
-            )
+            ctx._out_meta = tuple(None if m is None else (m[0], m[1], type(m[2])) for m in meta)
         else:
             ctx._freed = True  # nothing will ever read it: drop references now
             ctx._saved = ()

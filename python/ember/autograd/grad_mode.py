@@ -1,4 +1,5 @@
 """Grad mode: whether operations record a graph. Thread-local, as in PyTorch."""
+
 from __future__ import annotations
 
 import functools

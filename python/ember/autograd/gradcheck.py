@@ -4,6 +4,7 @@ The default compares full Jacobians, column by column, as PyTorch does (exact, f
 small inputs of tests). ``fast_mode=True`` instead checks one random projection per input:
 u^T J v by finite differences along v against (J^T u) . v from a single backward pass.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,9 @@ def _outputs(fn, inputs):
 
 def _flat_outputs(fn, inputs):
     with no_grad():
-        return np.concatenate([np.asarray(o._array, np.float64).ravel() for o in _outputs(fn, inputs)])
+        return np.concatenate(
+            [np.asarray(o._array, np.float64).ravel() for o in _outputs(fn, inputs)]
+        )
 
 
 def _check_inputs(inputs):
@@ -58,18 +61,28 @@ def _analytic_vjp(fn, inputs, diff, u):
     grads, off = [], 0
     for o in outs:
         n = o.numel()
-        grads.append(u[off:off + n].reshape(o.shape).astype(o._array.dtype))
+        grads.append(u[off : off + n].reshape(o.shape).astype(o._array.dtype))
         off += n
     roots = [o for o in outs if o.requires_grad]
     groots = [g for o, g in zip(outs, grads) if o.requires_grad]
     if not roots:
         return [np.zeros(t.shape) for t in diff]
     res = run_backward(roots, groots, capture=diff)
-    return [np.zeros(t.shape) if g is None else np.asarray(g, np.float64) for g, t in zip(res, diff)]
+    return [
+        np.zeros(t.shape) if g is None else np.asarray(g, np.float64) for g, t in zip(res, diff)
+    ]
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
-              raise_exception: bool = True, fast_mode: bool = False, seed: int = 0) -> bool:
+def gradcheck(
+    fn,
+    inputs,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+    fast_mode: bool = False,
+    seed: int = 0,
+) -> bool:
     """Check ``fn``'s autograd gradients against central differences (float64 inputs).
 
     ``inputs``: a tensor or tuple of tensors/other args; those with ``requires_grad`` are

@@ -1,4 +1,5 @@
 """Backend introspection: ``ember.backends.cpu``."""
+
 from . import cpu
 
 __all__ = ["cpu"]

@@ -1,4 +1,5 @@
 """What the CPU kernels detected and use: ``ember.backends.cpu.capabilities()``."""
+
 from __future__ import annotations
 
 from .. import _C

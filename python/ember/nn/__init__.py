@@ -1,5 +1,6 @@
 """``ember.nn``: Modules, Parameters, layers, losses, ``functional`` and ``init``, with
 PyTorch's names (``import ember.nn as nn`` reads like ``import torch.nn as nn``)."""
+
 from . import functional, init
 from .modules import (
     CrossEntropyLoss,
@@ -18,6 +19,19 @@ from .modules import (
 from .parameter import Parameter
 
 __all__ = [
-    "CrossEntropyLoss", "Flatten", "Identity", "Linear", "MSELoss", "Module", "ModuleList",
-    "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "functional", "init",
+    "CrossEntropyLoss",
+    "Flatten",
+    "Identity",
+    "Linear",
+    "MSELoss",
+    "Module",
+    "ModuleList",
+    "NLLLoss",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Tanh",
+    "functional",
+    "init",
 ]

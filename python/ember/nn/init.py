@@ -3,6 +3,7 @@
 All of them write under ``no_grad`` and draw from ember's random state (or ``generator``), so
 ``ember.manual_seed(s)`` makes a model's initial weights reproducible.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,16 @@ from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor
 
 __all__ = [
-    "calculate_gain", "constant_", "kaiming_normal_", "kaiming_uniform_", "normal_", "ones_",
-    "uniform_", "xavier_normal_", "xavier_uniform_", "zeros_",
+    "calculate_gain",
+    "constant_",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "normal_",
+    "ones_",
+    "uniform_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
 ]
 
 
@@ -34,16 +43,18 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator=None) -> 
     """Fill ``tensor`` with values drawn from U(a, b)."""
     if a > b:
         raise ValueError(f"[uniform_] expects a <= b, got a={a}, b={b}")
-    return _fill_random(tensor, lambda s, nd, dev: R._uniform(s, a, b, nd, dev, generator),
-                        "uniform_")
+    return _fill_random(
+        tensor, lambda s, nd, dev: R._uniform(s, a, b, nd, dev, generator), "uniform_"
+    )
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator=None) -> Tensor:
     """Fill ``tensor`` with values drawn from N(mean, std**2)."""
     if std < 0:
         raise ValueError(f"[normal_] std must be non-negative, got {std}")
-    return _fill_random(tensor, lambda s, nd, dev: R._normal(s, mean, std, nd, dev, generator),
-                        "normal_")
+    return _fill_random(
+        tensor, lambda s, nd, dev: R._normal(s, mean, std, nd, dev, generator), "normal_"
+    )
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
@@ -65,8 +76,16 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The recommended gain for a nonlinearity (PyTorch's table): linear/conv/sigmoid 1,
     tanh 5/3, relu sqrt(2), leaky_relu sqrt(2 / (1 + slope**2)) (slope 0.01 by default),
     selu 3/4."""
-    linear = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-              "conv_transpose3d", "sigmoid")
+    linear = (
+        "linear",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "sigmoid",
+    )
     if nonlinearity in linear:
         return 1.0
     if nonlinearity == "tanh":
@@ -126,8 +145,13 @@ def _kaiming_std(tensor, a, mode, nonlinearity):
     return gain / math.sqrt(fan) if fan else 0.0
 
 
-def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
-                     nonlinearity: str = "leaky_relu", generator=None) -> Tensor:
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator=None,
+) -> Tensor:
     """U(-b, b) with b = gain * sqrt(3 / fan) (He et al., 2015). ``a`` is the negative slope
     of leaky_relu; ``Linear`` uses ``a=sqrt(5)``, which gives b = 1 / sqrt(fan_in)."""
     if tensor.numel() == 0:
@@ -136,8 +160,13 @@ def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
     return uniform_(tensor, -bound, bound, generator)
 
 
-def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
-                    nonlinearity: str = "leaky_relu", generator=None) -> Tensor:
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator=None,
+) -> Tensor:
     """N(0, std**2) with std = gain / sqrt(fan) (He et al., 2015)."""
     if tensor.numel() == 0:
         return tensor

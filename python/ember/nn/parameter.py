@@ -1,4 +1,5 @@
 """``ember.nn.Parameter``: a tensor that a Module registers as one of its parameters."""
+
 from __future__ import annotations
 
 from ..tensor import Tensor

@@ -1,4 +1,5 @@
 """``ember.optim``: optimizers with PyTorch's names and update rules."""
+
 from .optimizer import Optimizer
 from .sgd import SGD
 

@@ -1,5 +1,6 @@
 """``ember.optim.Optimizer``: parameter groups, per-parameter state, and PyTorch-shaped
 ``state_dict()`` / ``load_state_dict()``."""
+
 from __future__ import annotations
 
 import copy
@@ -51,24 +52,29 @@ class Optimizer:
         optimizer's defaults."""
         name = type(self).__name__
         if not isinstance(param_group, dict):
-            raise TypeError(f"[{name}] param_group must be a dict, got "
-                            f"{type(param_group).__name__}")
+            raise TypeError(
+                f"[{name}] param_group must be a dict, got {type(param_group).__name__}"
+            )
         group = dict(param_group)
         params = group.get("params")
         if isinstance(params, Tensor):
             params = [params]
         elif isinstance(params, set):
-            raise TypeError(f"[{name}] optimizer parameters need to be organized in ordered "
-                            "collections, but the ordering of tensors in sets will change between "
-                            "runs. Please use a list instead.")
+            raise TypeError(
+                f"[{name}] optimizer parameters need to be organized in ordered "
+                "collections, but the ordering of tensors in sets will change between "
+                "runs. Please use a list instead."
+            )
         elif params is None:
             raise ValueError(f"[{name}] a parameter group needs a 'params' entry")
         else:
             params = list(params)
         for p in params:
             if not isinstance(p, Tensor):
-                raise TypeError(f"[{name}] optimizer can only optimize Tensors, but one of the "
-                                f"params is {type(p).__name__}")
+                raise TypeError(
+                    f"[{name}] optimizer can only optimize Tensors, but one of the "
+                    f"params is {type(p).__name__}"
+                )
             if not p.is_leaf:
                 raise ValueError(f"[{name}] can't optimize a non-leaf Tensor")
         if len({id(p) for p in params}) != len(params):
@@ -76,8 +82,10 @@ class Optimizer:
         group["params"] = params
         for key, default in self.defaults.items():
             if default is required and key not in group:
-                raise ValueError(f"[{name}] parameter group didn't specify a value of required "
-                                 f"optimization parameter {key}")
+                raise ValueError(
+                    f"[{name}] parameter group didn't specify a value of required "
+                    f"optimization parameter {key}"
+                )
             group.setdefault(key, default)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in params):
@@ -131,14 +139,20 @@ class Optimizer:
         name = type(self).__name__
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"[{name}] loaded state dict has a different number of parameter "
-                             "groups")
+            raise ValueError(
+                f"[{name}] loaded state dict has a different number of parameter groups"
+            )
         for g, sg in zip(self.param_groups, saved_groups):
             if len(g["params"]) != len(sg["params"]):
-                raise ValueError(f"[{name}] loaded state dict contains a parameter group that "
-                                 "doesn't match the size of optimizer's group")
-        id_map = {i: p for g, sg in zip(self.param_groups, saved_groups)
-                  for i, p in zip(sg["params"], g["params"])}
+                raise ValueError(
+                    f"[{name}] loaded state dict contains a parameter group that "
+                    "doesn't match the size of optimizer's group"
+                )
+        id_map = {
+            i: p
+            for g, sg in zip(self.param_groups, saved_groups)
+            for i, p in zip(sg["params"], g["params"])
+        }
 
         def cast(value, p):
             if isinstance(value, Tensor):
@@ -151,14 +165,17 @@ class Optimizer:
         state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         for k, v in state_dict["state"].items():
             if k not in id_map:
-                raise ValueError(f"[{name}] loaded state refers to parameter {k}, which is in "
-                                 "no parameter group")
+                raise ValueError(
+                    f"[{name}] loaded state refers to parameter {k}, which is in no parameter group"
+                )
             p = id_map[k]
             s = cast(v, p)
             for key, t in s.items():
                 if isinstance(t, Tensor) and t.ndim and t.shape != p.shape:
-                    raise ValueError(f"[{name}] state {key!r} of parameter {k} has shape "
-                                     f"{tuple(t.shape)} but the parameter has {tuple(p.shape)}")
+                    raise ValueError(
+                        f"[{name}] state {key!r} of parameter {k} has shape "
+                        f"{tuple(t.shape)} but the parameter has {tuple(p.shape)}"
+                    )
             state[p] = s
         new_groups = []
         for g, sg in zip(self.param_groups, saved_groups):

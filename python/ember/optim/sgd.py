@@ -1,5 +1,6 @@
 """``ember.optim.SGD``: stochastic gradient descent with momentum, dampening, Nesterov
 momentum, weight decay and maximize, with PyTorch's exact update rule."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -11,8 +12,18 @@ from ..tensor import Tensor
 from .optimizer import Optimizer
 
 
-def sgd_update_(param, grad, momentum_buffer, *, lr: float, momentum: float, dampening: float,
-                weight_decay: float, nesterov: bool, maximize: bool):
+def sgd_update_(
+    param,
+    grad,
+    momentum_buffer,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+):
     """One SGD step on arrays, in place on ``param`` (and ``momentum_buffer``).
 
     PyTorch's rule (torch.optim.SGD)::
@@ -51,10 +62,19 @@ class SGD(Optimizer):
     ``foreach`` and ``fused`` are accepted for PyTorch compatibility and ignored.
     """
 
-    def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float = 1e-3,
-                 momentum: float = 0, dampening: float = 0, weight_decay: float = 0,
-                 nesterov: bool = False, *, maximize: bool = False, foreach: bool | None = None,
-                 fused: bool | None = None) -> None:
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
         if lr < 0.0:
             raise ValueError(f"[SGD] invalid learning rate: {lr}")
         if momentum < 0.0:
@@ -63,8 +83,14 @@ class SGD(Optimizer):
             raise ValueError(f"[SGD] invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("[SGD] Nesterov momentum requires a momentum and zero dampening")
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
-                    "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+        }
         super().__init__(params, defaults)
 
     def step(self, closure: Callable[[], Any] | None = None):
@@ -79,14 +105,22 @@ class SGD(Optimizer):
                     state = self.state[p]
                     buf = state.get("momentum_buffer")
                     buf = sgd_update_(
-                        p._array, p.grad._array, None if buf is None else buf._array,
-                        lr=group["lr"], momentum=group["momentum"],
-                        dampening=group["dampening"], weight_decay=group["weight_decay"],
-                        nesterov=group["nesterov"], maximize=group["maximize"])
+                        p._array,
+                        p.grad._array,
+                        None if buf is None else buf._array,
+                        lr=group["lr"],
+                        momentum=group["momentum"],
+                        dampening=group["dampening"],
+                        weight_decay=group["weight_decay"],
+                        nesterov=group["nesterov"],
+                        maximize=group["maximize"],
+                    )
                     p._bump_version()
                     if buf is not None:
-                        if "momentum_buffer" not in state or \
-                                state["momentum_buffer"]._array is not buf:
+                        if (
+                            "momentum_buffer" not in state
+                            or state["momentum_buffer"]._array is not buf
+                        ):
                             state["momentum_buffer"] = Tensor._wrap(buf)
                     elif not state:
                         del self.state[p]  # PyTorch keeps no state without momentum

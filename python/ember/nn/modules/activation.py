@@ -1,4 +1,5 @@
 """Activation modules: ``ReLU``, ``Sigmoid``, ``Tanh`` (element-wise, any shape)."""
+
 from __future__ import annotations
 
 from ...tensor import Tensor

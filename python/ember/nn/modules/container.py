@@ -1,5 +1,6 @@
 """Containers: ``Sequential`` (modules applied in order) and ``ModuleList`` (a registered
 list of modules)."""
+
 from __future__ import annotations
 
 import operator
@@ -17,8 +18,9 @@ def _index(idx, n: int, op: str) -> int:
     try:
         i = operator.index(idx)
     except TypeError:
-        raise TypeError(f"[{op}] indices must be integers or slices, got {type(idx).__name__}"
-                        ) from None
+        raise TypeError(
+            f"[{op}] indices must be integers or slices, got {type(idx).__name__}"
+        ) from None
     if not -n <= i < n:
         raise IndexError(f"[{op}] index {i} is out of range for {n} modules")
     return i % n
@@ -118,8 +120,10 @@ class ModuleList(Module):
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
         if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
-            raise TypeError("[ModuleList.extend] expects an iterable of modules, got a "
-                            f"{type(modules).__name__}")
+            raise TypeError(
+                "[ModuleList.extend] expects an iterable of modules, got a "
+                f"{type(modules).__name__}"
+            )
         for m in list(modules):
             self.append(m)
         return self

@@ -1,4 +1,5 @@
 """``Flatten``: merge dims ``start_dim..end_dim`` into one (a view when possible)."""
+
 from __future__ import annotations
 
 from ...tensor import Tensor

@@ -1,4 +1,5 @@
 """``Linear`` (y = x W^T + b) and ``Identity``."""
+
 from __future__ import annotations
 
 import math
@@ -30,16 +31,18 @@ class Linear(Module):
     a=sqrt(5) for the weight).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__()
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"[Linear] {name} must be a non-negative int, got {v!r}")
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = Parameter(creation.empty(out_features, in_features, device=device,
-                                               dtype=dtype))
+        self.weight = Parameter(
+            creation.empty(out_features, in_features, device=device, dtype=dtype)
+        )
         if bias:
             self.bias = Parameter(creation.empty(out_features, device=device, dtype=dtype))
         else:
@@ -57,5 +60,7 @@ class Linear(Module):
         return F.linear(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )

@@ -5,6 +5,7 @@ attribute assignment (``self.fc = Linear(...)``), and walks them recursively for
 ``parameters()``, ``state_dict()``, ``to()`` and the rest, with PyTorch's names, signatures
 and key naming (``"fc.weight"``).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -136,7 +137,9 @@ class Module:
 
         Persistent buffers are part of ``state_dict()``; non-persistent ones are not."""
         if "_buffers" not in self.__dict__:
-            raise AttributeError("[register_buffer] cannot assign buffer before Module.__init__() call")
+            raise AttributeError(
+                "[register_buffer] cannot assign buffer before Module.__init__() call"
+            )
         _check_name(name, "register_buffer", self, self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(
@@ -174,8 +177,9 @@ class Module:
                 raise AttributeError(
                     "[Module] cannot assign parameters before Module.__init__() call"
                 )
-            remove_from(self.__dict__, self._buffers, self._modules,
-                        self._non_persistent_buffers_set)
+            remove_from(
+                self.__dict__, self._buffers, self._modules, self._non_persistent_buffers_set
+            )
             self.register_parameter(name, value)
         elif params is not None and name in params:
             if value is not None:
@@ -191,8 +195,9 @@ class Module:
                     raise AttributeError(
                         "[Module] cannot assign module before Module.__init__() call"
                     )
-                remove_from(self.__dict__, self._parameters, self._buffers,
-                            self._non_persistent_buffers_set)
+                remove_from(
+                    self.__dict__, self._parameters, self._buffers, self._non_persistent_buffers_set
+                )
                 modules[name] = value
             elif modules is not None and name in modules:
                 if value is not None:
@@ -238,11 +243,15 @@ class Module:
         return sorted({k for k in keys if not k[0].isdigit()})
 
     # ------------------------------------------------------------------ traversal
-    def _named_members(self, get_members, prefix: str = "", recurse: bool = True,
-                       remove_duplicate: bool = True):
+    def _named_members(
+        self, get_members, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ):
         memo = set()
-        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
-                   if recurse else [(prefix, self)])
+        modules = (
+            self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+            if recurse
+            else [(prefix, self)]
+        )
         for module_prefix, module in modules:
             for k, v in get_members(module):
                 if v is None or (remove_duplicate and id(v) in memo):
@@ -251,22 +260,24 @@ class Module:
                     memo.add(id(v))
                 yield (module_prefix + ("." if module_prefix else "") + k, v)
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True,
-                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
         """(name, Parameter) pairs, e.g. ``("0.weight", ...)``; a parameter shared by several
         modules is listed once (under its first name) unless ``remove_duplicate=False``."""
-        return self._named_members(lambda m: m._parameters.items(), prefix, recurse,
-                                   remove_duplicate)
+        return self._named_members(
+            lambda m: m._parameters.items(), prefix, recurse, remove_duplicate
+        )
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         """The module's parameters (and its descendants' when ``recurse``), each once."""
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True,
-                      remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
-        return self._named_members(lambda m: m._buffers.items(), prefix, recurse,
-                                   remove_duplicate)
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Tensor]]:
+        return self._named_members(lambda m: m._buffers.items(), prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
         for _, b in self.named_buffers(recurse=recurse):
@@ -284,8 +295,9 @@ class Module:
         for _, m in self.named_children():
             yield m
 
-    def named_modules(self, memo: set | None = None, prefix: str = "",
-                      remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+    def named_modules(
+        self, memo: set | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
         """This module and all descendants, depth first, pre-order (self first, name ``""``)."""
         if memo is None:
             memo = set()
@@ -345,8 +357,9 @@ class Module:
                 p.grad.zero_()
 
     # ------------------------------------------------------------------ state dict
-    def state_dict(self, *, destination: dict | None = None, prefix: str = "",
-                   keep_vars: bool = False) -> OrderedDict[str, Tensor]:
+    def state_dict(
+        self, *, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> OrderedDict[str, Tensor]:
         """name -> tensor for every parameter and persistent buffer (``"fc.weight"`` ...).
 
         The tensors share memory with the module's (they are detached unless ``keep_vars``),
@@ -361,18 +374,25 @@ class Module:
                 destination[prefix + name] = b if keep_vars else b.detach()
         for name, m in self._modules.items():
             if m is not None:
-                m.state_dict(destination=destination, prefix=prefix + name + ".",
-                             keep_vars=keep_vars)
+                m.state_dict(
+                    destination=destination, prefix=prefix + name + ".", keep_vars=keep_vars
+                )
         return destination
 
     def _local_state(self, prefix: str) -> dict[str, Tensor]:
         out = {prefix + k: v for k, v in self._parameters.items() if v is not None}
-        out.update({prefix + k: v for k, v in self._buffers.items()
-                    if v is not None and k not in self._non_persistent_buffers_set})
+        out.update(
+            {
+                prefix + k: v
+                for k, v in self._buffers.items()
+                if v is not None and k not in self._non_persistent_buffers_set
+            }
+        )
         return out
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True
-                        ) -> _IncompatibleKeys:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> _IncompatibleKeys:
         """Copy values from ``state_dict`` into this module's parameters and buffers, in place.
 
         Every entry is checked before anything is written (ember differs from PyTorch here:
@@ -394,11 +414,15 @@ class Module:
         if strict and (missing or unexpected):
             msgs = []
             if unexpected:
-                msgs.append("Unexpected key(s) in state_dict: "
-                            + ", ".join(f'"{k}"' for k in unexpected) + ".")
+                msgs.append(
+                    "Unexpected key(s) in state_dict: "
+                    + ", ".join(f'"{k}"' for k in unexpected)
+                    + "."
+                )
             if missing:
-                msgs.append("Missing key(s) in state_dict: "
-                            + ", ".join(f'"{k}"' for k in missing) + ".")
+                msgs.append(
+                    "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + "."
+                )
             raise RuntimeError(
                 f"[load_state_dict] Error(s) in loading state_dict for {self._get_name()}:\n\t"
                 + "\n\t".join(msgs)
@@ -511,8 +535,9 @@ class Module:
         return self.to(D.float16)
 
     # ------------------------------------------------------------------ hooks and call
-    def register_forward_pre_hook(self, hook: Callable, *, prepend: bool = False,
-                                  with_kwargs: bool = False) -> RemovableHandle:
+    def register_forward_pre_hook(
+        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> RemovableHandle:
         """``hook(module, args)`` runs before ``forward``; it may return new args (a tuple,
         or a single value that is wrapped into one). With ``with_kwargs=True`` it is called as
         ``hook(module, args, kwargs)`` and may return ``(args, kwargs)``."""
@@ -524,8 +549,9 @@ class Module:
             self._forward_pre_hooks.move_to_end(handle.id, last=False)
         return handle
 
-    def register_forward_hook(self, hook: Callable, *, prepend: bool = False,
-                              with_kwargs: bool = False) -> RemovableHandle:
+    def register_forward_hook(
+        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> RemovableHandle:
         """``hook(module, args, output)`` runs after ``forward``; a non-None return value
         replaces the output. With ``with_kwargs=True``: ``hook(module, args, kwargs, output)``."""
         handle = RemovableHandle(self._forward_hooks, self._forward_hooks_with_kwargs)
