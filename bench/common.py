@@ -26,8 +26,11 @@ def median_time(fn, repeat: int = 20, warmup: int = 3, min_time: float = 0.0) ->
 
 
 def copy_bandwidth(nbytes: int = 256 << 20) -> float:
-    """Measured copy bandwidth in GB/s (bytes read + bytes written), warm buffers."""
-    src = np.random.default_rng(0).random(nbytes // 8)
+    """Measured copy bandwidth in GB/s (bytes read + bytes written), warm buffers.
+
+    ``nbytes`` is the size of one buffer: pass a kernel's own working-set size to get the
+    ceiling at that size (from cache for small buffers, from DRAM for large ones)."""
+    src = np.random.default_rng(0).random(max(nbytes // 8, 1))
     dst = np.empty_like(src)
     t = median_time(lambda: np.copyto(dst, src), repeat=10)
     return 2 * src.nbytes / t / 1e9
