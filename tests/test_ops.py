@@ -1134,3 +1134,35 @@ def test_poison_fixture_is_active():
     """The NaN poisoning the tests here rely on is really in place."""
     assert np.isnan(np.empty(5, np.float32)).all()
     assert np.isnan(np.empty_like(np.zeros(3))).all()
+
+
+@pytest.mark.parametrize("op", ["amax", "amin"])
+def test_amax_amin_split_the_gradient_among_ties(op, device):
+    # PyTorch's rule: unlike max(dim) (gradient to the returned index), amax/amin share it
+    x = np.array([[1.5, -3.0, -3.0, 1.5], [2.0, 2.0, 2.0, -7.0]], np.float32)
+    if op == "amax":
+        x = -x
+    t = ember.tensor(x, device=device, requires_grad=True)
+    g = np.array([0.6, -1.2], np.float32)
+    getattr(ember, op)(t, 1).backward(ember.tensor(g, device=device))
+    ext = x.max(1, keepdims=True) if op == "amax" else x.min(1, keepdims=True)
+    mask = x == ext
+    np.testing.assert_allclose(_host(t.grad), g[:, None] * mask / mask.sum(1, keepdims=True))
+    # several dims at once: the extreme appears three times and each copy gets a third
+    y = np.array([[5.0, -1.0, 5.0], [5.0, 0.5, 2.0]], np.float32)
+    y = y if op == "amax" else -y
+    u = ember.tensor(y, device=device, requires_grad=True)
+    getattr(ember, op)(u, (0, 1)).backward(ember.tensor(0.9, device=device))
+    np.testing.assert_allclose(_host(u.grad), 0.9 * (np.abs(y) == 5.0) / 3, rtol=1e-6)
+
+
+def test_non_integer_dim_and_complex_operands_are_rejected_by_name():
+    t = ember.tensor([[1.0, -2.0], [0.5, 4.0]])
+    with pytest.raises(TypeError, match=r"\[sum\] dim must be an int"):
+        ember.sum(t, 1.5)
+    with pytest.raises(TypeError, match=r"\[mean\] dim must be an int"):
+        t.mean(dim=1.0)
+    with pytest.raises(TypeError, match=r"\[add\] complex numbers"):
+        t + 1j
+    with pytest.raises(TypeError, match=r"\[mul\] complex numbers"):
+        ember.mul(t, np.complex64(2))

@@ -27,6 +27,8 @@ def norm_dims(dim, ndim: int, op: str) -> tuple[int, ...] | None:
         return None
     if isinstance(dim, int) and not isinstance(dim, bool):
         return (norm_dim(dim, ndim, op),)
+    if not isinstance(dim, (tuple, list)):
+        raise TypeError(f"[{op}] dim must be an int or a tuple of ints, got {type(dim).__name__}")
     dims = tuple(norm_dim(d, ndim, op) for d in dim)
     if len(set(dims)) != len(dims):
         raise ValueError(f"[{op}] dim {tuple(dim)} appears multiple times")

@@ -19,6 +19,8 @@ def as_operand(x, op: str):
     """A Tensor or a Python scalar; numpy arrays, numpy scalars and lists become tensors."""
     if isinstance(x, Tensor):
         return x
+    if isinstance(x, (complex, np.complexfloating)):
+        raise TypeError(f"[{op}] complex numbers are not supported by ember")
     if isinstance(x, np.generic):
         return x.item()
     if is_scalar(x):

@@ -312,16 +312,38 @@ def min(input, dim=None, keepdim=False):  # noqa: A001
     return _maxmin(input, dim, keepdim, False, minimum)
 
 
+class AMaxMin(Function):
+    """amax/amin over ``dim`` (an int, a tuple, or None for all): unlike max(dim), which
+    returns an index and sends the gradient there, ties share the gradient evenly."""
+
+    @staticmethod
+    def forward(ctx, a, dim, keepdim, is_max):
+        op = "amax" if is_max else "amin"
+        axes = _axes(dim, a.ndim, op)
+        x = a._array
+        if x.size == 0 or (axes is not None and builtins.any(a.shape[i] == 0 for i in axes)):
+            raise ValueError(f"[{op}] reduction over a zero-size dimension")
+        ext = x.max(axis=axes, keepdims=True) if is_max else x.min(axis=axes, keepdims=True)
+        ctx.save_for_backward(a)
+        ctx.axes, ctx.keepdim, ctx.ext = axes, keepdim, ext
+        out = ext if keepdim else ext.reshape(_reduced_shape(a.shape, axes, False))
+        return Tensor._wrap(xp_(a).asarray(out))
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        g = _expand(g._array, a.shape, ctx.axes, ctx.keepdim)
+        mask = a._array == ctx.ext
+        count = mask.sum(axis=ctx.axes, keepdims=True)
+        return (g * mask / count).astype(a._array.dtype, copy=False), None, None, None
+
+
 def amax(input, dim=None, keepdim=False):
-    if dim is None:
-        return MaxMin.apply(input, True)
-    return MaxMinDim.apply(input, dim, keepdim, True)[0]
+    return AMaxMin.apply(input, dim, keepdim, True)
 
 
 def amin(input, dim=None, keepdim=False):
-    if dim is None:
-        return MaxMin.apply(input, False)
-    return MaxMinDim.apply(input, dim, keepdim, False)[0]
+    return AMaxMin.apply(input, dim, keepdim, False)
 
 
 def _arg(op, input, dim, keepdim):
