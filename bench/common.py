@@ -1,0 +1,49 @@
+"""Shared benchmark helpers: timing (warm-up + median) and the machine's measured ceilings.
+
+Ceilings are measured in the same run as the kernels, because our machines are shared and
+their clocks drift (shared/DESIGN.md section 5).
+"""
+from __future__ import annotations
+
+import platform
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeat: int = 20, warmup: int = 3, min_time: float = 0.0) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    t_end = time.perf_counter() + min_time
+    while len(times) < repeat or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def copy_bandwidth(nbytes: int = 256 << 20) -> float:
+    """Measured copy bandwidth in GB/s (bytes read + bytes written), warm buffers."""
+    src = np.random.default_rng(0).random(nbytes // 8)
+    dst = np.empty_like(src)
+    t = median_time(lambda: np.copyto(dst, src), repeat=10)
+    return 2 * src.nbytes / t / 1e9
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {platform.system()} {platform.release()}"
+
+
+def table(rows, header) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(v).rjust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
