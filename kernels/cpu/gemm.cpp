@@ -630,16 +630,6 @@ void packed_serial(const float* a, int64_t sam, int64_t sak, const float* b, int
   }
 }
 
-// K == 0: c = act(beta * c + bias) (beta == 0: c is not read).
-void k_zero(float* c, int64_t rows, int64_t N, float beta, const float* bias, GemmAct act) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t n = 0; n < N; ++n) {
-      double v = beta == 0.0f ? 0.0 : static_cast<double>(beta) * c[r * N + n];
-      if (bias) v += bias[n];
-      c[r * N + n] = static_cast<float>(act_ref(v, act));
-    }
-}
-
 template <class Ker>
 void gemm_packed(const float* a, const float* b, float* c, const GemmDims& d, float alpha,
                  float beta, const float* bias, GemmAct act) {
@@ -674,8 +664,13 @@ void gemm_packed(const float* a, const float* b, float* c, const GemmDims& d, fl
 
 void gemm_f32_simd(const float* a, const float* b, float* c, const GemmDims& d, float alpha,
                    float beta, const float* bias, GemmAct act, bool avx512) {
-  if (d.K == 0) {
-    k_zero(c, d.B * d.M, d.N, beta, bias, act);
+  if (d.K == 0) {  // c = act(beta * c + bias): the epilogue alone (also an activation kernel)
+    const int64_t n = d.B * d.M * d.N;
+    if (beta == 0.0f)
+      std::fill(c, c + n, 0.0f);
+    else if (beta != 1.0f)
+      for (int64_t i = 0; i < n; ++i) c[i] *= beta;
+    epilogue_rows_avx2(c, d.B * d.M, d.N, bias, act);
     return;
   }
   const bool skinny_layout = (d.N <= 1 || d.sbn == 1) || (d.K <= 1 || (d.sak == 1 && d.sbk == 1));

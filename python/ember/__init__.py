@@ -32,7 +32,7 @@ from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, fu
                        randn_like, randperm, tensor, zeros, zeros_like)
 from .random import Generator, initial_seed, manual_seed, seed
 from . import autograd, backends, cuda  # noqa: E402
-from . import nn, optim  # noqa: E402
+from . import nn, ops, optim  # noqa: E402
 
 __version__ = "0.1.0"
 

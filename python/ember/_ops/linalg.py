@@ -135,3 +135,85 @@ def mv(input, vec):
 
 def outer(input, vec2):
     return MatMul.apply(input.reshape(-1, 1), vec2.reshape(1, -1))
+
+
+# ------------------------------------------------------------------ Linear (+ activation)
+_LINEAR_ACTS = ("none", "relu", "gelu", "gelu_tanh")
+_SQRT_2PI_INV = 0.3989422804014327  # 1 / sqrt(2 pi)
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+def _act_inplace(z, activation):
+    """z = act(z) in place on our GEMM's epilogue (a K = 0 product: c = act(1 * c))."""
+    B = z.reshape(1, -1, z.shape[-1])
+    empty_a = np.empty((1, B.shape[1], 0), z.dtype)
+    empty_b = np.empty((1, 0, B.shape[2]), z.dtype)
+    _C.gemm(empty_a, empty_b, B, 1.0, 1.0, None, activation)
+    return z
+
+
+def _act_grad(z, y, activation):
+    """d act(z) / dz, given z and y = act(z)."""
+    if activation == "gelu":
+        # gelu(z) = z Phi(z)  =>  Phi = y / z (y keeps full relative precision for z < 0);
+        # gelu'(z) = Phi(z) + z phi(z).
+        with np.errstate(invalid="ignore", divide="ignore"):
+            phi_cdf = np.where(z == 0, 0.5, y / np.where(z == 0, 1, z))
+        return phi_cdf + z * (_SQRT_2PI_INV * np.exp(-0.5 * z * z))
+    if activation == "gelu_tanh":
+        t = np.tanh(_SQRT_2_OVER_PI * (z + 0.044715 * z ** 3))
+        du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * z * z)
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du
+    raise AssertionError(activation)
+
+
+class LinearAct(Function):
+    """y = act(x @ w.T + b) for x [n, in], w [out, in], b [out] or None, on one GEMM whose
+    epilogue adds the bias (and applies the activation) while the tile is in cache; ``w.T`` is
+    a stride-swapped view, never copied.
+
+    Backward (dz = dy * act'(z)): dx = dz @ w, dw = dz^T @ x (dz^T a view), db = dz.sum(0).
+    ReLU's mask comes from y (y > 0 iff z > 0), so relu is fused in training too. For GELU the
+    backward needs z: when a gradient will be needed the forward writes z (bias fused) and
+    applies GELU on a copy with the same epilogue code (one extra pass over the output);
+    without grad (inference) GELU is fused into the GEMM.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, activation):
+        xa, wa = x._array, w._array
+        ba = None if b is None else b._array
+        out = np.empty((xa.shape[0], wa.shape[0]), xa.dtype)
+        need_z = activation in ("gelu", "gelu_tanh") and any(ctx.needs_input_grad)
+        _C.gemm(xa[None], wa.T[None], out[None], 1.0, 0.0, ba,
+                "none" if need_z else activation)
+        ctx.activation = activation
+        ctx.has_bias = b is not None
+        if need_z:
+            y = _act_inplace(out.copy(), activation)
+            ctx.save_for_backward(x, w, Tensor._wrap(out), Tensor._wrap(y))
+            return y
+        if activation == "relu":
+            ctx.save_for_backward(x, w, None, Tensor._wrap(out))
+        else:
+            ctx.save_for_backward(x, w, None, None)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, z, y = ctx.saved_tensors
+        g = g._array
+        act = ctx.activation
+        if act == "relu":
+            g = np.where(y._array > 0, g, 0).astype(g.dtype, copy=False)
+        elif act != "none":
+            g = (g * _act_grad(z._array, y._array, act)).astype(g.dtype, copy=False)
+        xa, wa = x._array, w._array
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _mm_arrays(g, wa)  # [n, out] @ [out, in]
+        if ctx.needs_input_grad[1]:
+            gw = _mm_arrays(g.T, xa)  # [out, n] @ [n, in], g.T a view
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return gx, gw, gb, None

@@ -61,11 +61,30 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias``.
 
     input [*, in_features], weight [out_features, in_features], bias [out_features]
-    -> [*, out_features]. ``weight.T`` is a stride-swapped view (our GEMM reads it in place,
-    no copy); leading dims are folded into one GEMM of N = prod(*) rows. Unlike PyTorch's
-    promotion-free CPU path, mixed dtypes raise TypeError here rather than at backward time.
+    -> [*, out_features]. One GEMM whose epilogue adds the bias while each output tile is in
+    cache; ``weight.T`` is a stride-swapped view (our GEMM reads it in place, no copy) and
+    leading dims are folded into one GEMM of N = prod(*) rows. The backward GEMMs use
+    transposed views too (grad_input = g @ W, grad_weight = g^T @ x, grad_bias = g.sum(0)).
+    Unlike PyTorch's promotion-free CPU path, mixed dtypes raise TypeError here rather than
+    at backward time.
     """
-    op = "linear"
+    return _linear_act(input, weight, bias, "none", op="linear")
+
+
+def _linear_act(input: Tensor, weight: Tensor, bias: Tensor | None = None,
+                activation: str = "relu", op: str = "linear_act") -> Tensor:
+    """``act(input @ weight.T + bias)`` in one pass: Linear followed by ReLU / GELU fused
+    into the GEMM's epilogue (ember-specific; ``activation`` is "none", "relu", "gelu"
+    (exact erf, as ``torch.nn.functional.gelu``) or "gelu_tanh" (``approximate="tanh"``)).
+
+    Same shapes and checks as :func:`linear`; gradients flow to input, weight and bias. Used
+    by ``nn.Linear(..., activation=...)``-style modules; equal to
+    ``act(linear(input, weight, bias))`` up to float rounding.
+    """
+    from .._ops.linalg import _LINEAR_ACTS, LinearAct
+
+    if activation not in _LINEAR_ACTS:
+        raise ValueError(f"[{op}] activation must be one of {_LINEAR_ACTS}, got {activation!r}")
     _float_arg(input, "input", op)
     _float_arg(weight, "weight", op)
     if weight.ndim != 2:
@@ -89,11 +108,20 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             raise TypeError(f"[{op}] bias is {bias.dtype} but weight is {weight.dtype}")
     _same_device(op, input, weight, bias)
     lead = input.shape[:-1]
-    x = input.reshape(-1, in_f) if input.ndim > 2 else input
-    out = x @ weight.T
-    if bias is not None:
-        out = out + bias
-    return out.reshape(*lead, out_f) if input.ndim > 2 else out
+    x = input.reshape(-1, in_f) if input.ndim != 2 else input
+    kernel = (isinstance(x._array, np.ndarray) and x._array.dtype in (np.float32, np.float64))
+    if kernel:
+        out = LinearAct.apply(x, weight, bias, activation)
+    else:  # CUDA (cuBLAS via cupy for now) and float16: the composite path
+        out = x @ weight.T
+        if bias is not None:
+            out = out + bias
+        if activation == "relu":
+            out = _ops.relu(out)
+        elif activation != "none":
+            raise NotImplementedError(f"[{op}] fused {activation} needs a float32/float64 CPU "
+                                      "tensor for now")
+    return out.reshape(*lead, out_f) if input.ndim != 2 else out
 
 
 # ------------------------------------------------------------------------ activations
