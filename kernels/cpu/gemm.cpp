@@ -75,9 +75,9 @@ inline double act_ref(double x, GemmAct act) {
       return x < 0.0 ? 0.0 : x;
     case GemmAct::gelu:  // 0.5 x (1 + erf(x / sqrt2)) written with erfc: accurate for x < 0
       return 0.5 * x * std::erfc(-x * 0.70710678118654752440);
-    case GemmAct::gelu_tanh: {
+    case GemmAct::gelu_tanh: {  // 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)): no cancellation
       const double u = 0.79788456080286535588 * (x + 0.044715 * x * x * x);
-      return 0.5 * x * (1.0 + std::tanh(u));
+      return x / (1.0 + std::exp(-2.0 * u));
     }
     default:
       return x;
