@@ -45,8 +45,9 @@
 //    keeps the rounding error at sgemm's level for long K. The epilogue (bias, activation) is
 //    applied by the micro-kernel of the last K block while the tile is in registers (bias) /
 //    L1 (activation, on the just-stored tile).
-//  * Threads: the whole batched problem is cut into independent pieces, one per thread, with
-//    no barrier: whole batches when there are enough, else each matrix is split along N (each
+//  * Threads: the whole batched problem is cut into independent pieces, one per thread,
+//    claimed from a counter by the caller and the workers of a small pool (pool.h: a worker
+//    that the scheduler wakes late costs nothing, unlike an OpenMP barrier), with no barrier: whole batches when there are enough, else each matrix is split along N (each
 //    thread packs its own B columns and all of A, A being the cheaper operand to repeat) or
 //    along M when M is larger. Each thread owns a thread_local packing workspace that grows to
 //    the largest size seen and is reused by every later call (no allocation per call; OpenMP
@@ -58,14 +59,17 @@
 #include <cstring>
 
 #include "kernels/cpu/common.h"
+#include "kernels/cpu/pool.h"
 #include "kernels/kernels.h"
 
 namespace ember {
 namespace {
 
-// Below this many multiply-adds (B*M*N*K) one thread is faster than two (fork/join of the
-// OpenMP region plus duplicated packing; measured with bench/bench_gemm.py --threshold).
-constexpr double kParallelWork = 1.0e6;
+// Below this many multiply-adds (B*M*N*K) one thread is faster than two (waking a worker plus
+// the duplicated packing): measured with bench/bench_gemm.py --threshold, 64x128x128 (1.0e6)
+// was 24 us on 1 thread and 28 us on 2, 128^3 (2.1e6) 43 us and 30 us. The MLP's 32x64x128
+// GEMMs (2.6e5) stay on one thread.
+constexpr double kParallelWork = 1.5e6;
 constexpr int64_t kSkinnyM = 2;
 
 // ---- epilogue (scalar) ---------------------------------------------------------------------
@@ -640,17 +644,21 @@ void gemm_packed(const float* a, const float* b, float* c, const GemmDims& d, fl
                        d.sbk, d.sbn, c + i * MN + m0 * d.N + n0, d.N, m1 - m0, n1 - n0, d.K,
                        alpha, beta, bias ? bias + n0 : nullptr, act);
   };
+  // One piece per thread, claimed (not assigned): see kernels/cpu/pool.h.
   const bool by_batch = d.B >= 4 * nth || d.B % nth == 0;
-  cpu::parallel_threads(nth, [&](int tid, int nt) {
-    if (nt == 1) {
+  const bool by_n = d.N >= d.M;
+  const int64_t pieces = nth == 1 ? 1 : by_batch ? std::min<int64_t>(d.B, nth) : nth;
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t piece) {
+    if (pieces == 1) {
       for (int64_t i = 0; i < d.B; ++i) block(i, 0, d.M, 0, d.N);
       return;
     }
+    const int tid = static_cast<int>(piece), nt = static_cast<int>(pieces);
     int64_t lo, hi;
     if (by_batch) {
       cpu::split_range(d.B, 1, tid, nt, &lo, &hi);
       for (int64_t i = lo; i < hi; ++i) block(i, 0, d.M, 0, d.N);
-    } else if (d.N >= d.M) {  // split columns in whole NR panels: each thread packs its own B
+    } else if (by_n) {  // split columns in whole NR panels: each piece packs its own B
       cpu::split_range(d.N, Ker::NR, tid, nt, &lo, &hi);
       if (lo < hi)
         for (int64_t i = 0; i < d.B; ++i) block(i, 0, d.M, lo, hi);
