@@ -47,7 +47,6 @@ def _repeats(flops: float) -> tuple[int, float]:
 
 def run(threads_list, quick: bool, torch_ok: bool = True):
     import numpy as np
-
     from common import machine, median_time
 
     import ember
@@ -92,13 +91,14 @@ def run(threads_list, quick: bool, torch_ok: bool = True):
             flops = 2.0 * M * N * K
             rep, mt = _repeats(flops)
             warm = 1 if flops >= 5e10 else 3
-            t_ours = median_time(lambda: _C.gemm(a3, b3, c), rep, warm, mt)
-            t_np = median_time(lambda: np.matmul(a, b, out=c_np), rep, warm, mt)
+            t_ours = median_time(lambda a3=a3, b3=b3, c=c: _C.gemm(a3, b3, c), rep, warm, mt)
+            t_np = median_time(lambda a=a, b=b, c=c_np: np.matmul(a, b, out=c), rep, warm, mt)
             t_th = None
             if torch is not None:
                 ta, tb = torch.from_numpy(a), torch.from_numpy(b)
                 tc = torch.empty((M, N), dtype=torch.float32)
-                t_th = median_time(lambda: torch.mm(ta, tb, out=tc), rep, warm, mt)
+                t_th = median_time(lambda ta=ta, tb=tb, tc=tc: torch.mm(ta, tb, out=tc), rep, warm,
+                                   mt)
             g_ours, g_np = flops / t_ours / 1e9, flops / t_np / 1e9
             g_th = flops / t_th / 1e9 if t_th else None
             if nth == 1:
@@ -155,7 +155,6 @@ def _check_error_rule():
 def threshold():
     """Small GEMMs on 1 vs 2 threads: where does the second thread start to pay?"""
     import numpy as np
-
     from common import median_time
 
     from ember import _C
@@ -171,7 +170,7 @@ def threshold():
         ts = []
         for n in (1, 2):
             _C.set_num_threads(n)
-            ts.append(median_time(lambda: _C.gemm(a, b, c), 201, 20))
+            ts.append(median_time(lambda a=a, b=b, c=c: _C.gemm(a, b, c), 201, 20))
         print(f"{M}x{N}x{K} | {M * N * K:.2e} | {ts[0] * 1e6:.1f} | {ts[1] * 1e6:.1f} | "
               f"{ts[0] / ts[1]:.2f}")
     print("(note: ember's gemm only goes parallel above kParallelWork MACs, so below it both"
