@@ -379,6 +379,21 @@ void pack_a(const float* a, int64_t sam, int64_t sak, int64_t mc, int64_t kc, fl
 // (k, j) at k*NR + j; columns past nc are zero.
 template <int NR>
 void pack_b(const float* b, int64_t sbk, int64_t sbn, int64_t kc, int64_t nc, float* buf) {
+  if (sbn == 1) {
+    // Row-major b: walk 8 rows at a time across all full panels, so each source row is read
+    // sequentially (one page after the other, prefetcher-friendly) instead of 128 bytes from
+    // each of kc rows per panel (a new page per access).
+    const int64_t full = nc / NR * NR;
+    for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+      const int64_t k1 = std::min(kc, k0 + 8);
+      for (int64_t jr = 0; jr < full; jr += NR)
+        pack_rows_n<NR>(b + k0 * sbk + jr, sbk, k1 - k0, buf + jr * kc + k0 * NR);
+    }
+    if (full == nc) return;
+    b += full;
+    buf += full * kc;
+    nc -= full;
+  }
   for (int64_t jr = 0; jr < nc; jr += NR, buf += NR * kc) {
     const int64_t nr = std::min<int64_t>(NR, nc - jr);
     const float* bp = b + jr * sbn;

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/common.h"
@@ -43,8 +44,9 @@ class ClaimPool {
     Job job;
     job.n = n;
     job.max_workers = nthreads - 1;
-    job.call = [](void* f, int64_t p) { (*static_cast<Fn*>(f))(p); };
-    job.fn = &fn;
+    using F = std::remove_reference_t<Fn>;
+    job.call = [](void* f, int64_t p) { (*static_cast<F*>(f))(p); };
+    job.fn = const_cast<void*>(static_cast<const void*>(&fn));
     {
       std::lock_guard<std::mutex> lk(mu_);
       ensure_workers(nthreads - 1);
