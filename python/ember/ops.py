@@ -44,14 +44,31 @@ def gemm(a, b, c=None, *, alpha: float = 1.0, beta: float = 0.0, trans_a: bool =
     Differs from BLAS sgemm in taking row-major numpy arrays and a fused bias/activation
     epilogue; errors raise ``ValueError``/``TypeError`` with a ``[gemm]`` prefix.
     """
-    a = _operand(a, "a")
-    b = _operand(b, "b")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"[gemm] activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    if type(a) is not np.ndarray:
+        a = np.asarray(a)
+    if type(b) is not np.ndarray:
+        b = np.asarray(b)
     if trans_a:
         a = a.swapaxes(-1, -2)
     if trans_b:
         b = b.swapaxes(-1, -2)
+    if a.ndim == 2 and b.ndim == 2 and (c is None or type(c) is np.ndarray and c.ndim == 2):
+        # fast path (small GEMMs are dominated by call overhead); _C.gemm checks the rest
+        if c is None:
+            if beta != 0.0:
+                raise ValueError("[gemm] beta != 0 needs an output c to accumulate into")
+            if a.dtype != b.dtype:
+                raise TypeError(f"[gemm] a is {a.dtype} but b is {b.dtype} (all operands must "
+                                "be float32 or all float64)")
+            c = np.empty((a.shape[0], b.shape[1]), a.dtype)
+        if bias is not None and type(bias) is not np.ndarray:
+            bias = np.asarray(bias, dtype=c.dtype)
+        _C.gemm(a[None], b[None], c[None], alpha, beta, bias, activation)
+        return c
+    a = _operand(a, "a")
+    b = _operand(b, "b")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"[gemm] activation must be one of {_ACTIVATIONS}, got {activation!r}")
     batched = a.ndim == 3 or b.ndim == 3
     a3 = a if a.ndim == 3 else a[None]
     b3 = b if b.ndim == 3 else b[None]
