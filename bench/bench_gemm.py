@@ -66,6 +66,9 @@ def run(threads_list, quick: bool, torch_ok: bool = True):
     caps = _C.cpu_capabilities()
     isa = "avx512" if caps["gemm_path"].startswith("avx512") else "avx2"
     peak1 = max(_C._fma_peak_gflops(isa, 0.05) for _ in range(5))
+    # ember's AVX2 kernel too (the path of AVX2-only machines), against the AVX2 FMA peak
+    avx2_too = isa == "avx512"
+    peak_avx2 = max(_C._fma_peak_gflops("avx2", 0.05) for _ in range(5)) if avx2_too else 0.0
     rng = np.random.default_rng(0)
     rows = []
     gf_1thread = {}
@@ -99,6 +102,15 @@ def run(threads_list, quick: bool, torch_ok: bool = True):
                 tc = torch.empty((M, N), dtype=torch.float32)
                 t_th = median_time(lambda ta=ta, tb=tb, tc=tc: torch.mm(ta, tb, out=tc), rep, warm,
                                    mt)
+            avx2_cols = ["", ""]
+            if avx2_too and nth == 1:
+                _C._set_no_avx512(True)
+                try:
+                    t_a2 = median_time(lambda a3=a3, b3=b3, c=c: _C.gemm(a3, b3, c), rep, warm, mt)
+                finally:
+                    _C._set_no_avx512(False)
+                g_a2 = flops / t_a2 / 1e9
+                avx2_cols = [f"{g_a2:.1f}", f"{100 * g_a2 / peak_avx2:.0f}%"]
             g_ours, g_np = flops / t_ours / 1e9, flops / t_np / 1e9
             g_th = flops / t_th / 1e9 if t_th else None
             if nth == 1:
@@ -110,7 +122,7 @@ def run(threads_list, quick: bool, torch_ok: bool = True):
                 f"{g_th:.1f}" if g_th else "-", f"{g_ours / g_np:.2f}",
                 f"{g_ours / g_th:.2f}" if g_th else "-",
                 f"{100 * g_ours / (peak1 * nth):.0f}%", f"{100 * g_np / (peak1 * nth):.0f}%",
-                f"{t_ours * 1e6:.1f}", scaling,
+                f"{t_ours * 1e6:.1f}", scaling, *avx2_cols,
             ])
             print(" | ".join(str(v) for v in rows[-1]), flush=True)
     load1 = os.getloadavg()
@@ -118,6 +130,7 @@ def run(threads_list, quick: bool, torch_ok: bool = True):
         "machine": machine(),
         "gemm_path": caps["gemm_path"],
         "peak1": peak1,
+        "peak_avx2": peak_avx2,
         "isa": isa,
         "numpy": np.__version__,
         "blas_threads": "threadpoolctl" if threadpool_limits else "env",
@@ -129,7 +142,8 @@ def run(threads_list, quick: bool, torch_ok: bool = True):
 
 
 HEADER = ["M x N x K", "threads", "ours GF/s", "numpy GF/s", "torch GF/s", "ours/numpy",
-          "ours/torch", "ours % peak", "numpy % peak", "ours us", "2T/1T"]
+          "ours/torch", "ours % peak", "numpy % peak", "ours us", "2T/1T", "ours AVX2 GF/s",
+          "AVX2 % AVX2 peak"]
 
 
 def _check_error_rule():
@@ -221,7 +235,8 @@ def main():
     print()
     print(meta)
     print(f"- FMA peak (1 core, {info['isa']}): {info['peak1']:.1f} GFLOP/s; "
-          "% peak uses peak x threads")
+          "% peak uses peak x threads; AVX2 FMA peak (1 core): "
+          f"{info['peak_avx2']:.1f} GFLOP/s")
     print()
     print(text)
     if args.save:
@@ -232,7 +247,8 @@ def main():
             f"# GEMM, CPU float32 ({date:%Y-%m-%d %H:%M} UTC)\n\n"
             f"Command: `python bench/bench_gemm.py --save` (commit {_git_commit()})\n\n"
             f"{meta}\n- FMA peak (1 core, {info['isa']}, measured in this run): "
-            f"{info['peak1']:.1f} GFLOP/s; % peak = GFLOP/s / (peak x threads)\n"
+            f"{info['peak1']:.1f} GFLOP/s; % peak = GFLOP/s / (peak x threads); AVX2 FMA "
+            f"peak {info['peak_avx2']:.1f} GFLOP/s (for ember's AVX2 kernel, 1 thread)\n"
             "- C preallocated (warm); median of repeats after warm-up; ratios > 1 mean ember "
             "is faster; 2T/1T = ember's 2-thread / 1-thread GFLOP/s\n\n"
             f"{text}\n")
