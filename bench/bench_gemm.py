@@ -5,6 +5,7 @@ process, same run, same thread count, float32, C = A @ B into a preallocated (wa
     python bench/bench_gemm.py --quick         # a few shapes
     python bench/bench_gemm.py --save          # also write bench/results/gemm-cpu-<date>.md
     python bench/bench_gemm.py --threshold     # 1 vs 2 threads on small GEMMs (kParallelWork)
+    python bench/bench_gemm.py --scaling       # 1 vs 2 threads at >= 1024, median and best
 
 Each case: correctness gate first (ours vs numpy float32, relative to max|C|; and the float64
 error-scaling check on small shapes), then warm-up + median of repeats for each library in
@@ -191,6 +192,45 @@ def threshold():
           " columns run one thread)")
 
 
+def scaling():
+    """ember 1 vs 2 threads at >= 1024, median and best (min) of 15 runs each, with the CPU
+    time the process actually got: on a shared machine the median mostly measures whether
+    the second core was free, the best run what the code can do when it is."""
+    import resource
+    import time
+
+    import numpy as np
+
+    from ember import _C
+
+    rng = np.random.default_rng(3)
+    print("M x N x K | 1T median GF/s | 2T median GF/s | median 2T/1T | 1T best | 2T best | "
+          "best 2T/1T | 2T cpu/wall")
+    for M, N, K in [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 768, 768),
+                    (512, 3072, 768)]:
+        a = rng.standard_normal((1, M, K)).astype(np.float32)
+        b = rng.standard_normal((1, K, N)).astype(np.float32)
+        c = np.empty((1, M, N), np.float32)
+        res = {}
+        for n in (1, 2):
+            _C.set_num_threads(n)
+            _C.gemm(a, b, c)
+            ts = []
+            cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            for _ in range(15):
+                t0 = time.perf_counter()
+                _C.gemm(a, b, c)
+                ts.append(time.perf_counter() - t0)
+            cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+            res[n] = (float(np.median(ts)), min(ts), cpu / (wall1 - wall0))
+        f = 2.0 * M * N * K / 1e9
+        m1, m2 = f / res[1][0], f / res[2][0]
+        b1, b2 = f / res[1][1], f / res[2][1]
+        print(f"{M}x{N}x{K} | {m1:.1f} | {m2:.1f} | {m2 / m1:.2f}x | {b1:.1f} | {b2:.1f} | "
+              f"{b2 / b1:.2f}x | {res[2][2]:.2f}")
+
+
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
@@ -209,9 +249,14 @@ def main():
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--save", action="store_true", help="write bench/results/gemm-cpu-<date>.md")
     p.add_argument("--threshold", action="store_true", help="1 vs 2 threads on small GEMMs")
+    p.add_argument("--scaling", action="store_true",
+                   help="ember 1 vs 2 threads at >= 1024: median, best, CPU time obtained")
     args = p.parse_args()
     if args.threshold:
         threshold()
+        return
+    if args.scaling:
+        scaling()
         return
     threads_list = [int(t) for t in args.threads.split(",")]
     try:
