@@ -28,6 +28,12 @@ def _mm_arrays(a, b):
         if dt == np.float16:  # no half kernel on the CPU: compute in float32
             return _mm_arrays(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
         return np.matmul(a, b)  # integers/bool: numpy's plain loop, not BLAS
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
+        # [..., M, K] @ [K, N]: fold the batch into M, one GEMM of prod(...)*M rows (x @ W on
+        # a [B, T, C] activation); far better tiles than many small products.
+        out = np.empty(a.shape[:-1] + (N,), dt)
+        _C.gemm(a.reshape(1, -1, K), b[None], out.reshape(1, -1, N))
+        return out
     out = np.empty(batch + (M, N), dt)
     nb = int(np.prod(batch)) if batch else 1
 
@@ -93,7 +99,13 @@ class MatMul(Function):
         if ctx.needs_input_grad[0]:  # dA = dC @ B^T  (B^T is a stride-swapped view)
             ga = _sum_to(_mm_arrays(g2, y2.swapaxes(-1, -2)), x2.shape).reshape(a.shape)
         if ctx.needs_input_grad[1]:  # dB = A^T @ dC
-            gb = _sum_to(_mm_arrays(x2.swapaxes(-1, -2), g2), y2.shape).reshape(b.shape)
+            if (y2.ndim == 2 and x2.ndim > 2 and isinstance(g2, np.ndarray)
+                    and x2.flags.c_contiguous and g2.flags.c_contiguous):
+                # batch summed inside one GEMM: K = prod(batch) * M (no [batch, K, N] temporary)
+                xf, gf = x2.reshape(-1, x2.shape[-1]), g2.reshape(-1, g2.shape[-1])
+                gb = _mm_arrays(xf.T, gf).reshape(b.shape)
+            else:
+                gb = _sum_to(_mm_arrays(x2.swapaxes(-1, -2), g2), y2.shape).reshape(b.shape)
         return ga, gb
 
 
