@@ -521,18 +521,22 @@ struct Avx512Ker {
   static void micro(int64_t kc, const float* A, const float* B, const TileArgs& t);
 };
 
-EMBER_AVX512 void Avx512Ker::micro(int64_t kc, const float* A, const float* B,
-                                   const TileArgs& t) {
+// R <= 12 rows of the 12-row panel are computed: edge tiles with 1-4 or 5-8 valid rows run
+// a kernel with 8 / 16 accumulators instead of paying for all 12 rows (M = 64: 5 full tiles
+// + one 4-row tile).
+template <int R>
+EMBER_AVX512 void micro_avx512(int64_t kc, const float* A, const float* B, const TileArgs& t) {
   // Named accumulators (not an array indexed in a loop) so they are sure to live in zmm.
 #define EMBER_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define EMBER_DECL(i) __m512 r##i##a = _mm512_setzero_ps(), r##i##b = r##i##a;
 #define EMBER_FMA(i)                                   \
-  {                                                    \
+  if constexpr ((i) < R) {                             \
     const __m512 av = _mm512_set1_ps(A[i]);            \
     r##i##a = _mm512_fmadd_ps(av, b0, r##i##a);        \
     r##i##b = _mm512_fmadd_ps(av, b1, r##i##b);        \
   }
-#define EMBER_OUT(i) c[i][0] = r##i##a; c[i][1] = r##i##b;
+#define EMBER_OUT(i) \
+  if constexpr ((i) < R) { c[i][0] = r##i##a; c[i][1] = r##i##b; }
   EMBER_ROWS(EMBER_DECL)
   // The C tile is read only after the K loop, and for large problems it lives in L3 or
   // memory: prefetch it one cache line per 8 k steps, so the 24 line fills overlap the FMAs
@@ -563,7 +567,7 @@ EMBER_AVX512 void Avx512Ker::micro(int64_t kc, const float* A, const float* B,
   for (; line < nlines; ++line)
     _mm_prefetch(reinterpret_cast<const char*>(t.c + (line >> 1) * t.ldc + (line & 1) * 16),
                  _MM_HINT_T0);
-  __m512 c[12][2];
+  __m512 c[R][2];
   EMBER_ROWS(EMBER_OUT)
 #undef EMBER_OUT
 #undef EMBER_FMA
@@ -600,6 +604,15 @@ EMBER_AVX512 void Avx512Ker::micro(int64_t kc, const float* A, const float* B,
   }
   if (t.act != GemmAct::none && t.act != GemmAct::relu)
     act_tile_avx2(t.c, t.ldc, t.mr, t.nr, t.act);
+}
+
+void Avx512Ker::micro(int64_t kc, const float* A, const float* B, const TileArgs& t) {
+  if (t.mr <= 4)
+    micro_avx512<4>(kc, A, B, t);
+  else if (t.mr <= 8)
+    micro_avx512<8>(kc, A, B, t);
+  else
+    micro_avx512<12>(kc, A, B, t);
 }
 
 // ---- the BLIS loop nest over one [M, N] matrix (a sub-block of one batch) ---------------------
