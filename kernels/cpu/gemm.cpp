@@ -524,6 +524,10 @@ struct Avx512Ker {
 // R <= 12 rows of the 12-row panel are computed: edge tiles with 1-4 or 5-8 valid rows run
 // a kernel with 8 / 16 accumulators instead of paying for all 12 rows (M = 64: 5 full tiles
 // + one 4-row tile).
+// GCC 12 warns that _mm512_max_ps's internal _mm512_undefined_ps "may be used
+// uninitialized" (a known false positive of the intrinsic header); silence it here only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 template <int R>
 EMBER_AVX512 void micro_avx512(int64_t kc, const float* A, const float* B, const TileArgs& t) {
   // Named accumulators (not an array indexed in a loop) so they are sure to live in zmm.
@@ -583,7 +587,7 @@ EMBER_AVX512 void micro_avx512(int64_t kc, const float* A, const float* B, const
     bias1 = _mm512_maskz_loadu_ps(m1, t.bias + 16);
   }
   const bool read_c = !t.first || t.beta != 0.0f;
-  for (int i = 0; i < t.mr; ++i) {
+  for (int i = 0; i < std::min(t.mr, R); ++i) {
     float* cr = t.c + i * t.ldc;
     __m512 v0 = _mm512_mul_ps(va, c[i][0]), v1 = _mm512_mul_ps(va, c[i][1]);
     if (read_c) {
@@ -605,6 +609,8 @@ EMBER_AVX512 void micro_avx512(int64_t kc, const float* A, const float* B, const
   if (t.act != GemmAct::none && t.act != GemmAct::relu)
     act_tile_avx2(t.c, t.ldc, t.mr, t.nr, t.act);
 }
+
+#pragma GCC diagnostic pop
 
 void Avx512Ker::micro(int64_t kc, const float* A, const float* B, const TileArgs& t) {
   if (t.mr <= 4)
