@@ -114,6 +114,19 @@ inline bool worth_threads(const GemmDims& d) {
   return static_cast<double>(d.B) * d.M * d.N * static_cast<double>(d.K) > kParallelWork;
 }
 
+// fn(r0, r1) over the B*M output rows, split over the claim pool (pool.h) when worth it.
+template <typename Fn>
+void rows_parallel(const GemmDims& d, Fn&& fn) {
+  const int64_t rows = d.B * d.M;
+  const int nth = worth_threads(d) ? cpu::get_num_threads() : 1;
+  const int64_t pieces = std::min<int64_t>(nth, rows);
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    int64_t r0, r1;
+    cpu::split_range(rows, 1, static_cast<int>(p), static_cast<int>(pieces), &r0, &r1);
+    if (r0 < r1) fn(r0, r1);
+  });
+}
+
 #if EMBER_COMPILED_AVX2
 // ---- AVX2 helpers: masks and vector activations ---------------------------------------------
 alignas(32) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
@@ -717,7 +730,7 @@ void gemm_f32_simd(const float* a, const float* b, float* c, const GemmDims& d, 
   }
   const bool skinny_layout = (d.N <= 1 || d.sbn == 1) || (d.K <= 1 || (d.sak == 1 && d.sbk == 1));
   if (d.M <= kSkinnyM && skinny_layout) {
-    cpu::parallel_range(d.B * d.M, 1, worth_threads(d), [&](int64_t r0, int64_t r1) {
+    rows_parallel(d, [&](int64_t r0, int64_t r1) {
       skinny_rows_avx2(a, b, c, d, alpha, beta, r0, r1);
     });
     epilogue_rows_avx2(c, d.B * d.M, d.N, bias, act);
@@ -763,7 +776,7 @@ void gemm(const float* a, const float* b, float* c, const GemmDims& d, float alp
     return;
   }
 #endif
-  cpu::parallel_range(d.B * d.M, 1, worth_threads(d), [&](int64_t r0, int64_t r1) {
+  rows_parallel(d, [&](int64_t r0, int64_t r1) {
     gemm_rows_cpu<float>(a, b, c, d, alpha, beta, bias, act, r0, r1);
   });
 }
@@ -771,7 +784,7 @@ void gemm(const float* a, const float* b, float* c, const GemmDims& d, float alp
 void gemm(const double* a, const double* b, double* c, const GemmDims& d, double alpha,
           double beta, const double* bias, GemmAct act) {
   if (d.B * d.M == 0 || d.N == 0) return;
-  cpu::parallel_range(d.B * d.M, 1, worth_threads(d), [&](int64_t r0, int64_t r1) {
+  rows_parallel(d, [&](int64_t r0, int64_t r1) {
     gemm_rows_cpu<double>(a, b, c, d, alpha, beta, bias, act, r0, r1);
   });
 }
