@@ -6,6 +6,7 @@ process, same run, same thread count, float32, C = A @ B into a preallocated (wa
     python bench/bench_gemm.py --save          # also write bench/results/gemm-cpu-<date>.md
     python bench/bench_gemm.py --threshold     # 1 vs 2 threads on small GEMMs (kParallelWork)
     python bench/bench_gemm.py --scaling       # 1 vs 2 threads at >= 1024, median and best
+    python bench/bench_gemm.py --cold          # fresh output every call (page first-touch)
 
 Each case: correctness gate first (ours vs numpy float32, relative to max|C|; and the float64
 error-scaling check on small shapes), then warm-up + median of repeats for each library in
@@ -231,6 +232,47 @@ def scaling():
               f"{b2 / b1:.2f}x | {res[2][2]:.2f}")
 
 
+def cold():
+    """Fresh output every call (first touch of new pages, DESIGN.md section 3), 1 thread:
+    ember.ops.gemm(a, b) vs numpy a @ b vs torch.mm(a, b), all allocating their result."""
+    import numpy as np
+    from common import median_time
+
+    import ember
+    from ember import _C
+
+    _C.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(4)
+    print("M x N x K | ours GF/s (new C) | numpy a@b | torch.mm | ours/numpy | ours/torch")
+    for M, N, K in [(128, 128, 128), (512, 512, 512), (1024, 1024, 1024), (4096, 768, 768),
+                    (512, 3072, 768)]:
+        a = rng.standard_normal((M, K)).astype(np.float32)
+        b = rng.standard_normal((K, N)).astype(np.float32)
+        f = 2.0 * M * N * K / 1e9
+        rep = 21 if f < 1 else 7
+        t1 = median_time(lambda a=a, b=b: ember.ops.gemm(a, b), rep, 2)
+        t2 = median_time(lambda a=a, b=b: a @ b, rep, 2)
+        t3 = None
+        if torch is not None:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            t3 = median_time(lambda ta=ta, tb=tb: torch.mm(ta, tb), rep, 2)
+        th = f"{f / t3:.1f}" if t3 else "-"
+        rt = f"{t3 / t1:.2f}" if t3 else "-"
+        print(f"{M}x{N}x{K} | {f / t1:.1f} | {f / t2:.1f} | {th} | {t2 / t1:.2f} | {rt}")
+
+
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
@@ -251,7 +293,12 @@ def main():
     p.add_argument("--threshold", action="store_true", help="1 vs 2 threads on small GEMMs")
     p.add_argument("--scaling", action="store_true",
                    help="ember 1 vs 2 threads at >= 1024: median, best, CPU time obtained")
+    p.add_argument("--cold", action="store_true",
+                   help="fresh output array every call (page first-touch), 1 thread")
     args = p.parse_args()
+    if args.cold:
+        cold()
+        return
     if args.threshold:
         threshold()
         return
