@@ -12,19 +12,21 @@
 // Variants:
 //  * gemm_cpu<T>   scalar reference, float and double (double is the gradcheck path): one dot
 //                  product per output accumulated in double, then the epilogue in double.
-//  * rows_avx2     the simple AVX2 kernel of the first version (no packing), kept for skinny
+//  * skinny_rows_avx2  the simple AVX2 kernel of the first version (no packing), kept for skinny
 //                  problems (M <= kSkinnyM rows, e.g. matrix-vector), where packing B would
 //                  cost as much as the product itself.
 //  * packed<Ker>   the BLIS loop nest (Goto / van Zee & van de Geijn):
 //                    for jc in N step NC          B block [KC x NC] -> L3
 //                      for pc in K step KC          pack B block into NR-column panels
 //                        for ic in M step MC        pack A block into MR-row panels -> L2
-//                          for jr in NC step NR       B micro-panel [KC x NR] -> L1
+//                          for jr in NC step NR       B micro-panel [KC x NR] (L2, see KC)
 //                            for ir in MC step MR       micro-kernel: MR x NR tile of C
-//                  Packing zero-pads partial panels, so the micro-kernel always runs the full
+//                  Packing zero-pads partial panels, so the micro-kernel always runs a whole
 //                  register tile; edges are handled at the store with masked loads/stores (no
-//                  scalar cliff). Packing reads a and b through their strides, with a unit-
-//                  stride fast path for each layout (row-major or transposed).
+//                  scalar cliff), and AVX-512 edge tiles with <= 4 / <= 8 valid rows use 4- /
+//                  8-row variants. Packing reads a and b through their strides, with vector
+//                  fast paths (4x8 in-register transposes) for row-major and transposed
+//                  layouts. The micro-kernel prefetches its C tile one line per 8 k steps.
 //    AVX2/FMA  6x16: 12 ymm accumulators + 2 B vectors + 1 broadcast = 15 of 16 registers;
 //              12 FMAs per 2 loads + 6 broadcasts keeps both FMA ports busy (needs >= 8
 //              independent chains for 4-cycle latency x 2 ports; we have 12).
@@ -48,11 +50,12 @@
 //    The AVX-512 path runs the AVX2 kernel when N <= 16 (no padded half panel).
 //  * Threads: the whole batched problem is cut into independent pieces, one per thread,
 //    claimed from a counter by the caller and the workers of a small pool (pool.h: a worker
-//    that the scheduler wakes late costs nothing, unlike an OpenMP barrier), with no barrier: whole batches when there are enough, else each matrix is split along N (each
-//    thread packs its own B columns and all of A, A being the cheaper operand to repeat) or
-//    along M when M is larger. Each thread owns a thread_local packing workspace that grows to
-//    the largest size seen and is reused by every later call (no allocation per call; OpenMP
-//    pool threads persist). Small problems stay on one thread (kParallelWork, measured).
+//    that the scheduler wakes late costs nothing, unlike an OpenMP barrier) and run with no
+//    barrier: whole batches when there are enough, else each matrix is split along N (each
+//    piece packs its own B columns and all of A) when N >= M, or along M (each packs all of
+//    B). Each thread owns a thread_local packing workspace that grows to the largest size
+//    seen and is reused by every later call (no allocation per call; pool threads persist).
+//    Small problems stay on one thread (kParallelWork, measured).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
