@@ -336,12 +336,14 @@ EMBER_AVX2 void skinny_rows_avx2(const float* a, const float* b, float* c, const
 // transposed view such as Linear's weight.T (R = NR). 4 rows x 8 k at a time through an
 // in-register 4x8 transpose (8 ymm loads/shuffles -> 8 16-byte stores), 2-row and scalar
 // remainders; ~4x faster than element-wise copies.
+// Only the first `rows` (<= R) rows exist; the others are written as zeros (edge panels).
 template <int R>
-EMBER_AVX2 void pack_rows_t(const float* src, int64_t ld, int64_t kc, float* buf) {
+EMBER_AVX2 void pack_rows_t(const float* src, int64_t ld, int64_t kc, float* buf,
+                            int rows = R) {
   int64_t k = 0;
   for (; k + 8 <= kc; k += 8) {
     int i = 0;
-    for (; i + 4 <= R; i += 4) {
+    for (; i + 4 <= rows; i += 4) {
       const float* s0 = src + i * ld + k;
       const __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + ld),
                    r2 = _mm256_loadu_ps(s0 + 2 * ld), r3 = _mm256_loadu_ps(s0 + 3 * ld);
@@ -359,11 +361,13 @@ EMBER_AVX2 void pack_rows_t(const float* src, int64_t ld, int64_t kc, float* buf
       _mm_storeu_ps(d + 6 * R, _mm256_extractf128_ps(u2, 1));
       _mm_storeu_ps(d + 7 * R, _mm256_extractf128_ps(u3, 1));
     }
-    for (; i < R; ++i)
+    for (; i < rows; ++i)
       for (int kk = 0; kk < 8; ++kk) buf[(k + kk) * R + i] = src[i * ld + k + kk];
+    for (; i < R; ++i)
+      for (int kk = 0; kk < 8; ++kk) buf[(k + kk) * R + i] = 0.0f;
   }
   for (; k < kc; ++k)
-    for (int i = 0; i < R; ++i) buf[k * R + i] = src[i * ld + k];
+    for (int i = 0; i < R; ++i) buf[k * R + i] = i < rows ? src[i * ld + k] : 0.0f;
 }
 
 // buf[k*R + j] = src[k*ld + j]: R contiguous floats per k (b row-major, or a transposed).
@@ -381,8 +385,8 @@ void pack_a(const float* a, int64_t sam, int64_t sak, int64_t mc, int64_t kc, fl
   for (int64_t ir = 0; ir < mc; ir += MR, buf += MR * kc) {
     const int64_t mr = std::min<int64_t>(MR, mc - ir);
     const float* ap = a + ir * sam;
-    if (mr == MR && sak == 1) {
-      pack_rows_t<MR>(ap, sam, kc, buf);
+    if (sak == 1) {
+      pack_rows_t<MR>(ap, sam, kc, buf, static_cast<int>(mr));
     } else if (mr == MR && sam == 1 && MR % 8 == 0) {
       pack_rows_n<MR>(ap, sak, kc, buf);
     } else {
@@ -416,8 +420,8 @@ void pack_b(const float* b, int64_t sbk, int64_t sbn, int64_t kc, int64_t nc, fl
     const float* bp = b + jr * sbn;
     if (nr == NR && sbn == 1) {
       pack_rows_n<NR>(bp, sbk, kc, buf);
-    } else if (nr == NR && sbk == 1) {  // b transposed (Linear's weight.T)
-      pack_rows_t<NR>(bp, sbn, kc, buf);
+    } else if (sbk == 1) {  // b transposed (Linear's weight.T)
+      pack_rows_t<NR>(bp, sbn, kc, buf, static_cast<int>(nr));
     } else {
       for (int64_t k = 0; k < kc; ++k)
         for (int64_t j = 0; j < NR; ++j) buf[k * NR + j] = j < nr ? bp[k * sbk + j * sbn] : 0.0f;
