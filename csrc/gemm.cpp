@@ -1,12 +1,17 @@
 // gemm.cpp -- _C.gemm: validate numpy operands, then call the batched strided CPU kernel.
 //
-// gemm(a, b, c, alpha=1.0, beta=0.0):  c = alpha * a @ b + beta * c, in place in c.
+// gemm(a, b, c, alpha=1.0, beta=0.0, bias=None, activation="none"):
+//   c = act(alpha * a @ b + beta * c + bias), in place in c.
 //   a: [Ba, M, K], b: [Bb, K, N], c: [B, M, N]; Ba, Bb in {B, 1} (pass np.broadcast_to views).
 //   a and b may have any strides (0, negative, transposed views: read, never copied);
 //   c must be C-contiguous, writeable, of the same dtype and not overlap a or b.
 //   beta == 0: c's old contents are ignored (NaN does not leak).
+//   bias: None or a C-contiguous [N] array of c's dtype (added to every row: Linear's bias).
+//   activation: "none", "relu", "gelu" (exact erf) or "gelu_tanh" (tanh approximation).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include <string>
 
 #include "csrc/array.h"
 #include "csrc/check.h"
@@ -17,9 +22,21 @@ namespace py = pybind11;
 
 namespace {
 
+ember::GemmAct parse_activation(const std::string& s) {
+  if (s == "none") return ember::GemmAct::none;
+  if (s == "relu") return ember::GemmAct::relu;
+  if (s == "gelu") return ember::GemmAct::gelu;
+  if (s == "gelu_tanh") return ember::GemmAct::gelu_tanh;
+  EMBER_CHECK_VALUE(false, "gemm", "activation must be 'none', 'relu', 'gelu' or 'gelu_tanh', got '",
+                    s, "'");
+  return ember::GemmAct::none;
+}
+
 void gemm_py(const py::object& a_obj, const py::object& b_obj, const py::object& c_obj,
-             double alpha, double beta) {
+             double alpha, double beta, const py::object& bias_obj,
+             const std::string& activation) {
   const char* op = "gemm";
+  const ember::GemmAct act = parse_activation(activation);
   const py::array a = ember::as_ndarray(a_obj, op, "a");
   const py::array b = ember::as_ndarray(b_obj, op, "b");
   const py::array c = ember::as_ndarray(c_obj, op, "c");
@@ -69,6 +86,19 @@ void gemm_py(const py::object& a_obj, const py::object& b_obj, const py::object&
   EMBER_CHECK_VALUE(!ember::overlaps(c, a) && !ember::overlaps(c, b), op,
                     "output c overlaps an input");
 
+  const void* biasp = nullptr;
+  if (!bias_obj.is_none()) {
+    const py::array bias = ember::as_ndarray(bias_obj, op, "bias");
+    EMBER_CHECK_VALUE(bias.ndim() == 1 && bias.shape(0) == N, op, "bias must have shape [N] = [",
+                      N, "], got ", ember::shape_str(bias));
+    EMBER_CHECK_TYPE(ember::dtype_of(bias) == dt, op, "bias is ", ember::dtype_str(bias),
+                     " but c is ", ember::dtype_str(c));
+    ember::require_c_contiguous(bias, op, "bias");
+    ember::require_aligned(bias, op, "bias");
+    EMBER_CHECK_VALUE(!ember::overlaps(c, bias), op, "output c overlaps bias");
+    biasp = bias.data();
+  }
+
   if (B * M * N == 0) return;
   const void* ap = a.data();
   const void* bp = b.data();
@@ -77,10 +107,11 @@ void gemm_py(const py::object& a_obj, const py::object& b_obj, const py::object&
   py::gil_scoped_release nogil;
   if (dt == ember::DType::f32) {
     ember::gemm(static_cast<const float*>(ap), static_cast<const float*>(bp),
-                static_cast<float*>(cp), d, static_cast<float>(alpha), static_cast<float>(beta));
+                static_cast<float*>(cp), d, static_cast<float>(alpha), static_cast<float>(beta),
+                static_cast<const float*>(biasp), act);
   } else {
     ember::gemm(static_cast<const double*>(ap), static_cast<const double*>(bp),
-                static_cast<double*>(cp), d, alpha, beta);
+                static_cast<double*>(cp), d, alpha, beta, static_cast<const double*>(biasp), act);
   }
 }
 
@@ -88,7 +119,19 @@ void gemm_py(const py::object& a_obj, const py::object& b_obj, const py::object&
 
 EMBER_BIND(gemm) {
   m.def("gemm", &gemm_py, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha") = 1.0,
-        py::arg("beta") = 0.0,
-        "c = alpha * a @ b + beta * c (in place). a: [Ba,M,K], b: [Bb,K,N], c: [B,M,N] "
-        "C-contiguous; Ba, Bb in {B, 1}; float32 or float64; any strides for a and b.");
+        py::arg("beta") = 0.0, py::arg("bias") = py::none(), py::arg("activation") = "none",
+        "c = act(alpha * a @ b + beta * c + bias) (in place). a: [Ba,M,K], b: [Bb,K,N], "
+        "c: [B,M,N] C-contiguous; Ba, Bb in {B, 1}; float32 or float64; any strides for a and "
+        "b; bias None or [N]; activation 'none', 'relu', 'gelu' (erf) or 'gelu_tanh'.");
+  m.def(
+      "_fma_peak_gflops",
+      [](const std::string& isa, double seconds) {
+        EMBER_CHECK_VALUE(isa == "avx2" || isa == "avx512", "fma_peak", "isa must be 'avx2' or "
+                          "'avx512', got '", isa, "'");
+        py::gil_scoped_release nogil;
+        return ember::fma_peak_gflops(isa == "avx512" ? 1 : 0, seconds);
+      },
+      py::arg("isa") = "avx2", py::arg("seconds") = 0.05,
+      "Single-thread GFLOP/s of independent FMA chains (the machine's FMA ceiling for one "
+      "core; 0.0 when the CPU lacks the ISA).");
 }

@@ -42,6 +42,7 @@ std::string cuda_error_string(int code) {
 namespace {
 
 bool g_no_avx2_env = false;
+bool g_no_avx512_env = false;
 
 bool env_true(const char* name) {
   const char* v = std::getenv(name);
@@ -75,6 +76,8 @@ py::dict cpu_capabilities() {
   d["compiled_avx2"] = cpu::compiled_avx2();
   d["no_avx2_env"] = g_no_avx2_env;
   d["selected"] = cpu::avx2_selected() ? "avx2" : "scalar";
+  d["no_avx512_env"] = g_no_avx512_env;
+  d["gemm_path"] = ember::gemm_path_name();
   d["openmp"] = cpu::has_openmp();
   d["max_threads"] = cpu::get_num_threads();
   return d;
@@ -115,6 +118,8 @@ void cuda_synchronize() {
 EMBER_BIND(runtime) {
   g_no_avx2_env = env_true("EMBER_NO_AVX2");
   ember::cpu::set_force_scalar(g_no_avx2_env);
+  g_no_avx512_env = env_true("EMBER_NO_AVX512");
+  ember::cpu::set_no_avx512(g_no_avx512_env);
 #if defined(EMBER_HAS_OPENMP) && defined(__unix__)
   pthread_atfork(nullptr, nullptr, [] { ember::cpu::on_fork_child(); });
 #endif
@@ -124,6 +129,10 @@ EMBER_BIND(runtime) {
   m.def("_set_force_scalar", &ember::cpu::set_force_scalar, py::arg("flag"),
         "Force the scalar CPU kernels (True) or allow AVX2 again (False). For tests.");
   m.def("_force_scalar", &ember::cpu::force_scalar, "Whether the scalar CPU path is forced.");
+  m.def("_set_no_avx512", &ember::cpu::set_no_avx512, py::arg("flag"),
+        "Disable (True) or allow (False) the AVX-512 kernels (GEMM). For tests; the env var "
+        "EMBER_NO_AVX512=1 sets it at import.");
+  m.def("_no_avx512", &ember::cpu::no_avx512, "Whether the AVX-512 kernels are disabled.");
   m.def(
       "set_num_threads",
       [](long long n) {

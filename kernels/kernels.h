@@ -24,13 +24,25 @@ struct GemmDims {
   int64_t sbb, sbk, sbn;  // b strides (elements): batch, inner, column
 };
 
+// Fused epilogue, applied after alpha/beta: c = act(alpha * a @ b + beta * c + bias[n]).
+// bias (may be null) has N elements, one per output column (Linear's bias).
+enum class GemmAct : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3 };
+// Which float kernel gemm() runs now: 0 scalar, 1 AVX2/FMA (6x16), 2 AVX-512 (12x32).
+int gemm_path();
+const char* gemm_path_name();
+
 template <typename T>
-void gemm_cpu(const T* a, const T* b, T* c, const GemmDims& d, T alpha, T beta);
-void gemm_avx2(const float* a, const float* b, float* c, const GemmDims& d, float alpha,
-               float beta);
-void gemm(const float* a, const float* b, float* c, const GemmDims& d, float alpha, float beta);
+void gemm_cpu(const T* a, const T* b, T* c, const GemmDims& d, T alpha, T beta,
+              const T* bias = nullptr, GemmAct act = GemmAct::none);
+void gemm(const float* a, const float* b, float* c, const GemmDims& d, float alpha, float beta,
+          const float* bias = nullptr, GemmAct act = GemmAct::none);
 void gemm(const double* a, const double* b, double* c, const GemmDims& d, double alpha,
-          double beta);
+          double beta, const double* bias = nullptr, GemmAct act = GemmAct::none);
+
+// ---- FMA peak probe (kernels/cpu/peak.cpp) -------------------------------------------------
+// Single-thread GFLOP/s of independent FMA chains; isa 0 = AVX2 (ymm), 1 = AVX-512 (zmm).
+// Returns 0 when the CPU lacks the ISA.
+double fma_peak_gflops(int isa, double seconds);
 
 // ---- relu (kernels/cpu/relu.cpp, kernels/cuda/relu.cu) -------------------------------------
 // fwd: y = x < 0 ? 0 : x (NaN propagates).  bwd: gx = x > 0 ? gy : 0 (NaN x gives 0).

@@ -488,11 +488,20 @@ def test_relu_bwd_errors():
 # ---------------------------------------------------------------------------------------------
 def test_cpu_capabilities():
     caps = _C.cpu_capabilities()
-    bool_keys = ["avx2", "fma", "avx512f", "compiled_avx2", "no_avx2_env", "openmp"]
-    assert set(caps) == set(bool_keys) | {"selected", "max_threads"}
+    bool_keys = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "compiled_avx2",
+        "no_avx2_env",
+        "no_avx512_env",
+        "openmp",
+    ]
+    assert set(caps) == set(bool_keys) | {"selected", "max_threads", "gemm_path"}
     for k in bool_keys:
         assert isinstance(caps[k], bool), k
     assert caps["selected"] in ("avx2", "scalar")
+    assert caps["gemm_path"] in ("scalar", "avx2-6x16", "avx512-12x32")
     assert isinstance(caps["max_threads"], int) and caps["max_threads"] >= 1
     env = os.environ.get("EMBER_NO_AVX2", "").lower() in ("1", "true", "yes", "on")
     assert caps["no_avx2_env"] == env

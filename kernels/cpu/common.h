@@ -24,15 +24,18 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define EMBER_COMPILED_AVX2 1
 #define EMBER_AVX2 __attribute__((target("avx2,fma")))
+#define EMBER_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #include <immintrin.h>
 #else
 #define EMBER_COMPILED_AVX2 0
 #define EMBER_AVX2
+#define EMBER_AVX512
 #endif
 
 namespace ember::cpu {
 
 inline std::atomic<bool> g_force_scalar{false};
+inline std::atomic<bool> g_no_avx512{false};  // EMBER_NO_AVX512=1 / _C._set_no_avx512
 inline std::atomic<int> g_num_threads{0};  // 0: OpenMP default (OMP_NUM_THREADS / cores)
 // GNU OpenMP is not fork-safe: a child forked after the parent started its thread pool hangs
 // in its first parallel region (e.g. multiprocessing / DataLoader workers with the default
@@ -57,10 +60,27 @@ inline bool cpu_supports_avx2_fma() {
 #endif
 }
 
+inline bool cpu_supports_avx512f() {
+#if EMBER_COMPILED_AVX2
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && cpu_supports_avx2_fma();
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 inline bool compiled_avx2() { return EMBER_COMPILED_AVX2 != 0; }
 inline void set_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
 inline bool force_scalar() { return g_force_scalar.load(std::memory_order_relaxed); }
 inline bool avx2_selected() { return cpu_supports_avx2_fma() && !force_scalar(); }
+inline void set_no_avx512(bool on) { g_no_avx512.store(on, std::memory_order_relaxed); }
+inline bool no_avx512() { return g_no_avx512.load(std::memory_order_relaxed); }
+// AVX-512 kernels (only GEMM so far) run when the CPU has avx512f and neither the
+// force-scalar flag nor EMBER_NO_AVX512 turns them off.
+inline bool avx512_selected() { return avx2_selected() && cpu_supports_avx512f() && !no_avx512(); }
 
 inline bool has_openmp() {
 #ifdef EMBER_HAS_OPENMP
@@ -121,6 +141,20 @@ inline void parallel_range(int64_t total, int64_t align, bool parallel, Fn&& fn)
   (void)align;
 #endif
   fn(int64_t{0}, total);
+}
+
+// Run fn(tid, nth) on nth threads (inline when nth <= 1). fn must not throw.
+template <typename Fn>
+inline void parallel_threads(int nth, Fn&& fn) {
+#ifdef EMBER_HAS_OPENMP
+  if (nth > 1) {
+    g_pool_started.store(true, std::memory_order_relaxed);
+#pragma omp parallel num_threads(nth)
+    fn(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  fn(0, 1);
 }
 
 }  // namespace ember::cpu

@@ -5,6 +5,7 @@ CPU, CUDA on Hopper GPUs), with a PyTorch-shaped Python API.
     x = ember.randn(4, 3, requires_grad=True)
     (x @ x.T).relu().sum().backward()
 """
+
 from __future__ import annotations
 
 try:
@@ -15,7 +16,7 @@ except ImportError as _e:  # pragma: no cover - only a broken install gets here
         "`pip install .` from the source tree."
     ) from _e
 
-from . import _dtype, autograd, backends, cuda, nn, optim  # noqa: E402  # noqa: E402
+from . import _dtype, autograd, backends, cuda, nn, ops, optim
 from ._device import device
 from ._dtype import (
     bfloat16,
@@ -36,11 +37,11 @@ from ._dtype import (
     uint8,
 )
 from ._dtype import bool_ as bool  # noqa: A001  (ember.bool, as torch.bool)
-from ._dtype import float as float  # noqa: A001,PLC0414
-from ._dtype import int as int  # noqa: A001,PLC0414
-from ._ops import *  # noqa: F401,F403,E402  the op functions (add, exp, sum, matmul, cat ...)
-from ._ops import (  # noqa: E402
-    _METHODS,  # noqa: E402
+from ._dtype import float as float  # noqa: A001
+from ._dtype import int as int  # noqa: A001
+from ._ops import *  # the op functions (add, exp, sum, matmul, cat ...)
+from ._ops import (
+    _METHODS,
     rsqrt,
     square,
 )

@@ -8,7 +8,8 @@ from .. import _C
 def capabilities() -> dict:
     """CPU features found (avx2, fma, avx512f), whether the AVX2 kernels are compiled in,
     which path the kernels take now ("avx2" or "scalar"; EMBER_NO_AVX2=1 forces scalar),
-    OpenMP, and the thread count."""
+    the GEMM kernel in use ("gemm_path": "avx512-12x32", "avx2-6x16" or "scalar";
+    EMBER_NO_AVX512=1 turns the AVX-512 kernel off), OpenMP, and the thread count."""
     return dict(_C.cpu_capabilities())
 
 

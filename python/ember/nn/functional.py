@@ -5,6 +5,7 @@ Everything here is composite: built from ember ops that already have kernels and
 written. ``log_softmax`` is ``x - logsumexp(x)`` (after shifting x by its maximum), stable
 and accurate for any finite logits.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,15 @@ from .._utils import norm_dim
 from ..tensor import Tensor
 
 __all__ = [
-    "cross_entropy", "linear", "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid",
-    "softmax", "tanh",
+    "cross_entropy",
+    "linear",
+    "log_softmax",
+    "mse_loss",
+    "nll_loss",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "tanh",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -39,8 +47,10 @@ def _float_arg(x, name: str, op: str) -> Tensor:
 def _same_device(op: str, *tensors) -> None:
     devs = {t.device for t in tensors if t is not None}
     if len(devs) > 1:
-        raise RuntimeError(f"[{op}] expected all tensors on the same device, got "
-                           + " and ".join(sorted(str(d) for d in devs)))
+        raise RuntimeError(
+            f"[{op}] expected all tensors on the same device, got "
+            + " and ".join(sorted(str(d) for d in devs))
+        )
 
 
 def _reduction(size_average, reduce, reduction: str, op: str) -> str:
@@ -61,26 +71,56 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias``.
 
     input [*, in_features], weight [out_features, in_features], bias [out_features]
-    -> [*, out_features]. ``weight.T`` is a stride-swapped view (our GEMM reads it in place,
-    no copy); leading dims are folded into one GEMM of N = prod(*) rows. Unlike PyTorch's
-    promotion-free CPU path, mixed dtypes raise TypeError here rather than at backward time.
+    -> [*, out_features]. One GEMM whose epilogue adds the bias while each output tile is in
+    cache; ``weight.T`` is a stride-swapped view (our GEMM reads it in place, no copy) and
+    leading dims are folded into one GEMM of N = prod(*) rows. The backward GEMMs use
+    transposed views too (grad_input = g @ W, grad_weight = g^T @ x, grad_bias = g.sum(0)).
+    Unlike PyTorch's promotion-free CPU path, mixed dtypes raise TypeError here rather than
+    at backward time.
     """
-    op = "linear"
+    return _linear_act(input, weight, bias, "none", op="linear")
+
+
+def _linear_act(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    activation: str = "relu",
+    op: str = "linear_act",
+) -> Tensor:
+    """``act(input @ weight.T + bias)`` in one pass: Linear followed by ReLU / GELU fused
+    into the GEMM's epilogue (ember-specific; ``activation`` is "none", "relu", "gelu"
+    (exact erf, as ``torch.nn.functional.gelu``) or "gelu_tanh" (``approximate="tanh"``)).
+
+    Same shapes and checks as :func:`linear`; gradients flow to input, weight and bias. Used
+    by ``nn.Linear(..., activation=...)``-style modules; equal to
+    ``act(linear(input, weight, bias))`` up to float rounding.
+    """
+    from .._ops.linalg import _LINEAR_ACTS, LinearAct
+
+    if activation not in _LINEAR_ACTS:
+        raise ValueError(f"[{op}] activation must be one of {_LINEAR_ACTS}, got {activation!r}")
     _float_arg(input, "input", op)
     _float_arg(weight, "weight", op)
     if weight.ndim != 2:
-        raise ValueError(f"[{op}] weight must be 2-D [out_features, in_features], got shape "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(
+            f"[{op}] weight must be 2-D [out_features, in_features], got shape "
+            f"{tuple(weight.shape)}"
+        )
     if input.ndim == 0:
         raise ValueError(f"[{op}] input must have at least 1 dimension, got a 0-d tensor")
     out_f, in_f = weight.shape
     if input.shape[-1] != in_f:
-        raise ValueError(f"[{op}] input has {input.shape[-1]} features (shape "
-                         f"{tuple(input.shape)}) but weight expects {in_f} (weight shape "
-                         f"{tuple(weight.shape)})")
+        raise ValueError(
+            f"[{op}] input has {input.shape[-1]} features (shape "
+            f"{tuple(input.shape)}) but weight expects {in_f} (weight shape "
+            f"{tuple(weight.shape)})"
+        )
     if input.dtype is not weight.dtype:
-        raise TypeError(f"[{op}] input is {input.dtype} but weight is {weight.dtype}; "
-                        "convert one of them (e.g. model.double() or x.float())")
+        raise TypeError(
+            f"[{op}] input is {input.dtype} but weight is {weight.dtype}; "
+            "convert one of them (e.g. model.double() or x.float())"
+        )
     if bias is not None:
         _float_arg(bias, "bias", op)
         if bias.shape != (out_f,):
@@ -89,11 +129,21 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             raise TypeError(f"[{op}] bias is {bias.dtype} but weight is {weight.dtype}")
     _same_device(op, input, weight, bias)
     lead = input.shape[:-1]
-    x = input.reshape(-1, in_f) if input.ndim > 2 else input
-    out = x @ weight.T
-    if bias is not None:
-        out = out + bias
-    return out.reshape(*lead, out_f) if input.ndim > 2 else out
+    x = input.reshape(-1, in_f) if input.ndim != 2 else input
+    kernel = isinstance(x._array, np.ndarray) and x._array.dtype in (np.float32, np.float64)
+    if kernel:
+        out = LinearAct.apply(x, weight, bias, activation)
+    else:  # CUDA (cuBLAS via cupy for now) and float16: the composite path
+        out = x @ weight.T
+        if bias is not None:
+            out = out + bias
+        if activation == "relu":
+            out = _ops.relu(out)
+        elif activation != "none":
+            raise NotImplementedError(
+                f"[{op}] fused {activation} needs a float32/float64 CPU tensor for now"
+            )
+    return out.reshape(*lead, out_f) if input.ndim != 2 else out
 
 
 # ------------------------------------------------------------------------ activations
@@ -176,18 +226,24 @@ def _check_class_target(op, input, target, weight, ignore_index):
     if target.dtype.is_floating_point or target.dtype.name == "bool":
         raise TypeError(f"[{op}] target must hold int64 class indices, got {target.dtype}")
     if input.ndim < 2:
-        raise ValueError(f"[{op}] input must be [N, C] or [N, C, d1, ...] (or [C] unbatched), "
-                         f"got shape {tuple(input.shape)}")
+        raise ValueError(
+            f"[{op}] input must be [N, C] or [N, C, d1, ...] (or [C] unbatched), "
+            f"got shape {tuple(input.shape)}"
+        )
     want = (input.shape[0],) + tuple(input.shape[2:])
     if tuple(target.shape) != want:
-        raise ValueError(f"[{op}] input of shape {tuple(input.shape)} expects target of shape "
-                         f"{want}, got {tuple(target.shape)}")
+        raise ValueError(
+            f"[{op}] input of shape {tuple(input.shape)} expects target of shape "
+            f"{want}, got {tuple(target.shape)}"
+        )
     n_classes = input.shape[1]
     if weight is not None:
         _float_arg(weight, "weight", op)
         if weight.shape != (n_classes,):
-            raise ValueError(f"[{op}] weight must have shape ({n_classes},) (one per class), "
-                             f"got {tuple(weight.shape)}")
+            raise ValueError(
+                f"[{op}] weight must have shape ({n_classes},) (one per class), "
+                f"got {tuple(weight.shape)}"
+            )
     _same_device(op, input, target, weight)
     t = target._array
     valid = t != ignore_index
@@ -238,8 +294,15 @@ def _nll(op, logp, target, weight, ignore_index, reduction):
     return out, valid, all_valid, denom
 
 
-def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
-             ignore_index: int = -100, reduce=None, reduction: str = "mean") -> Tensor:
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average=None,
+    ignore_index: int = -100,
+    reduce=None,
+    reduction: str = "mean",
+) -> Tensor:
     """Negative log-likelihood: ``-input[n, target[n]] * weight[target[n]]``, reduced.
 
     input: log-probabilities [N, C] or [N, C, d1, ...] (or [C] unbatched); target: integer
@@ -261,9 +324,16 @@ def _unbatch(op, input, target):
     return input, target, False
 
 
-def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
-                  size_average=None, ignore_index: int = -100, reduce=None,
-                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average=None,
+    ignore_index: int = -100,
+    reduce=None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
     """Cross-entropy between logits and targets (``nll_loss(log_softmax(input, 1), target)``).
 
     input: unnormalised logits [N, C] or [N, C, d1, ...] (or [C] unbatched).
@@ -278,16 +348,19 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     op = "cross_entropy"
     reduction = _reduction(size_average, reduce, reduction, op)
     if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"[{op}] label_smoothing must be between 0.0 and 1.0, got "
-                         f"{label_smoothing}")
+        raise ValueError(
+            f"[{op}] label_smoothing must be between 0.0 and 1.0, got {label_smoothing}"
+        )
     _float_arg(input, "input", op)
     _tensor_arg(target, "target", op)
     if target.dtype.is_floating_point and target.shape == input.shape:
         return _cross_entropy_probs(input, target, weight, reduction, label_smoothing)
     input, target, unbatched = _unbatch(op, input, target)
     if input.ndim < 2:
-        raise ValueError(f"[{op}] input must be [N, C] or [N, C, d1, ...] (or [C] unbatched), "
-                         f"got shape {tuple(input.shape)}")
+        raise ValueError(
+            f"[{op}] input must be [N, C] or [N, C, d1, ...] (or [C] unbatched), "
+            f"got shape {tuple(input.shape)}"
+        )
     logp = log_softmax(input, 1)
     loss, valid, all_valid, denom = _nll(op, logp, target, weight, ignore_index, reduction)
     if label_smoothing > 0:
@@ -314,8 +387,10 @@ def _class_view(weight: Tensor, like: Tensor) -> Tensor:
 def _cross_entropy_probs(input, target, weight, reduction, label_smoothing):
     op = "cross_entropy"
     if target.dtype is not input.dtype:
-        raise TypeError(f"[{op}] probability targets must have the input's dtype {input.dtype}, "
-                        f"got {target.dtype}")
+        raise TypeError(
+            f"[{op}] probability targets must have the input's dtype {input.dtype}, "
+            f"got {target.dtype}"
+        )
     unbatched = input.ndim == 1
     if unbatched:
         input, target = input.unsqueeze(0), target.unsqueeze(0)
@@ -323,8 +398,9 @@ def _cross_entropy_probs(input, target, weight, reduction, label_smoothing):
     if weight is not None:
         _float_arg(weight, "weight", op)
         if weight.shape != (n_classes,):
-            raise ValueError(f"[{op}] weight must have shape ({n_classes},), got "
-                             f"{tuple(weight.shape)}")
+            raise ValueError(
+                f"[{op}] weight must have shape ({n_classes},), got {tuple(weight.shape)}"
+            )
     _same_device(op, input, target, weight)
     t = target  # differentiable, as in PyTorch
     if label_smoothing > 0:
@@ -340,8 +416,9 @@ def _cross_entropy_probs(input, target, weight, reduction, label_smoothing):
     return total / (input.numel() // n_classes) if input.numel() else total * float("nan")
 
 
-def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
-             reduction: str = "mean") -> Tensor:
+def mse_loss(
+    input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean"
+) -> Tensor:
     """Mean squared error: (input - target)**2, reduced ('mean', 'sum' or 'none').
 
     input and target must have the same shape and floating dtype. ember differs from
@@ -353,8 +430,9 @@ def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
     _float_arg(input, "input", op)
     _float_arg(target, "target", op)
     if input.shape != target.shape:
-        raise ValueError(f"[{op}] input shape {tuple(input.shape)} and target shape "
-                         f"{tuple(target.shape)} differ")
+        raise ValueError(
+            f"[{op}] input shape {tuple(input.shape)} and target shape {tuple(target.shape)} differ"
+        )
     if input.dtype is not target.dtype:
         raise TypeError(f"[{op}] input is {input.dtype} but target is {target.dtype}")
     _same_device(op, input, target)
