@@ -5,6 +5,7 @@ CPU, CUDA on Hopper GPUs), with a PyTorch-shaped Python API.
     x = ember.randn(4, 3, requires_grad=True)
     (x @ x.T).relu().sum().backward()
 """
+
 from __future__ import annotations
 
 try:
@@ -15,7 +16,7 @@ except ImportError as _e:  # pragma: no cover - only a broken install gets here
         "`pip install .` from the source tree."
     ) from _e
 
-from . import _dtype, autograd, backends, cuda, nn, optim  # noqa: E402  # noqa: E402
+from . import _dtype, autograd, backends, cuda, datasets, nn, optim, transforms, utils
 from ._device import device
 from ._dtype import (
     bfloat16,
