@@ -70,6 +70,7 @@ from .creation import (
     zeros_like,
 )
 from .random import Generator, initial_seed, manual_seed, seed
+from .serialization import load, save
 from .tensor import Tensor
 
 __version__ = "0.1.0"
