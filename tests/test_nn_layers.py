@@ -304,3 +304,35 @@ def test_loss_edge_cases_and_modules(rng):
     for m, want in mods:
         xin = _t(_sig(a)) if isinstance(m, nn.BCELoss) else _t(a)
         np.testing.assert_allclose(m(xin, _t(b)).item(), want, rtol=1e-12, err_msg=repr(m))
+
+
+def test_cross_check_with_pytorch(rng):
+    torch = pytest.importorskip("torch")
+    tF = torch.nn.functional
+    a = rng.standard_normal((3, 4)) * 3
+    b = rng.random((3, 4))
+    pw = rng.random(4) + 0.5
+    ta, tb, tpw = (torch.from_numpy(v) for v in (a, b, pw))
+    x, t = _t(a), _t(b)
+    pairs = [
+        (F.leaky_relu(x, 0.1), tF.leaky_relu(ta, 0.1)),
+        (F.elu(x, 0.6), tF.elu(ta, 0.6)),
+        (F.gelu(x), tF.gelu(ta)),
+        (F.gelu(x, "tanh"), tF.gelu(ta, approximate="tanh")),
+        (F.silu(x), tF.silu(ta)),
+        (F.softplus(x, 1.5, 2.0), tF.softplus(ta, 1.5, 2.0)),
+        (F.l1_loss(x, t), tF.l1_loss(ta, tb)),
+        (F.smooth_l1_loss(x, t, beta=0.4), tF.smooth_l1_loss(ta, tb, beta=0.4)),
+        (F.huber_loss(x, t, delta=0.4), tF.huber_loss(ta, tb, delta=0.4)),
+        (F.binary_cross_entropy(F.sigmoid(x), t), tF.binary_cross_entropy(ta.sigmoid(), tb)),
+        (
+            F.binary_cross_entropy_with_logits(x, t, pos_weight=_t(pw)),
+            tF.binary_cross_entropy_with_logits(ta, tb, pos_weight=tpw),
+        ),
+        (F.kl_div(F.log_softmax(x, 1), t, reduction="batchmean"),
+         tF.kl_div(tF.log_softmax(ta, 1), tb, reduction="batchmean")),
+        (F.kl_div(x, -t, reduction="sum", log_target=True),
+         tF.kl_div(ta, -tb, reduction="sum", log_target=True)),
+    ]  # fmt: skip
+    for i, (ours, theirs) in enumerate(pairs):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12, err_msg=str(i))
