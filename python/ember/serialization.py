@@ -293,8 +293,9 @@ def load(f: str | os.PathLike, map_location: Any = None) -> Any:
     tuples, numbers, strings, bools and None, with tensors back as ``Tensor`` (on the device
     they were saved from, or on ``map_location``, e.g. ``"cpu"``) and numpy arrays as arrays.
     A safetensors file written by another tool (e.g. ``safetensors.torch.save_file``) loads
-    as a flat ``{name: Tensor}`` dict. Raises ``ValueError("[load] ...")`` for a truncated,
-    corrupt or inconsistent file."""
+    as a flat ``{name: Tensor}`` dict (dtypes ember can hold: BOOL, U8, I8, I16, I32, I64,
+    F16, F32, F64; BF16 and the others are refused with a ValueError). Raises
+    ``ValueError("[load] ...")`` for a truncated, corrupt or inconsistent file."""
     import safetensors
 
     path = os.fspath(f)
