@@ -16,7 +16,7 @@ except ImportError as _e:  # pragma: no cover - only a broken install gets here
         "`pip install .` from the source tree."
     ) from _e
 
-from . import _dtype, autograd, backends, cuda, nn, ops, optim
+from . import _dtype, autograd, backends, cuda, datasets, nn, ops, optim, transforms, utils
 from ._device import device
 from ._dtype import (
     bfloat16,
@@ -70,6 +70,7 @@ from .creation import (
     zeros_like,
 )
 from .random import Generator, initial_seed, manual_seed, seed
+from .serialization import load, save
 from .tensor import Tensor
 
 __version__ = "0.1.0"

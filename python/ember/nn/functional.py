@@ -14,17 +14,32 @@ from .. import _ops
 from .._device import xp_of
 from .._dtype import to_dtype
 from .._utils import norm_dim
+from ..autograd.function import Function
 from ..tensor import Tensor
 
 __all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "dropout",
+    "dropout2d",
+    "elu",
+    "embedding",
+    "gelu",
+    "huber_loss",
+    "kl_div",
+    "l1_loss",
+    "leaky_relu",
     "linear",
     "log_softmax",
     "mse_loss",
     "nll_loss",
     "relu",
     "sigmoid",
+    "silu",
+    "smooth_l1_loss",
     "softmax",
+    "softplus",
     "tanh",
 ]
 
@@ -438,3 +453,365 @@ def mse_loss(
     _same_device(op, input, target)
     d = input - target
     return _apply_reduction(d * d, reduction)
+
+
+# ------------------------------------------------ more activations (composite or numpy-backed)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """x where x > 0, else negative_slope * x (any shape). ``inplace`` is accepted and ignored."""
+    x = _float_arg(input, "input", "leaky_relu")
+    return _ops.where(x > 0, x, x * negative_slope)
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x where x > 0, else alpha * (exp(x) - 1) (any shape). The exp sees min(x, 0) so the
+    branch not taken never overflows (inf * 0 would poison the gradient with NaN)."""
+    x = _float_arg(input, "input", "elu")
+    return _ops.where(x > 0, x, alpha * (_ops.exp(_ops.clamp(x, max=0.0)) - 1.0))
+
+
+def _erf(a):
+    """erf element-wise (numpy has none): scipy's when installed, else math.erf per element."""
+    try:
+        from scipy.special import erf
+    except ImportError:  # pragma: no cover - scikit-learn brings scipy along
+        import math
+
+        return np.vectorize(math.erf, otypes=[a.dtype])(a)
+    return erf(a).astype(a.dtype, copy=False)
+
+
+class _GeluExact(Function):
+    @staticmethod
+    def forward(ctx, x):
+        a = x._array
+        cdf = 0.5 * (1.0 + _erf(a * a.dtype.type(1 / np.sqrt(2.0))))
+        ctx.save_for_backward(x)
+        return Tensor._wrap((a * cdf).astype(a.dtype, copy=False))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        a = x._array
+        cdf = 0.5 * (1.0 + _erf(a * a.dtype.type(1 / np.sqrt(2.0))))
+        pdf = np.exp(-0.5 * a * a) * a.dtype.type(1 / np.sqrt(2.0 * np.pi))
+        return (g._array * (cdf + a * pdf)).astype(a.dtype, copy=False)
+
+
+class _Softplus(Function):
+    @staticmethod
+    def forward(ctx, x, beta, threshold):
+        a = x._array
+        xp = xp_of(a)
+        bx = a * beta
+        soft = (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
+        ctx.save_for_backward(x)
+        ctx.beta, ctx.threshold = beta, threshold
+        return Tensor._wrap(xp.where(bx > threshold, a, soft).astype(a.dtype, copy=False))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        a = x._array
+        xp = xp_of(a)
+        bx = a * ctx.beta
+        # sigmoid(bx) without overflow: exp of a non-positive number only
+        e = xp.exp(-xp.abs(bx))
+        sig = xp.where(bx >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        d = xp.where(bx > ctx.threshold, 1.0, sig)
+        return (g._array * d).astype(a.dtype, copy=False), None, None
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    """x * Phi(x) with Phi the standard normal CDF (``approximate='none'``, exact through
+    erf), or PyTorch's tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    (``approximate='tanh'``). Any shape. The exact form runs on the CPU only."""
+    x = _float_arg(input, "input", "gelu")
+    if approximate == "tanh":
+        inner = (x + 0.044715 * x * x * x) * float(np.sqrt(2.0 / np.pi))
+        return 0.5 * x * (1.0 + _ops.tanh(inner))
+    if approximate != "none":
+        raise ValueError(f"[gelu] approximate must be 'none' or 'tanh', got {approximate!r}")
+    if x.is_cuda:
+        raise NotImplementedError("[gelu] the exact (erf) form has no CUDA path; use 'tanh'")
+    return _GeluExact.apply(x)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * sigmoid(x) (any shape)."""
+    x = _float_arg(input, "input", "silu")
+    return x * _ops.sigmoid(x)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as PyTorch). Any
+    shape; computed as max(bx, 0) + log1p(exp(-|bx|)), exact for large negative x too."""
+    x = _float_arg(input, "input", "softplus")
+    if beta == 0:
+        raise ValueError("[softplus] beta must be non-zero")
+    return _Softplus.apply(x, float(beta), float(threshold))
+
+
+# ------------------------------------------------------------- dropout and embedding
+
+
+def _check_p(op: str, p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"[{op}] dropout probability has to be between 0 and 1, but got {p}")
+
+
+def _keep_mask(op: str, p: float, shape, like: Tensor) -> Tensor:
+    """A constant mask of 0 and 1/(1-p) (inverted dropout: the expectation is unchanged),
+    drawn from ember's global generator."""
+    from .. import random as _random
+
+    dt = like._array.dtype
+    if p == 1.0:
+        keep = np.zeros(shape, dt)
+    else:
+        keep = (_random.default_generator().random(shape) >= p).astype(dt) * dt.type(1 / (1 - p))
+    if like.is_cuda:
+        from .._device import move
+
+        keep = move(keep, like.device)
+    return Tensor._wrap(keep)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) when ``training``;
+    the identity otherwise. Any shape. ``inplace`` is accepted and ignored."""
+    x = _float_arg(input, "input", "dropout")
+    _check_p("dropout", p)
+    if not training or p == 0.0:
+        return x
+    return x * _keep_mask("dropout", p, x.shape, x)
+
+
+def dropout2d(
+    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False
+) -> Tensor:
+    """Zero whole channels: input [N, C, H, W] (or [C, H, W]), one draw per (n, c), the kept
+    channels scaled by 1/(1-p), when ``training``; the identity otherwise."""
+    x = _float_arg(input, "input", "dropout2d")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"[dropout2d] expected [N, C, H, W] or [C, H, W], got {tuple(x.shape)}")
+    _check_p("dropout2d", p)
+    if not training or p == 0.0:
+        return x
+    return x * _keep_mask("dropout2d", p, x.shape[:-2] + (1, 1), x)
+
+
+class _Embedding(Function):
+    @staticmethod
+    def forward(ctx, weight, idx, padding_idx):
+        ctx.save_for_backward(weight)
+        ctx.idx, ctx.padding_idx = idx, padding_idx
+        return Tensor._wrap(weight._array[idx])
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        xp = xp_of(w._array)
+        grad = xp.zeros(w.shape, w._array.dtype)
+        rows, gd = ctx.idx.reshape(-1), g._array.reshape(-1, w.shape[1])
+        if xp is np:
+            np.add.at(grad, rows, gd)  # repeated indices accumulate
+        else:  # pragma: no cover - CUDA
+            import cupyx
+
+            cupyx.scatter_add(grad, rows, gd)
+        if ctx.padding_idx is not None:
+            grad[ctx.padding_idx] = 0
+        return grad, None, None
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """Rows of ``weight`` [num_embeddings, embedding_dim] picked by integer ``input`` [*]:
+    -> [*, embedding_dim]. The gradient of the ``padding_idx`` row is always zero."""
+    op = "embedding"
+    _tensor_arg(input, "input", op)
+    _float_arg(weight, "weight", op)
+    if input.dtype.is_floating_point or input.dtype.name == "bool":
+        raise TypeError(f"[{op}] input must hold integer indices, got {input.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"[{op}] weight must be 2-D, got shape {tuple(weight.shape)}")
+    _same_device(op, input, weight)
+    n = weight.shape[0]
+    idx = input._array.astype(np.int64, copy=False)
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        raise ValueError(f"[{op}] index {bad} is out of range for {n} embeddings")
+    if padding_idx is not None:
+        if not -n <= padding_idx < n:
+            raise ValueError(f"[{op}] padding_idx must be within num_embeddings ({n})")
+        padding_idx %= n
+    return _Embedding.apply(weight, idx, padding_idx)
+
+
+# ----------------------------------------------------------------------- more losses
+
+
+def _pair_args(op: str, input, target) -> None:
+    _float_arg(input, "input", op)
+    _float_arg(target, "target", op)
+    if input.shape != target.shape:
+        raise ValueError(
+            f"[{op}] input shape {tuple(input.shape)} and target shape {tuple(target.shape)} differ"
+        )
+    if input.dtype is not target.dtype:
+        raise TypeError(f"[{op}] input is {input.dtype} but target is {target.dtype}")
+    _same_device(op, input, target)
+
+
+def l1_loss(
+    input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean"
+) -> Tensor:
+    """|input - target|, reduced. Same shapes and dtype required (no broadcasting)."""
+    reduction = _reduction(size_average, reduce, reduction, "l1_loss")
+    _pair_args("l1_loss", input, target)
+    return _apply_reduction(_ops.abs(input - target), reduction)
+
+
+def smooth_l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> Tensor:
+    """0.5 d^2 / beta where d = |input - target| < beta, else d - 0.5 beta; reduced.
+    beta = 0 is the L1 loss."""
+    op = "smooth_l1_loss"
+    reduction = _reduction(size_average, reduce, reduction, op)
+    _pair_args(op, input, target)
+    if beta < 0:
+        raise ValueError(f"[{op}] beta must be non-negative, got {beta}")
+    d = _ops.abs(input - target)
+    if beta == 0:
+        return _apply_reduction(d, reduction)
+    return _apply_reduction(_ops.where(d < beta, (0.5 / beta) * d * d, d - 0.5 * beta), reduction)
+
+
+def huber_loss(
+    input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0
+) -> Tensor:
+    """0.5 d^2 where d = |input - target| < delta, else delta (d - 0.5 delta); reduced."""
+    op = "huber_loss"
+    reduction = _reduction(None, None, reduction, op)
+    _pair_args(op, input, target)
+    if delta <= 0:
+        raise ValueError(f"[{op}] delta must be positive, got {delta}")
+    d = _ops.abs(input - target)
+    return _apply_reduction(
+        _ops.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta)), reduction
+    )
+
+
+class _BCE(Function):
+    """-(t log x + (1 - t) log(1 - x)) with each log clamped at -100, as PyTorch; backward
+    (x - t) / max(x (1 - x), 1e-12) for x and log(1 - x) - log(x) (clamped) for t."""
+
+    @staticmethod
+    def forward(ctx, x, t):
+        a, b = x._array, t._array
+        xp = xp_of(a)
+        with np.errstate(divide="ignore"):
+            lx = xp.maximum(xp.log(a), -100.0)
+            l1x = xp.maximum(xp.log1p(-a), -100.0)
+        ctx.save_for_backward(x, t)
+        ctx.logs = (lx, l1x)
+        return Tensor._wrap((-(b * lx + (1 - b) * l1x)).astype(a.dtype, copy=False))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        a, b = x._array, t._array
+        xp = xp_of(a)
+        gx = gt = None
+        if ctx.needs_input_grad[0]:
+            gx = g._array * (a - b) / xp.maximum(a * (1 - a), 1e-12)
+            gx = gx.astype(a.dtype, copy=False)
+        if ctx.needs_input_grad[1]:
+            lx, l1x = ctx.logs
+            gt = (g._array * (l1x - lx)).astype(a.dtype, copy=False)
+        return gx, gt
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Binary cross-entropy of probabilities ``input`` in [0, 1] against ``target`` (same
+    shape), each log clamped at -100 as PyTorch; ``weight`` broadcasts over the loss."""
+    op = "binary_cross_entropy"
+    reduction = _reduction(size_average, reduce, reduction, op)
+    _pair_args(op, input, target)
+    a = input._array
+    if a.size and not bool(((a >= 0) & (a <= 1)).all()):
+        raise ValueError(f"[{op}] all elements of input should be between 0 and 1")
+    loss = _BCE.apply(input, target)
+    if weight is not None:
+        loss = loss * weight
+    return _apply_reduction(loss, reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    """sigmoid + binary cross-entropy in one stable expression:
+    (1 - t) x + (1 + (pos_weight - 1) t) softplus(-x), finite for any logits x.
+    ``pos_weight`` (e.g. [C], broadcast over the last dim) weighs the positive term,
+    ``weight`` the whole loss."""
+    op = "binary_cross_entropy_with_logits"
+    reduction = _reduction(size_average, reduce, reduction, op)
+    _pair_args(op, input, target)
+    sp = softplus(-input)
+    if pos_weight is None:
+        loss = (1.0 - target) * input + sp
+    else:
+        loss = (1.0 - target) * input + (1.0 + (pos_weight - 1.0) * target) * sp
+    if weight is not None:
+        loss = loss * weight
+    return _apply_reduction(loss, reduction)
+
+
+def kl_div(
+    input: Tensor,
+    target: Tensor,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+    log_target: bool = False,
+) -> Tensor:
+    """Pointwise KL divergence of ``target`` from the log-probabilities ``input``:
+    target (log target - input), 0 where target = 0 (or exp(t) (t - input) with
+    ``log_target``). ``reduction`` 'mean' averages over elements (as PyTorch, which warns
+    that 'batchmean', the sum over the batch size N, is the true KL divergence)."""
+    op = "kl_div"
+    if reduction == "batchmean" and size_average is None and reduce is None:
+        batchmean, reduction = True, "sum"
+    else:
+        batchmean, reduction = False, _reduction(size_average, reduce, reduction, op)
+    _pair_args(op, input, target)
+    if log_target:
+        loss = _ops.exp(target) * (target - input)
+    else:
+        pos = target > 0
+        safe = _ops.where(pos, target, 1.0)  # log of 1, not of 0: no -inf reaches autograd
+        loss = _ops.where(pos, target * (_ops.log(safe) - input), 0.0)
+    out = _apply_reduction(loss, reduction)
+    if batchmean and input.ndim:
+        out = out / input.shape[0]
+    return out

@@ -1,11 +1,11 @@
-"""Containers: ``Sequential`` (modules applied in order) and ``ModuleList`` (a registered
-list of modules)."""
+"""Containers: ``Sequential`` (modules applied in order), ``ModuleList`` (a registered
+list of modules) and ``ModuleDict`` (a registered ordered dict of modules)."""
 
 from __future__ import annotations
 
 import operator
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from .module import Module
@@ -134,3 +134,62 @@ class ModuleList(Module):
         self._modules.clear()
         for i, m in enumerate(items):
             self.add_module(str(i), m)
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules whose parameters are registered (keys are the submodule
+    names, insertion order kept). Has no ``forward``."""
+
+    def __init__(self, modules: Mapping[str, Module] | Iterable | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        self.add_module(key, module)
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._modules
+
+    def clear(self) -> None:
+        self._modules.clear()
+
+    def pop(self, key: str) -> Module:
+        v = self[key]
+        del self[key]
+        return v
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def update(self, modules: Mapping[str, Module] | Iterable) -> None:
+        if isinstance(modules, Module) and not isinstance(modules, ModuleDict):
+            raise TypeError(
+                "[ModuleDict.update] expects a mapping or an iterable of (name, module) pairs, "
+                f"got a {type(modules).__name__}"
+            )
+        pairs = modules.items() if isinstance(modules, (Mapping, ModuleDict)) else modules
+        for item in pairs:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise TypeError(
+                    "[ModuleDict.update] iterable elements must be (name, module) pairs"
+                )
+            self[item[0]] = item[1]

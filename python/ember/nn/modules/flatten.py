@@ -1,4 +1,5 @@
-"""``Flatten``: merge dims ``start_dim..end_dim`` into one (a view when possible)."""
+"""``Flatten``: merge dims ``start_dim..end_dim`` into one (a view when possible);
+``Unflatten``: the reverse, one dim split into several."""
 
 from __future__ import annotations
 
@@ -19,3 +20,21 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Split dim ``dim`` into ``unflattened_size`` (one entry may be -1):
+    e.g. Unflatten(1, (C, H, W)) takes [N, C*H*W] to [N, C, H, W]."""
+
+    def __init__(self, dim: int, unflattened_size: tuple[int, ...] | list[int]) -> None:
+        super().__init__()
+        if not isinstance(unflattened_size, (tuple, list)):
+            raise TypeError("[Unflatten] unflattened_size must be a tuple or list of ints")
+        self.dim = dim
+        self.unflattened_size = tuple(unflattened_size)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return input.unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
