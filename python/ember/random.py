@@ -5,47 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 
-_rng = np.random.default_rng()
-_seed = None
 
+class Generator:
+    """A random generator, passed as ``generator=`` (DataLoader, random_split, rand ...).
 
-def manual_seed(seed: int):
-    """Seed every ember generator (CPU, and CUDA when available)."""
-    global _rng, _seed
-    seed = int(seed)
-    _seed = seed
-    _rng = np.random.default_rng(seed)
-    from . import cuda
+    ``ember.manual_seed`` reseeds (and returns) the default one that everything else uses."""
 
-    if cuda.is_available():
-        cuda.manual_seed_all(seed)
-    return _Generator(seed)
-
-
-seed = manual_seed
-
-
-def initial_seed():
-    return _seed
-
-
-def default_generator() -> np.random.Generator:
-    return _rng
-
-
-class _Generator:
-    """A seeded generator object, passed as ``generator=`` (e.g. to DataLoader)."""
-
-    def __init__(self, seed_value=None):
+    def __init__(self, seed_value: int | None = None):
         self._rng = np.random.default_rng(seed_value)
         self._seed = seed_value
 
-    def manual_seed(self, s: int):
+    def manual_seed(self, s: int) -> Generator:
         self._rng = np.random.default_rng(int(s))
         self._seed = int(s)
         return self
 
-    def initial_seed(self):
+    def initial_seed(self) -> int | None:
         return self._seed
 
     @property
@@ -53,11 +28,38 @@ class _Generator:
         return self._rng
 
 
-Generator = _Generator
+_default = Generator()
+
+
+def manual_seed(seed: int) -> Generator:
+    """Seed every ember generator (CPU, and CUDA when available); returns the default one."""
+    seed = int(seed)
+    _default.manual_seed(seed)
+    from . import cuda
+
+    if cuda.is_available():
+        cuda.manual_seed_all(seed)
+    return _default
+
+
+def seed() -> int:
+    """Seed ember from a non-deterministic source and return that seed (as ``torch.seed``)."""
+    s = int(np.random.SeedSequence().entropy % (1 << 63))
+    manual_seed(s)
+    return s
+
+
+def initial_seed() -> int | None:
+    return _default.initial_seed()
+
+
+def default_generator() -> np.random.Generator:
+    """The numpy Generator behind the default ember generator."""
+    return _default._rng
 
 
 def _gen(generator):
-    return _rng if generator is None else generator._rng
+    return _default._rng if generator is None else generator._rng
 
 
 def _float_draw(kind, shape, nd, generator):

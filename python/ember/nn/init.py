@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import random as R
 from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor
@@ -19,6 +21,8 @@ __all__ = [
     "kaiming_uniform_",
     "normal_",
     "ones_",
+    "orthogonal_",
+    "trunc_normal_",
     "uniform_",
     "xavier_normal_",
     "xavier_uniform_",
@@ -171,3 +175,62 @@ def kaiming_normal_(
     if tensor.numel() == 0:
         return tensor
     return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity), generator)
+
+
+def trunc_normal_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    generator=None,
+) -> Tensor:
+    """N(mean, std**2) truncated to [a, b] (absolute bounds, as PyTorch).
+
+    Drawn by rejection: out-of-range values are redrawn until none is left, so the result
+    follows the truncated distribution exactly. Intervals holding less than 1e-4 of the
+    probability mass would need too many redraws and raise instead."""
+    _check(tensor, "trunc_normal_")
+    if std <= 0 or a >= b:
+        raise ValueError(f"[trunc_normal_] needs std > 0 and a < b, got std={std}, a={a}, b={b}")
+    mass = 0.5 * (
+        math.erf((b - mean) / (std * math.sqrt(2))) - math.erf((a - mean) / (std * math.sqrt(2)))
+    )
+    if mass < 1e-4:
+        raise ValueError(f"[trunc_normal_] [{a}, {b}] holds only {mass:.2e} of N({mean}, {std}**2)")
+
+    def draw(shape, nd, dev):
+        rng = R._gen(generator)
+        x = rng.normal(mean, std, size=shape)
+        bad = (x < a) | (x > b)
+        while bad.any():  # each round keeps a fraction `mass` of the redraws
+            x[bad] = rng.normal(mean, std, size=int(bad.sum()))
+            bad = (x < a) | (x > b)
+        return R._on_device(x.astype(nd), dev)
+
+    return _fill_random(tensor, draw, "trunc_normal_")
+
+
+def orthogonal_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
+    """A (semi-)orthogonal matrix times ``gain`` (Saxe et al., 2013), from the QR
+    decomposition of a Gaussian matrix with the signs fixed so the distribution is uniform.
+    Dims after the first are flattened: rows = size(0), cols = numel / rows."""
+    _check(tensor, "orthogonal_")
+    if tensor.ndim < 2:
+        raise ValueError(f"[orthogonal_] needs at least 2 dims, got shape {tuple(tensor.shape)}")
+    if tensor.numel() == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+
+    def draw(shape, nd, dev):
+        flat = R._gen(generator).standard_normal((rows, cols))
+        if rows < cols:
+            flat = flat.T
+        q, r = np.linalg.qr(flat)
+        q *= np.sign(np.diag(r))  # makes Q unique, hence Haar-distributed
+        if rows < cols:
+            q = q.T
+        return R._on_device((gain * q).reshape(shape).astype(nd), dev)
+
+    return _fill_random(tensor, draw, "orthogonal_")
