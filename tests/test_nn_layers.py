@@ -346,3 +346,48 @@ def test_gelu_without_scipy_uses_math_erf(rng, monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.special", None)  # import now fails
     np.testing.assert_allclose(F.gelu(_t(a)).numpy(), want, rtol=1e-15)
     assert gradcheck(F.gelu, (_t(a, grad=True),))
+
+
+# ----------------------------------------------------------------------------- Bilinear
+
+
+def _bilinear_ref(x1, x2, w, b):
+    y = np.einsum("...i,oij,...j->...o", x1, w.astype(np.float64), x2)
+    return y if b is None else y + b
+
+
+@pytest.mark.parametrize("lead", [(6,), (2, 3), ()])
+@pytest.mark.parametrize("bias", [True, False])
+def test_bilinear_forward_and_gradients(lead, bias):
+    ember.manual_seed(4)
+    m = nn.Bilinear(3, 5, 4, bias=bias, dtype=ember.float64)
+    rng = np.random.default_rng(8)
+    x1 = rng.standard_normal(lead + (3,))
+    x2 = rng.standard_normal(lead + (5,))
+    b = None if not bias else m.bias.detach().numpy()
+    y = m(ember.tensor(x1), ember.tensor(x2))
+    np.testing.assert_allclose(
+        y.detach().numpy(),
+        _bilinear_ref(x1, x2, m.weight.detach().numpy(), b),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    t1 = ember.tensor(x1, requires_grad=True)
+    t2 = ember.tensor(x2, requires_grad=True)
+    args = (t1, t2, m.weight) + ((m.bias,) if bias else ())
+    assert ember.autograd.gradcheck(lambda a, c, w, *bb: nn.functional.bilinear(a, c, w, *bb), args)
+
+
+def test_bilinear_init_and_errors():
+    ember.manual_seed(0)
+    m = nn.Bilinear(16, 3, 40)
+    bound = 1 / math.sqrt(16)
+    w, b = m.weight.detach().numpy(), m.bias.detach().numpy()
+    assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
+    assert np.abs(w).max() > 0.9 * bound  # really spread over the interval (1920 draws)
+    with pytest.raises(ValueError, match=r"\[bilinear\] inputs"):
+        m(ember.randn(2, 15), ember.randn(2, 3))
+    with pytest.raises(ValueError, match=r"\[bilinear\] inputs need the same leading dims"):
+        m(ember.randn(2, 16), ember.randn(3, 3))
+    with pytest.raises(ValueError, match=r"\[Bilinear\] out_features"):
+        nn.Bilinear(2, 2, -1)

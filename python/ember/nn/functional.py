@@ -18,6 +18,7 @@ from ..autograd.function import Function
 from ..tensor import Tensor
 
 __all__ = [
+    "bilinear",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
@@ -80,6 +81,34 @@ def _reduction(size_average, reduce, reduction: str, op: str) -> str:
 
 
 # ----------------------------------------------------------------------------- layers
+
+
+def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y[..., o] = sum_ij input1[..., i] * weight[o, i, j] * input2[..., j] + bias[o].
+
+    input1 [*, in1], input2 [*, in2] (same leading dims), weight [out, in1, in2], bias [out]
+    -> [*, out]. One GEMM against the weight seen as [in1, out * in2], then the in2
+    contraction, so autograd comes from the ops it is built of."""
+    if weight.ndim != 3:
+        raise ValueError(f"[bilinear] weight must be [out, in1, in2], got shape {weight.shape}")
+    out_f, in1, in2 = weight.shape
+    if input1.ndim < 1 or input1.shape[-1] != in1 or input2.ndim < 1 or input2.shape[-1] != in2:
+        raise ValueError(
+            f"[bilinear] inputs {input1.shape} and {input2.shape} don't match weight "
+            f"[out={out_f}, in1={in1}, in2={in2}]"
+        )
+    if input1.shape[:-1] != input2.shape[:-1]:
+        raise ValueError(
+            f"[bilinear] inputs need the same leading dims, got {input1.shape} and {input2.shape}"
+        )
+    if bias is not None and bias.shape != (out_f,):
+        raise ValueError(f"[bilinear] bias must be [{out_f}], got {bias.shape}")
+    lead = input1.shape[:-1]
+    t = input1.reshape(-1, in1) @ weight.permute(1, 0, 2).reshape(in1, out_f * in2)
+    y = (t.reshape(-1, out_f, in2) * input2.reshape(-1, 1, in2)).sum(-1)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*lead, out_f)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -15,7 +15,7 @@ from .activation import (
 from .container import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout, Dropout2d
 from .flatten import Flatten, Unflatten
-from .linear import Identity, Linear
+from .linear import Bilinear, Identity, Linear
 from .loss import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -41,6 +41,7 @@ __all__ = [
     "Flatten",
     "GELU",
     "HuberLoss",
+    "Bilinear",
     "Identity",
     "KLDivLoss",
     "L1Loss",
