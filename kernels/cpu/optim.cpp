@@ -137,7 +137,9 @@ void rmsprop_cpu(T* p, const T* grad, T* sq, T* gavg, T* buf, int64_t n, const R
     if (a.centered) {
       const T ga = gavg[i] + al1 * (g - gavg[i]);
       gavg[i] = ga;
-      avg = std::sqrt(s - ga * ga) + eps;
+      // Fused like PyTorch's CPU addcmul: with a huge gradient ga*ga overflows on its own but
+      // s - ga*ga computed in one rounding stays finite (PyTorch gives a finite update).
+      avg = std::sqrt(std::fma(-ga, ga, s)) + eps;
     } else {
       avg = std::sqrt(s) + eps;
     }
