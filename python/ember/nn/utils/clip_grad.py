@@ -77,10 +77,11 @@ def clip_grad_norm_(
             "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`"
         )
     coef = min(float(max_norm) / (total + 1e-6), 1.0) if not math.isnan(total) else math.nan
-    for g in grads:
-        a = g._array
-        a *= a.dtype.type(coef)
-        g._bump_version()
+    with np.errstate(invalid="ignore"):  # inf * 0 = NaN is the documented outcome
+        for g in grads:
+            a = g._array
+            a *= a.dtype.type(coef)
+            g._bump_version()
     dtype = np.result_type(*[a.dtype for a in arrays])
     if cpu:
         return Tensor._wrap(np.asarray(total, dtype))
