@@ -411,3 +411,24 @@ def test_binding_errors():
         _C.adagrad_step([x], [x.copy()], [x], 0.1, 1e-10, 0, False)
     with pytest.raises(ValueError, match=r"has 3 elements"):
         _C.adagrad_step([x], [x.copy()], [np.ones(3, np.float32)], 0.1, 1e-10, 0, False)
+
+
+@pytest.mark.parametrize("name", list(REFS))
+def test_empty_scalar_and_mixed_dtype_params(rng, name):
+    """Zero-size and 0-d parameters, and float32 + float64 parameters in one group (one kernel
+    call per dtype), all match the reference."""
+    init = [np.zeros((0, 3)), np.array(rng.standard_normal()), rng.standard_normal(11)]
+    dtypes = [np.float32, np.float32, np.float64]
+    grads = [[rng.standard_normal(a.shape) for a in init] for _ in range(4)]
+    ps = [nn.Parameter(ember.tensor(a.astype(d))) for a, d in zip(init, dtypes)]
+    kw = {"lr": 0.1, **({"momentum": 0.9} if name in ("SGD", "RMSprop") else {})}
+    opt = getattr(ember.optim, name)(ps, **kw)
+    for step in grads:
+        for p, g, d in zip(ps, step, dtypes):
+            p.grad = ember.tensor(g.astype(d))
+        opt.step()
+    ref = run_ref(name, kw, init, grads)
+    for p, r, d in zip(ps, ref, dtypes):
+        assert p.dtype is ember.tensor(np.zeros(1, d)).dtype and p.shape == r.shape
+        tol = 1e-12 if d == np.float64 else 2e-5
+        np.testing.assert_allclose(p.detach().numpy(), r, rtol=tol, atol=tol)
