@@ -1,5 +1,6 @@
 // optim.cpp -- _C.sgd_step / adam_step / rmsprop_step / adagrad_step (multi-tensor, in place),
-// _C.grad_norm_reduce (sum of squares / max-abs over a list) and _C._triad_seconds.
+// _C.grad_norm_reduce (sum of squares / max-abs over a list) and the bandwidth probes
+// _C._triad_seconds / _C._rmw4_seconds used by bench/bench_optim.py.
 //
 // Each *_step takes Python lists of numpy arrays: params[i], grads[i] and the state lists
 // (same length, or None for an unused state) describe tensor i. All arrays of one call share
@@ -212,6 +213,26 @@ double triad_py(const py::object& a_obj, const py::object& b_obj, const py::obje
   return ember::triad_seconds(ap, bp, cp, n, reps);
 }
 
+double rmw4_py(const py::object& a_obj, const py::object& b_obj, const py::object& c_obj,
+               const py::object& d_obj, int reps) {
+  const char* op = "rmw4";
+  py::array a = ember::as_ndarray(a_obj, op, "a"), b = ember::as_ndarray(b_obj, op, "b"),
+            c = ember::as_ndarray(c_obj, op, "c"), d = ember::as_ndarray(d_obj, op, "d");
+  for (const py::array* x : {&a, &b, &c, &d}) {
+    EMBER_CHECK_TYPE(ember::dtype_of(*x) == ember::DType::f32, op, "arrays must be float32");
+    ember::require_c_contiguous(*x, op, "array");
+    EMBER_CHECK_VALUE(x->size() == a.size(), op, "arrays must have one size");
+    ember::require_writeable(*x, op, "array");
+  }
+  float* ap = static_cast<float*>(a.mutable_data());
+  float* bp = static_cast<float*>(b.mutable_data());
+  float* cp = static_cast<float*>(c.mutable_data());
+  const float* dp = static_cast<const float*>(d.data());
+  const int64_t n = a.size();
+  py::gil_scoped_release nogil;
+  return ember::rmw4_seconds(ap, bp, cp, dp, n, reps);
+}
+
 }  // namespace
 
 EMBER_BIND(optim) {
@@ -237,4 +258,7 @@ EMBER_BIND(optim) {
         "Sum of squares (in double) over a list of arrays, or max |x| with inf=True.");
   m.def("_triad_seconds", &triad_py, py::arg("a"), py::arg("b"), py::arg("c"),
         py::arg("reps") = 10, "Median seconds of a = b + 3c (bandwidth probe).");
+  m.def("_rmw4_seconds", &rmw4_py, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("d"),
+        py::arg("reps") = 10,
+        "Median seconds of a += d, b += d, c += d (Adam's memory pattern, 28 B/element).");
 }

@@ -118,6 +118,8 @@ template <typename T>
 double norm_reduce(const T* const* x, const int64_t* n, int64_t count, bool inf);
 // Median seconds of `reps` runs of a[i] = b[i] + 3 c[i] (bandwidth probe for bench_optim).
 double triad_seconds(float* a, const float* b, const float* c, int64_t n, int reps);
+// Median seconds of a += d, b += d, c += d (Adam's 4-read/3-write pattern, 28 B/element).
+double rmw4_seconds(float* a, float* b, float* c, const float* d, int64_t n, int reps);
 
 // ---- CUDA launchers (kernels/cuda/*.cu; only with EMBER_WITH_CUDA) -------------------------
 // Launch on `stream` (a cudaStream_t passed as void*) and return the cudaError_t as int

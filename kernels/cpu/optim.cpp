@@ -1,5 +1,6 @@
 // optim.cpp -- fused optimizer updates (SGD, Adam/AdamW, RMSprop, Adagrad), the squared-norm /
-// max-abs reductions behind clip_grad_norm_, and a triad bandwidth probe for the benchmarks.
+// max-abs reductions behind clip_grad_norm_, and bandwidth probes (triad, Adam's access
+// pattern) for the benchmarks.
 //
 // Multi-tensor design: one call updates a LIST of tensors (OptimList: per-tensor pointers and
 // sizes), not one flat buffer. Why a list: the parameters stay ordinary numpy arrays owned by
@@ -453,6 +454,26 @@ double triad_seconds(float* a, const float* b, const float* c, int64_t n, int re
     const auto t0 = std::chrono::steady_clock::now();
     for_each_range(&one, 1, [&](int64_t, int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) a[i] = b[i] + 3.0f * c[i];
+    });
+    ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ts.begin(), ts.end());
+  return ts.empty() ? 0.0 : ts[ts.size() / 2];
+}
+
+// The optimizer's own access pattern with trivial arithmetic: a += d, b += d, c += d (reads 4
+// streams, writes 3 in place: 28 B/element like Adam). The ceiling for a one-pass Adam.
+double rmw4_seconds(float* a, float* b, float* c, const float* d, int64_t n, int reps) {
+  std::vector<double> ts;
+  const int64_t one = n;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for_each_range(&one, 1, [&](int64_t, int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        a[i] += d[i];
+        b[i] += d[i];
+        c[i] += d[i];
+      }
     });
     ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
