@@ -60,6 +60,67 @@ void relu_fwd(const double* x, double* y, int64_t n);
 void relu_bwd(const float* gy, const float* x, float* gx, int64_t n);
 void relu_bwd(const double* gy, const double* x, double* gx, int64_t n);
 
+// ---- optimizers and grad-norm reductions (kernels/cpu/optim.cpp) --------------------------
+// One call updates a list of `count` tensors in place, each contiguous with n[t] elements;
+// param[t], grad[t] and the state buffers s0..s2 of tensor t all have n[t] elements and do not
+// overlap. Step-dependent scalars come precomputed in double. Meaning of s0, s1, s2:
+//   SGD: s0 momentum buffer (null when momentum == 0; `first` writes buf = g)
+//   Adam/AdamW: s0 exp_avg, s1 exp_avg_sq, s2 max_exp_avg_sq (null unless amsgrad)
+//   RMSprop: s0 square_avg, s1 grad_avg (null unless centered), s2 momentum buffer (or null)
+//   Adagrad: s0 sum
+template <typename T>
+struct OptimList {
+  int64_t count = 0;
+  const int64_t* n = nullptr;
+  T* const* param = nullptr;
+  const T* const* grad = nullptr;
+  T* const* s0 = nullptr;
+  T* const* s1 = nullptr;
+  T* const* s2 = nullptr;
+};
+struct SgdArgs {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize;
+};
+struct AdamArgs {
+  double lr, beta1, beta2, eps, weight_decay;
+  double bc1, bc2;  // 1 - beta1^step, 1 - beta2^step
+  bool decoupled, amsgrad, maximize;
+};
+struct RmspropArgs {
+  double lr, alpha, eps, weight_decay, momentum;
+  bool centered, maximize;
+};
+struct AdagradArgs {
+  double clr, eps, weight_decay;  // clr = lr / (1 + (step - 1) * lr_decay)
+  bool maximize;
+};
+// Scalar references over one contiguous range (float and double).
+template <typename T>
+void sgd_cpu(T* p, const T* grad, T* buf, int64_t n, const SgdArgs& a, bool first);
+template <typename T>
+void adam_cpu(T* p, const T* grad, T* m, T* v, T* vmax, int64_t n, const AdamArgs& a);
+template <typename T>
+void rmsprop_cpu(T* p, const T* grad, T* sq, T* gavg, T* buf, int64_t n, const RmspropArgs& a);
+template <typename T>
+void adagrad_cpu(T* p, const T* grad, T* sum, int64_t n, const AdagradArgs& a);
+// List entry points: AVX2 (float) or scalar at run time, threaded over pieces of the list.
+template <typename T>
+void sgd_step(const OptimList<T>& l, const SgdArgs& a, bool first);
+template <typename T>
+void adam_step(const OptimList<T>& l, const AdamArgs& a);
+template <typename T>
+void rmsprop_step(const OptimList<T>& l, const RmspropArgs& a);
+template <typename T>
+void adagrad_step(const OptimList<T>& l, const AdagradArgs& a);
+// sum of x^2 in double over all tensors (inf = false) or max |x| (inf = true; NaN wins).
+template <typename T>
+double norm_reduce(const T* const* x, const int64_t* n, int64_t count, bool inf);
+// Median seconds of `reps` runs of a[i] = b[i] + 3 c[i] (bandwidth probe for bench_optim).
+double triad_seconds(float* a, const float* b, const float* c, int64_t n, int reps);
+// Median seconds of a += d, b += d, c += d (Adam's 4-read/3-write pattern, 28 B/element).
+double rmw4_seconds(float* a, float* b, float* c, const float* d, int64_t n, int reps);
+
 // ---- CUDA launchers (kernels/cuda/*.cu; only with EMBER_WITH_CUDA) -------------------------
 // Launch on `stream` (a cudaStream_t passed as void*) and return the cudaError_t as int
 // (0 = success); they never throw and never synchronise.

@@ -1,7 +1,7 @@
 """``ember.nn``: Modules, Parameters, layers, losses, ``functional`` and ``init``, with
 PyTorch's names (``import ember.nn as nn`` reads like ``import torch.nn as nn``)."""
 
-from . import functional, init
+from . import functional, init, utils
 from .modules import (
     ELU,
     GELU,
@@ -72,4 +72,5 @@ __all__ = [
     "Unflatten",
     "functional",
     "init",
+    "utils",
 ]

@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
+from .. import _C
 from .._device import xp_of
 from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor
+from . import _fused
 from .optimizer import Optimizer
 
 
@@ -57,9 +61,12 @@ def sgd_update_(
 class SGD(Optimizer):
     """Stochastic gradient descent (optionally with momentum), as ``torch.optim.SGD``.
 
-    Parameters are updated in place under ``no_grad`` (the arrays of the Parameters change,
-    the objects stay). ``state[p]["momentum_buffer"]`` is kept when ``momentum != 0``.
-    ``foreach`` and ``fused`` are accepted for PyTorch compatibility and ignored.
+    CPU parameters are updated in place by one fused kernel call per group and dtype
+    (``_C.sgd_step``: one pass over param, grad and momentum buffer); a parameter whose array
+    is not C-contiguous, writeable float32/float64 raises instead of being silently copied.
+    CUDA parameters use the array-level ``sgd_update_``. ``state[p]["momentum_buffer"]`` is
+    kept when ``momentum != 0``. ``foreach`` and ``fused`` are accepted for PyTorch
+    compatibility and ignored (the CPU path is always fused).
     """
 
     def __init__(
@@ -99,29 +106,65 @@ class SGD(Optimizer):
         loss = self._closure_loss(closure)
         with no_grad():
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    buf = sgd_update_(
-                        p._array,
-                        p.grad._array,
-                        None if buf is None else buf._array,
-                        lr=group["lr"],
-                        momentum=group["momentum"],
-                        dampening=group["dampening"],
-                        weight_decay=group["weight_decay"],
-                        nesterov=group["nesterov"],
-                        maximize=group["maximize"],
-                    )
-                    p._bump_version()
-                    if buf is not None:
-                        if (
-                            "momentum_buffer" not in state
-                            or state["momentum_buffer"]._array is not buf
-                        ):
-                            state["momentum_buffer"] = Tensor._wrap(buf)
-                    elif not state:
-                        del self.state[p]  # PyTorch keeps no state without momentum
+                cpu = [p for p in group["params"] if isinstance(p._array, np.ndarray)]
+                if cpu:
+                    self._step_fused({**group, "params": cpu})
+                other = [p for p in group["params"] if not isinstance(p._array, np.ndarray)]
+                if other:
+                    self._step_arrays({**group, "params": other})
         return loss
+
+    def _step_fused(self, group: dict[str, Any]) -> None:
+        """One ``_C.sgd_step`` per (dtype, first step or not) bucket of the group."""
+        momentum = group["momentum"]
+        items = _fused.params_with_grad("SGD", group)
+        first = lambda p: momentum != 0 and "momentum_buffer" not in self.state[p]  # noqa: E731
+        for (_, is_first), its in _fused.buckets(items, first).items():
+            ps = [p for p, _ in its]
+            bufs = None
+            if momentum != 0:  # first step: fresh buffers the kernel sets to the gradient
+                bufs = [
+                    np.empty_like(p._array) if is_first else self.state[p]["momentum_buffer"]._array
+                    for p in ps
+                ]
+            _C.sgd_step(
+                _fused.arrays(ps),
+                [g for _, g in its],
+                bufs,
+                lr=float(group["lr"]),
+                momentum=float(momentum),
+                dampening=float(group["dampening"]),
+                weight_decay=float(group["weight_decay"]),
+                nesterov=bool(group["nesterov"]),
+                maximize=bool(group["maximize"]),
+                first=bool(is_first),
+            )
+            if momentum != 0 and is_first:
+                for p, b in zip(ps, bufs):
+                    self.state[p]["momentum_buffer"] = Tensor._wrap(b)
+            _fused.bump(ps)
+
+    def _step_arrays(self, group: dict[str, Any]) -> None:
+        """Array-level update (CUDA parameters), one parameter at a time."""
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            buf = sgd_update_(
+                p._array,
+                p.grad._array,
+                None if buf is None else buf._array,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+            )
+            p._bump_version()
+            if buf is not None:
+                if "momentum_buffer" not in state or state["momentum_buffer"]._array is not buf:
+                    state["momentum_buffer"] = Tensor._wrap(buf)
+            elif not state:
+                del self.state[p]  # PyTorch keeps no state without momentum
