@@ -54,16 +54,11 @@ void for_each_range(const int64_t* n, int64_t count, Fn&& fn) {
   for (int64_t t = 0; t < count; ++t) total += n[t];
   if (total == 0) return;
   const int nth = total >= kParallelN ? cpu::get_num_threads() : 1;
-  if (nth <= 1) {
-    for (int64_t t = 0; t < count; ++t)
-      if (n[t] > 0) fn(t, int64_t{0}, n[t]);
-    return;
-  }
   // Start offset of each tensor: the only per-call allocation, O(tensors) int64s.
   std::vector<int64_t> off(static_cast<size_t>(count) + 1, 0);
   for (int64_t t = 0; t < count; ++t) off[t + 1] = off[t] + n[t];
   const int64_t pieces = (total + kPiece - 1) / kPiece;
-  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+  auto piece = [&](int64_t p) {
     const int64_t b = p * kPiece, e = std::min(total, b + kPiece);
     int64_t t = std::upper_bound(off.begin(), off.end(), b) - off.begin() - 1;
     for (int64_t i = b; i < e; ++t) {
@@ -71,7 +66,15 @@ void for_each_range(const int64_t* n, int64_t count, Fn&& fn) {
       if (te > i) fn(t, i - off[t], te - off[t]);
       i = std::max(i, te);
     }
-  });
+  };
+  // One thread walks the same pieces in order, so a range never straddles a piece boundary
+  // on any path and reductions built on pieces (norm_reduce) give the same bits for every
+  // thread count.
+  if (nth <= 1) {
+    for (int64_t p = 0; p < pieces; ++p) piece(p);
+    return;
+  }
+  cpu::ClaimPool::instance().run(nth, pieces, piece);
 }
 
 template <typename T>
