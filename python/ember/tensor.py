@@ -588,6 +588,20 @@ def _xp(a):
     return xp_of(a)
 
 
+def _zero_grads(params, set_to_none: bool) -> None:
+    """``zero_grad`` for Module and Optimizer: drop each ``.grad``, or zero it in place (as a
+    plain tensor outside any graph) when ``set_to_none`` is False."""
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+        else:
+            p.grad.grad_fn = None
+            p.grad.requires_grad = False
+            p.grad.zero_()
+
+
 def _root_grad(t, g, op):
     """The seed gradient of a backward root, as an array."""
     if not isinstance(t, Tensor):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ... import _dtype as D
 from ...autograd.grad_mode import no_grad
-from ...tensor import Tensor
+from ...tensor import Tensor, _zero_grads
 from ..parameter import Parameter
 
 if TYPE_CHECKING:
@@ -346,15 +346,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset every parameter's ``.grad``: to None (default), or to zeros in place."""
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad.grad_fn = None
-                p.grad.requires_grad = False
-                p.grad.zero_()
+        _zero_grads(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ state dict
     def state_dict(
