@@ -5,6 +5,8 @@ from . import functional, init, utils
 from .modules import (
     ELU,
     GELU,
+    BatchNorm1d,
+    BatchNorm2d,
     BCELoss,
     BCEWithLogitsLoss,
     Bilinear,
@@ -39,6 +41,8 @@ from .parameter import Parameter
 
 __all__ = [
     "BCELoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",

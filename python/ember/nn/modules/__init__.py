@@ -12,6 +12,7 @@ from .activation import (
     Softplus,
     Tanh,
 )
+from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout, Dropout2d
 from .flatten import Flatten, Unflatten
@@ -32,6 +33,8 @@ from .sparse import Embedding
 
 __all__ = [
     "BCELoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",
