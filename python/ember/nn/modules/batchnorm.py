@@ -45,7 +45,9 @@ class _BatchNorm(Module):
             self.register_buffer(
                 "running_mean", creation.zeros(num_features, device=device, dtype=dtype)
             )
-            self.register_buffer("running_var", creation.ones(num_features, device=device, dtype=dtype))
+            self.register_buffer(
+                "running_var", creation.ones(num_features, device=device, dtype=dtype)
+            )
             self.register_buffer(
                 "num_batches_tracked", creation.zeros((), device=device, dtype=int64)
             )
