@@ -51,14 +51,37 @@ struct Sums {
   double a = 0, b = 0;
 };
 
+// The rows of one channel lie C*S elements apart, so short rows (S*4 bytes of a 14x14 map is
+// 784 B) give the hardware prefetchers, which follow one 4 KiB page, nothing to stream: each
+// row would start with a full DRAM latency. The reduction passes (the ones that read from DRAM)
+// therefore prefetch the row `dist` rows ahead (about 4 KiB of lookahead, first 4 KiB of a row).
+struct RowPrefetch {
+  int64_t dist, lines, stride;  // rows ahead, cache lines per row, elements between rows
+  template <typename T>
+  RowPrefetch(int64_t C, int64_t S, const T*) {
+    const int64_t bytes = S * int64_t(sizeof(T));
+    dist = std::clamp<int64_t>(4096 / std::max<int64_t>(bytes, 1), 1, 8);
+    lines = (std::min<int64_t>(bytes, 4096) + 63) / 64;
+    stride = C * S;
+  }
+  template <typename T>
+  void operator()(const T* row, int64_t n, int64_t n1) const {
+    if (n + dist >= n1) return;
+    const char* p = reinterpret_cast<const char*>(row + dist * stride);
+    for (int64_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l, 0, 3);
+  }
+};
+
 // ---- scalar references ----------------------------------------------------------------------
 // stats: a = sum(x - k), b = sum((x - k)^2) over rows n0..n1 of channel c.
 template <typename T>
 Sums stats_rows_cpu(const T* x, int64_t C, int64_t S, int64_t c, int64_t n0, int64_t n1,
                     double k) {
   Sums s;
+  const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const T* r = x + (n * C + c) * S;
+    pf(r, n, n1);
     for (int64_t i = 0; i < S; ++i) {
       const double d = double(r[i]) - k;
       s.a += d;
@@ -82,8 +105,11 @@ template <typename T>
 Sums bsums_rows_cpu(const T* g, const T* x, int64_t C, int64_t S, int64_t c, int64_t n0,
                     int64_t n1, double mean) {
   Sums s;
+  const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t o = (n * C + c) * S;
+    pf(x + o, n, n1);
+    pf(g + o, n, n1);
     for (int64_t i = 0; i < S; ++i) {
       const double gi = double(g[o + i]);
       s.a += gi;
@@ -116,8 +142,10 @@ EMBER_AVX2 Sums stats_rows_avx2(const float* x, int64_t C, int64_t S, int64_t c,
   __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
   __m256d q0 = s0, q1 = s0, q2 = s0, q3 = s0;
   double ta = 0, tb = 0;
+  const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const float* r = x + (n * C + c) * S;
+    pf(r, n, n1);
     int64_t i = 0;
     for (; i + 16 <= S; i += 16) {
       const __m256 v0 = _mm256_loadu_ps(r + i), v1 = _mm256_loadu_ps(r + i + 8);
@@ -176,10 +204,13 @@ EMBER_AVX2 Sums bsums_rows_avx2(const float* g, const float* x, int64_t C, int64
   const __m256d mv = _mm256_set1_pd(mean);
   __m256d s0 = _mm256_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
   double ta = 0, tb = 0;
+  const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t o = (n * C + c) * S;
     const float* gr = g + o;
     const float* xr = x + o;
+    pf(xr, n, n1);
+    pf(gr, n, n1);
     int64_t i = 0;
     for (; i + 8 <= S; i += 8) {
       const __m256 gv = _mm256_loadu_ps(gr + i), xv = _mm256_loadu_ps(xr + i);
