@@ -369,3 +369,79 @@ def test_against_torch_if_available(rng):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+# ------------------------------------------------------------------------------ group norm
+
+
+def ref_group_norm(x, G, w, b, eps):
+    x = x.astype(np.float64)
+    N, C = x.shape[:2]
+    v = x.reshape(N, G, -1)
+    xh = ((v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + eps)).reshape(
+        x.shape
+    )
+    if w is not None:
+        xh = xh * _bc(w.astype(np.float64), x) + _bc(b.astype(np.float64), x)
+    return xh
+
+
+GN_CASES = [((3, 6, 5, 4), 3), ((2, 4, 7), 2), ((5, 8), 4), ((2, 32, 3, 3), 8), ((1, 5, 9), 1)]
+
+
+@pytest.mark.parametrize("shape,G", GN_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_group_norm_forward(rng, cpu_path, poison, shape, G, dtype):
+    C = shape[1]
+    x = _data(rng, shape, dtype)
+    w = rng.uniform(0.5, 1.5, C).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    y = F.group_norm(_t(x), G, _t(w), _t(b)).detach().numpy()
+    ref = ref_group_norm(x, G, w, b, 1e-5)
+    tol = 1e-12 if dtype == np.float64 else 3e-6
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    y2 = nn.GroupNorm(G, C, affine=False)  # no parameters: dtype follows the input
+    np.testing.assert_allclose(
+        y2(_t(x)).detach().numpy(), ref_group_norm(x, G, None, None, 1e-5), rtol=tol, atol=tol * 10
+    )
+
+
+@pytest.mark.parametrize("shape,G", [((3, 6, 2, 2), 3), ((2, 4, 3), 4), ((4, 6), 2)])
+def test_group_norm_gradcheck(rng, cpu_path, shape, G):
+    C = shape[1]
+    x = _t(_data(rng, shape, np.float64), grad=True)
+    w = _t(rng.uniform(0.5, 1.5, C), grad=True)
+    b = _t(rng.standard_normal(C), grad=True)
+    assert gradcheck(lambda a, ww, bb: F.group_norm(a, G, ww, bb), (x, w, b))
+
+
+def test_group_norm_one_value_per_group_and_errors():
+    x = _t(np.random.default_rng(0).standard_normal((2, 4)), grad=True)
+    y = F.group_norm(x, 4)  # as PyTorch: x - mean = 0, gradient 0
+    np.testing.assert_array_equal(y.detach().numpy(), np.zeros((2, 4)))
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.detach().numpy(), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"\[group_norm\] expected the number of channels"):
+        F.group_norm(_t(np.zeros((2, 6, 3))), 4)
+    with pytest.raises(ValueError, match=r"\[group_norm\] weight must have shape \(6,\)"):
+        F.group_norm(_t(np.zeros((2, 6, 3))), 3, _t(np.ones(3)))
+    with pytest.raises(TypeError, match=r"\[group_norm\] input must be a floating point"):
+        F.group_norm(_t(np.zeros((2, 6, 3), np.int32)), 3)
+    with pytest.raises(ValueError, match=r"\[GroupNorm\] num_channels \(6\) must be divisible"):
+        nn.GroupNorm(4, 6)
+
+
+def test_group_norm_against_torch_if_available(rng):
+    torch = pytest.importorskip("torch")
+    x = _data(rng, (4, 12, 7, 5), np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    ours, theirs = nn.GroupNorm(4, 12), torch.nn.GroupNorm(4, 12)
+    xo, xt = _t(x, True), torch.tensor(x, requires_grad=True)
+    yo, yt = ours(xo), theirs(xt)
+    yo.backward(_t(g))
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(yo.detach().numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(xo.grad.detach().numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        ours.weight.grad.detach().numpy(), theirs.weight.grad.numpy(), rtol=1e-4, atol=1e-4
+    )

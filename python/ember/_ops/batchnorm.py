@@ -70,3 +70,34 @@ class BatchNorm(Function):
 def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
     """Checked by ``ember.nn.functional.batch_norm``; runs the kernel-backed Function."""
     return BatchNorm.apply(x, weight, bias, running_mean, running_var, training, momentum, eps)
+
+
+class GroupNormalize(Function):
+    """Group norm without the affine part: x [N, C, *] seen as [1, N*G, C/G*S] is exactly a
+    training batch-norm over N*G "channels" with no weight, so the batch-norm kernels give the
+    per-(n, g) statistics, xhat and its gradient."""
+
+    @staticmethod
+    def forward(ctx, x, num_groups, eps):
+        xa = _c(x._array)
+        rows = xa.shape[0] * num_groups
+        k = xa.size // rows if rows else 0
+        ctx.k = k
+        if k <= 1:  # one value per group: x - mean = 0 (as PyTorch), gradient 0
+            return Tensor._wrap(np.zeros_like(xa))
+        v = xa.reshape(1, rows, k)
+        out = np.empty_like(v)
+        mean, var, invstd = (np.empty(rows, xa.dtype) for _ in range(3))
+        _C.batchnorm_fwd_train(v, None, None, float(eps), out, mean, var, invstd)
+        ctx.v, ctx.mean, ctx.invstd = v, mean, invstd
+        return Tensor._wrap(out.reshape(xa.shape))
+
+    @staticmethod
+    def backward(ctx, g):
+        ga = _c(g._array)
+        if ctx.k <= 1:
+            return np.zeros_like(ga), None, None
+        gx = np.empty_like(ctx.v)
+        _C.batchnorm_bwd(ga.reshape(ctx.v.shape), ctx.v, ctx.mean, ctx.invstd, None, True, gx,
+                         None, None)  # fmt: skip
+        return gx.reshape(ga.shape), None, None

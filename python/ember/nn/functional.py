@@ -28,6 +28,7 @@ __all__ = [
     "elu",
     "embedding",
     "gelu",
+    "group_norm",
     "huber_loss",
     "kl_div",
     "l1_loss",
@@ -910,3 +911,53 @@ def batch_norm(
     from .._ops.batchnorm import batch_norm as _bn
 
     return _bn(input, running_mean, running_var, weight, bias, bool(training), momentum, eps)
+
+
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Group normalisation (PyTorch's signature): input [N, C, *] with C divisible by
+    ``num_groups``; each sample's channels are split into ``num_groups`` groups normalised
+    with their own mean and biased variance over (C/G, *), then y = xhat * weight[c] + bias[c]
+    (weight, bias: [C] or None). The statistics, xhat and its gradient come from the batch-norm
+    kernels (the input seen as [1, N*G, C/G * S]); the per-channel affine is an ordinary
+    broadcast multiply-add. CPU only for now.
+    """
+    op = "group_norm"
+    _float_arg(input, "input", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+    if input.ndim < 2:
+        raise ValueError(
+            f"[{op}] input must have at least 2 dims [N, C, *], got shape {tuple(input.shape)}"
+        )
+    C = input.shape[1]
+    if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups != 0:
+        raise ValueError(
+            f"[{op}] expected the number of channels ({C}) to be divisible by num_groups, got "
+            f"num_groups={num_groups!r} for input of shape {tuple(input.shape)}"
+        )
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        _tensor_arg(t, name, op)
+        if t.shape != (C,):
+            raise ValueError(f"[{op}] {name} must have shape ({C},), got {tuple(t.shape)}")
+        if t.dtype is not input.dtype:
+            raise TypeError(f"[{op}] {name} is {t.dtype} but input is {input.dtype}")
+    _same_device(op, input, weight, bias)
+    if not isinstance(input._array, np.ndarray):
+        raise NotImplementedError(f"[{op}] only CPU tensors are supported for now")
+    from .._ops.batchnorm import GroupNormalize
+
+    y = GroupNormalize.apply(input, num_groups, eps)
+    shape = (1, C) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        y = y * weight.reshape(*shape)
+    if bias is not None:
+        y = y + bias.reshape(*shape)
+    return y

@@ -29,6 +29,7 @@ from .loss import (
     SmoothL1Loss,
 )
 from .module import Module
+from .normalization import GroupNorm
 from .sparse import Embedding
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "GroupNorm",
     "HuberLoss",
     "Bilinear",
     "Identity",
