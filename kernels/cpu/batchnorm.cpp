@@ -70,6 +70,14 @@ struct RowPrefetch {
     const char* p = reinterpret_cast<const char*>(row + dist * stride);
     for (int64_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l, 0, 3);
   }
+  // The output rows of the element-wise passes: their lines are read for ownership before
+  // being written, the same latency problem (prefetch with intent to write).
+  template <typename T>
+  void write(T* row, int64_t n, int64_t n1) const {
+    if (n + dist >= n1) return;
+    char* p = reinterpret_cast<char*>(row + dist * stride);
+    for (int64_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l, 1, 3);
+  }
 };
 
 // ---- scalar references ----------------------------------------------------------------------
@@ -94,8 +102,10 @@ Sums stats_rows_cpu(const T* x, int64_t C, int64_t S, int64_t c, int64_t n0, int
 template <typename T>
 void apply_rows_cpu(const T* x, T* y, int64_t C, int64_t S, int64_t c, int64_t n0, int64_t n1,
                     T mean, T scale, T bias) {
+  const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t o = (n * C + c) * S;
+    pf.write(y + o, n, n1);
     for (int64_t i = 0; i < S; ++i) y[o + i] = (x[o + i] - mean) * scale + bias;
   }
 }
@@ -123,8 +133,10 @@ Sums bsums_rows_cpu(const T* g, const T* x, int64_t C, int64_t S, int64_t c, int
 template <typename T>
 void bgrad_rows_cpu(const T* g, const T* x, T* gx, int64_t C, int64_t S, int64_t c, int64_t n0,
                     int64_t n1, T mean, T a, T b, T d) {
+  const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t o = (n * C + c) * S;
+    pf.write(gx + o, n, n1);
     for (int64_t i = 0; i < S; ++i) gx[o + i] = a * g[o + i] + (b * (x[o + i] - mean) + d);
   }
 }
@@ -182,10 +194,12 @@ EMBER_AVX2 Sums stats_rows_avx2(const float* x, int64_t C, int64_t S, int64_t c,
 EMBER_AVX2 void apply_rows_avx2(const float* x, float* y, int64_t C, int64_t S, int64_t c,
                                 int64_t n0, int64_t n1, float mean, float scale, float bias) {
   const __m256 m = _mm256_set1_ps(mean), sc = _mm256_set1_ps(scale), bv = _mm256_set1_ps(bias);
+  const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t o = (n * C + c) * S;
     const float* xr = x + o;
     float* yr = y + o;
+    pf.write(yr, n, n1);
     int64_t i = 0;
     for (; i + 16 <= S; i += 16) {
       const __m256 v0 = _mm256_sub_ps(_mm256_loadu_ps(xr + i), m);
@@ -240,8 +254,10 @@ EMBER_AVX2 void bgrad_rows_avx2(const float* g, const float* x, float* gx, int64
                                 float d) {
   const __m256 m = _mm256_set1_ps(mean), av = _mm256_set1_ps(a), bv = _mm256_set1_ps(b),
                dv = _mm256_set1_ps(d);
+  const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t o = (n * C + c) * S;
+    pf.write(gx + o, n, n1);
     int64_t i = 0;
     for (; i + 8 <= S; i += 8) {
       const __m256 t = _mm256_fmadd_ps(bv, _mm256_sub_ps(_mm256_loadu_ps(x + o + i), m), dv);
