@@ -201,7 +201,9 @@ def main() -> None:
             f.write(
                 "GB/s at the floor byte count (fwd 8 B/elem: read x, write y; fwd+bwd 20 B/elem:"
                 " + read x, grad_out, write grad_in). % copy: of numpy copy bandwidth at the same"
-                " buffer size, measured in this run.\n\n"
+                " buffer size, measured in this run by one numpy thread (2-thread rows can exceed"
+                " 100%). api fwd+bwd includes the autograd engine copying each fresh gradient"
+                " into .grad (grads are reset to None every call).\n\n"
             )
             f.write(tab + "\n")
 

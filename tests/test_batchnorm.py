@@ -206,6 +206,15 @@ def test_nan_propagates_within_its_channel(cpu_path):
     assert np.isnan(ye[2, 1, 4]) and np.isfinite(np.delete(ye.ravel(), 2 * 27 + 9 + 4)).all()
 
 
+def test_non_contiguous_and_empty_inputs(rng):
+    base = _data(rng, (3, 4, 6, 5), np.float64)
+    x = np.swapaxes(base, 2, 3)  # a strided view: made contiguous before the kernel
+    y = F.batch_norm(ember.from_numpy(x), None, None, training=True).detach().numpy()
+    np.testing.assert_allclose(y, ref_forward(x, None, None, 1e-5)[0], rtol=1e-12, atol=1e-12)
+    rm, rv = _t(np.zeros(4)), _t(np.ones(4))
+    assert F.batch_norm(_t(np.zeros((0, 4, 3))), rm, rv).shape == (0, 4, 3)  # eval, N = 0
+
+
 def test_threads_give_identical_results(rng):
     x = _data(rng, (8, 4, 33, 35), np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
