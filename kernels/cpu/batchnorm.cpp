@@ -134,14 +134,20 @@ Sums bsums_rows_cpu(const T* g, const T* x, int64_t C, int64_t S, int64_t c, int
   return s;
 }
 
-// gx = a*g + b*(x - mean) + d.
+// gx = a*g + b*(x - mean) + d; x == nullptr (eval) means gx = a*g without reading x.
 template <typename T>
 void bgrad_rows_cpu(const T* g, const T* x, T* gx, int64_t C, int64_t S, int64_t c, int64_t n0,
                     int64_t n1, T mean, T a, T b, T d) {
-  const RowPrefetch pf(C, S, x);
+  const RowPrefetch pf(C, S, g);
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t o = (n * C + c) * S;
     pf.write(gx + o, n, n1);
+    pf(g + o, n, n1);
+    if (!x) {  // eval: gx = a*g, x not read
+      for (int64_t i = 0; i < S; ++i) gx[o + i] = a * g[o + i];
+      continue;
+    }
+    pf(x + o, n, n1);
     for (int64_t i = 0; i < S; ++i) gx[o + i] = a * g[o + i] + (b * (x[o + i] - mean) + d);
   }
 }
@@ -259,11 +265,19 @@ EMBER_AVX2 void bgrad_rows_avx2(const float* g, const float* x, float* gx, int64
                                 float d) {
   const __m256 m = _mm256_set1_ps(mean), av = _mm256_set1_ps(a), bv = _mm256_set1_ps(b),
                dv = _mm256_set1_ps(d);
-  const RowPrefetch pf(C, S, x);
+  const RowPrefetch pf(C, S, g);
   for (int64_t n = n0; n < n1; ++n) {
     const int64_t o = (n * C + c) * S;
     pf.write(gx + o, n, n1);
+    pf(g + o, n, n1);
     int64_t i = 0;
+    if (!x) {  // eval: gx = a*g, x not read
+      for (; i + 8 <= S; i += 8)
+        _mm256_storeu_ps(gx + o + i, _mm256_mul_ps(av, _mm256_loadu_ps(g + o + i)));
+      for (; i < S; ++i) gx[o + i] = a * g[o + i];
+      continue;
+    }
+    pf(x + o, n, n1);
     for (; i + 8 <= S; i += 8) {
       const __m256 t = _mm256_fmadd_ps(bv, _mm256_sub_ps(_mm256_loadu_ps(x + o + i), m), dv);
       _mm256_storeu_ps(gx + o + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(g + o + i), t));
@@ -345,6 +359,20 @@ void run_pieces(int nth, int64_t pieces, Fn&& fn) {
   cpu::ClaimPool::instance().run(nth, pieces, fn);
 }
 
+// Piece p -> channel, visiting channels in the order 0, K, 2K, ..., 1, K+1, ... so that the
+// pieces threads claim at the same time are K channels apart: adjacent channels share a cache
+// line at their boundaries whenever S*sizeof(T) is not a multiple of 64 (14x14 maps), and two
+// threads writing them at once would bounce that line between cores.
+constexpr int64_t kSpread = 8;
+inline int64_t spread_channel(int64_t p, int64_t C) {
+  for (int64_t r = 0; r < kSpread; ++r) {
+    const int64_t cnt = (C - r + kSpread - 1) / kSpread;  // channels with c % K == r
+    if (p < cnt) return r + p * kSpread;
+    p -= cnt;
+  }
+  return p;  // not reached for p < C
+}
+
 struct ChannelStats {
   double mean, var;
 };
@@ -373,7 +401,8 @@ void fwd_train(const T* x, T* y, int64_t N, int64_t C, int64_t S, const T* w, co
     apply_rows<T>(avx2, x, y, C, S, c, n0, n1, T(mean), T(sc), b ? b[c] : T(0));
   };
   if (sp.nb == 1) {
-    run_pieces(sp.nth, C, [&](int64_t c) {
+    run_pieces(sp.nth, C, [&](int64_t p) {
+      const int64_t c = sp.nth > 1 ? spread_channel(p, C) : p;
       const double k = double(x[c * S]);
       const Sums s = stats_rows<T>(avx2, x, C, S, c, 0, N, k);
       const ChannelStats st = finish_stats(k, s.a, s.b, n);
@@ -441,10 +470,11 @@ void bwd(const T* g, const T* x, int64_t N, int64_t C, int64_t S, const T* mean,
     *d = train ? -(*a) * sg / n : 0.0;
   };
   auto grad = [&](int64_t c, int64_t n0, int64_t n1, double a, double bb, double d) {
-    bgrad_rows<T>(avx2, g, x, gx, C, S, c, n0, n1, mean[c], T(a), T(bb), T(d));
+    bgrad_rows<T>(avx2, g, train ? x : nullptr, gx, C, S, c, n0, n1, mean[c], T(a), T(bb), T(d));
   };
   if (sp.nb == 1) {
-    run_pieces(sp.nth, C, [&](int64_t c) {
+    run_pieces(sp.nth, C, [&](int64_t p) {
+      const int64_t c = sp.nth > 1 ? spread_channel(p, C) : p;
       Sums s;
       if (need_sums) s = bsums_rows<T>(avx2, g, x, C, S, c, 0, N, double(mean[c]));
       double a, bb, d;
