@@ -20,8 +20,8 @@
 // Backward, per channel (training): sg = sum(g), sgx = sum(g * (x - mean)) in double (1 read of
 //   g and x), then gx = a*g + b*(x - mean) + d with a = invstd*w, b = -a*invstd*sgx*invstd/n,
 //   d = -a*sg/n, i.e. invstd*w*(g - mean(g) - xhat*mean(g*xhat)) (2nd read of g and x, 1
-//   write). grad_weight = sgx*invstd, grad_bias = sg. Eval: gx = a*g (b = d = 0), and the
-//   reduction pass runs only when grad_weight or grad_bias are wanted.
+//   write). grad_weight = sgx*invstd, grad_bias = sg. Eval: gx = a*g, reading only g (1 read
+//   + 1 write); the reduction pass runs only when grad_weight or grad_bias are wanted.
 //
 // Prefetch: the N rows of one channel are C*S elements apart, so with short rows (a 14x14 map
 // is 784 B) the hardware prefetchers see no stream; the passes prefetch the input rows (reads)
@@ -29,7 +29,8 @@
 // forward from 9.2 to 3.1 ms on one thread (bench/bench_batchnorm.py).
 //
 // Threads (claim pool, pool.h): pieces are (channel, block of samples). C >= 16: one piece per
-// channel (stats + apply fused per piece, see above). Smaller C: each channel is cut into
+// channel (stats + apply fused per piece, see above), claimed in the order 0, 8, 16, ..., 1,
+// 9, ... so concurrent pieces never share a cache line at a channel boundary. Smaller C: each channel is cut into
 // nb = min(N, ceil(16 / C)) sample blocks; partial sums go to a [C, nb] scratch and are added in
 // block order, then the apply pass runs over the same pieces. nb depends only on the shape, so
 // results are bit-identical for any thread count.
