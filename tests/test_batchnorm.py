@@ -454,3 +454,14 @@ def test_group_norm_against_torch_if_available(rng):
     np.testing.assert_allclose(
         ours.weight.grad.detach().numpy(), theirs.weight.grad.numpy(), rtol=1e-4, atol=1e-4
     )
+
+
+def test_inplace_change_after_forward_is_caught(rng):
+    x = _t(_data(rng, (4, 3, 5), np.float64), grad=True)
+    for fn in (lambda a: F.batch_norm(a, None, None, training=True), lambda a: F.group_norm(a, 3)):
+        h = x * 1.0
+        y = fn(h)
+        with ember.no_grad():
+            h.add_(1.0)
+        with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+            y.sum().backward()

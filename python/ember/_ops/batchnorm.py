@@ -48,8 +48,7 @@ class BatchNorm(Function):
             _C.batchnorm_fwd_eval(xa, rm, rv, w, b, float(eps), out)
             mean = rm.copy()
             invstd = (1.0 / np.sqrt(rv.astype(np.float64) + eps)).astype(xa.dtype)
-        ctx.x = xa
-        ctx.w = w
+        ctx.save_for_backward(x, weight)  # version-checked: in-place edits are caught
         ctx.mean, ctx.invstd = mean, invstd
         ctx.training = training
         ctx.has_w, ctx.has_b = weight is not None, bias is not None
@@ -57,13 +56,13 @@ class BatchNorm(Function):
 
     @staticmethod
     def backward(ctx, g):
-        ga = _c(g._array)
-        x = ctx.x
+        xt, wt = ctx.saved_tensors
+        ga, x, w = _c(g._array), _c(xt._array), _arr(wt)
         need = ctx.needs_input_grad
         gx = np.empty_like(x) if need[0] else None
         gw = np.empty(x.shape[1], x.dtype) if ctx.has_w and need[1] else None
         gb = np.empty(x.shape[1], x.dtype) if ctx.has_b and need[2] else None
-        _C.batchnorm_bwd(ga, x, ctx.mean, ctx.invstd, ctx.w, bool(ctx.training), gx, gw, gb)
+        _C.batchnorm_bwd(ga, x, ctx.mean, ctx.invstd, w, bool(ctx.training), gx, gw, gb)
         return gx, gw, gb, None, None, None, None, None
 
 
@@ -89,7 +88,8 @@ class GroupNormalize(Function):
         out = np.empty_like(v)
         mean, var, invstd = (np.empty(rows, xa.dtype) for _ in range(3))
         _C.batchnorm_fwd_train(v, None, None, float(eps), out, mean, var, invstd)
-        ctx.v, ctx.mean, ctx.invstd = v, mean, invstd
+        ctx.save_for_backward(x)
+        ctx.mean, ctx.invstd = mean, invstd
         return Tensor._wrap(out.reshape(xa.shape))
 
     @staticmethod
@@ -97,7 +97,9 @@ class GroupNormalize(Function):
         ga = _c(g._array)
         if ctx.k <= 1:
             return np.zeros_like(ga), None, None
-        gx = np.empty_like(ctx.v)
-        _C.batchnorm_bwd(ga.reshape(ctx.v.shape), ctx.v, ctx.mean, ctx.invstd, None, True, gx,
+        (xt,) = ctx.saved_tensors
+        v = _c(xt._array).reshape(1, ctx.mean.shape[0], ctx.k)
+        gx = np.empty_like(v)
+        _C.batchnorm_bwd(ga.reshape(v.shape), v, ctx.mean, ctx.invstd, None, True, gx,
                          None, None)  # fmt: skip
         return gx.reshape(ga.shape), None, None
