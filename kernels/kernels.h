@@ -121,6 +121,33 @@ double triad_seconds(float* a, const float* b, const float* c, int64_t n, int re
 // Median seconds of a += d, b += d, c += d (Adam's 4-read/3-write pattern, 28 B/element).
 double rmw4_seconds(float* a, float* b, float* c, const float* d, int64_t n, int reps);
 
+// ---- batch-norm (kernels/cpu/batchnorm.cpp) ------------------------------------------------
+// x, y, g, gx: C-contiguous [N, C, S]; per-channel vectors [C], same dtype. w, b may be null
+// (affine=False: w = 1, b = 0). Training forward writes the batch mean, biased var and
+// invstd = 1/sqrt(var + eps) per channel (requires N*S >= 1; the caller refuses N*S == 1).
+// Eval forward normalises with rmean / rvar. Backward: gx (null: skipped), gw = sum(g*xhat),
+// gb = sum(g) (each may be null); `train` selects the batch-statistics gradient (mean and
+// invstd are the saved batch ones) or the eval one (gx = g*invstd*w; mean/invstd from the
+// running stats).
+void batchnorm_fwd_train(const float* x, float* y, int64_t N, int64_t C, int64_t S,
+                         const float* w, const float* b, double eps, float* mean, float* var,
+                         float* invstd);
+void batchnorm_fwd_train(const double* x, double* y, int64_t N, int64_t C, int64_t S,
+                         const double* w, const double* b, double eps, double* mean, double* var,
+                         double* invstd);
+void batchnorm_fwd_eval(const float* x, float* y, int64_t N, int64_t C, int64_t S,
+                        const float* rmean, const float* rvar, const float* w, const float* b,
+                        double eps);
+void batchnorm_fwd_eval(const double* x, double* y, int64_t N, int64_t C, int64_t S,
+                        const double* rmean, const double* rvar, const double* w,
+                        const double* b, double eps);
+void batchnorm_bwd(const float* g, const float* x, int64_t N, int64_t C, int64_t S,
+                   const float* mean, const float* invstd, const float* w, bool train, float* gx,
+                   float* gw, float* gb);
+void batchnorm_bwd(const double* g, const double* x, int64_t N, int64_t C, int64_t S,
+                   const double* mean, const double* invstd, const double* w, bool train,
+                   double* gx, double* gw, double* gb);
+
 // ---- CUDA launchers (kernels/cuda/*.cu; only with EMBER_WITH_CUDA) -------------------------
 // Launch on `stream` (a cudaStream_t passed as void*) and return the cudaError_t as int
 // (0 = success); they never throw and never synchronise.

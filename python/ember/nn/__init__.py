@@ -5,6 +5,8 @@ from . import functional, init, utils
 from .modules import (
     ELU,
     GELU,
+    BatchNorm1d,
+    BatchNorm2d,
     BCELoss,
     BCEWithLogitsLoss,
     Bilinear,
@@ -13,6 +15,7 @@ from .modules import (
     Dropout2d,
     Embedding,
     Flatten,
+    GroupNorm,
     HuberLoss,
     Identity,
     KLDivLoss,
@@ -39,6 +42,8 @@ from .parameter import Parameter
 
 __all__ = [
     "BCELoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",
@@ -47,6 +52,7 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "GroupNorm",
     "HuberLoss",
     "Bilinear",
     "Identity",

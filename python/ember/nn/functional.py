@@ -21,12 +21,14 @@ __all__ = [
     "bilinear",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "batch_norm",
     "cross_entropy",
     "dropout",
     "dropout2d",
     "elu",
     "embedding",
     "gelu",
+    "group_norm",
     "huber_loss",
     "kl_div",
     "l1_loss",
@@ -844,3 +846,118 @@ def kl_div(
     if batchmean and input.ndim:
         out = out / input.shape[0]
     return out
+
+
+# ---------------------------------------------------------------------- normalisation
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalisation over [N, C, *] (PyTorch's signature and semantics).
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias per channel C. ``training=True`` uses the
+    batch mean and biased variance over N and the spatial dims and, when given, updates
+    ``running_mean``/``running_var`` in place: r = (1 - momentum) * r + momentum * stat (the
+    variance one with the unbiased batch variance). ``training=False`` uses the running
+    statistics (then required). weight, bias, running_mean, running_var: [C] or None, same
+    dtype as the input (float32/float64). Gradients flow to input, weight and bias. CPU only
+    for now (our kernels); a CUDA input raises NotImplementedError.
+    """
+    op = "batch_norm"
+    _float_arg(input, "input", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+    if input.ndim < 2:
+        raise ValueError(
+            f"[{op}] input must have at least 2 dims [N, C, *], got shape {tuple(input.shape)}"
+        )
+    C = input.shape[1]
+    for name, t in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ):
+        if t is None:
+            continue
+        _tensor_arg(t, name, op)
+        if t.shape != (C,):
+            raise ValueError(
+                f"[{op}] {name} must have shape ({C},) for input of shape "
+                f"{tuple(input.shape)}, got {tuple(t.shape)}"
+            )
+        if t.dtype is not input.dtype:
+            raise TypeError(f"[{op}] {name} is {t.dtype} but input is {input.dtype}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"[{op}] running_mean and running_var must be given when not training")
+    _same_device(op, input, running_mean, running_var, weight, bias)
+    if not isinstance(input._array, np.ndarray):
+        raise NotImplementedError(f"[{op}] only CPU tensors are supported for now")
+    if training:
+        n = input.numel() // C if C else 0
+        if n <= 1:
+            raise ValueError(
+                f"[{op}] expected more than 1 value per channel when training, got input of "
+                f"shape {tuple(input.shape)}"
+            )
+    from .._ops.batchnorm import batch_norm as _bn
+
+    return _bn(input, running_mean, running_var, weight, bias, bool(training), momentum, eps)
+
+
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Group normalisation (PyTorch's signature): input [N, C, *] with C divisible by
+    ``num_groups``; each sample's channels are split into ``num_groups`` groups normalised
+    with their own mean and biased variance over (C/G, *), then y = xhat * weight[c] + bias[c]
+    (weight, bias: [C] or None). The statistics, xhat and its gradient come from the batch-norm
+    kernels (the input seen as [1, N*G, C/G * S]); the per-channel affine is an ordinary
+    broadcast multiply-add. CPU only for now.
+    """
+    op = "group_norm"
+    _float_arg(input, "input", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+    if input.ndim < 2:
+        raise ValueError(
+            f"[{op}] input must have at least 2 dims [N, C, *], got shape {tuple(input.shape)}"
+        )
+    C = input.shape[1]
+    if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups != 0:
+        raise ValueError(
+            f"[{op}] expected the number of channels ({C}) to be divisible by num_groups, got "
+            f"num_groups={num_groups!r} for input of shape {tuple(input.shape)}"
+        )
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        _tensor_arg(t, name, op)
+        if t.shape != (C,):
+            raise ValueError(f"[{op}] {name} must have shape ({C},), got {tuple(t.shape)}")
+        if t.dtype is not input.dtype:
+            raise TypeError(f"[{op}] {name} is {t.dtype} but input is {input.dtype}")
+    _same_device(op, input, weight, bias)
+    if not isinstance(input._array, np.ndarray):
+        raise NotImplementedError(f"[{op}] only CPU tensors are supported for now")
+    from .._ops.batchnorm import GroupNormalize
+
+    y = GroupNormalize.apply(input, num_groups, eps)
+    shape = (1, C) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        y = y * weight.reshape(*shape)
+    if bias is not None:
+        y = y + bias.reshape(*shape)
+    return y

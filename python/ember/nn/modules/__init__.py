@@ -12,6 +12,7 @@ from .activation import (
     Softplus,
     Tanh,
 )
+from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout, Dropout2d
 from .flatten import Flatten, Unflatten
@@ -28,10 +29,13 @@ from .loss import (
     SmoothL1Loss,
 )
 from .module import Module
+from .normalization import GroupNorm
 from .sparse import Embedding
 
 __all__ = [
     "BCELoss",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",
@@ -40,6 +44,7 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GELU",
+    "GroupNorm",
     "HuberLoss",
     "Bilinear",
     "Identity",
