@@ -432,3 +432,23 @@ def test_empty_scalar_and_mixed_dtype_params(rng, name):
         assert p.dtype is ember.tensor(np.zeros(1, d)).dtype and p.shape == r.shape
         tol = 1e-12 if d == np.float64 else 2e-5
         np.testing.assert_allclose(p.detach().numpy(), r, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("cls", ["Adam", "AdamW", "RMSprop"])
+def test_step_with_closure_returns_loss_and_updates(cls):
+    ember.manual_seed(2)
+    w = ember.nn.Parameter(ember.randn(5))
+    target = ember.randn(5)
+    opt = getattr(ember.optim, cls)([w], lr=0.1)
+    before = w.detach().numpy().copy()
+
+    def closure():
+        opt.zero_grad()
+        loss = ((w - target) ** 2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    expected = float(((before - target.numpy()) ** 2).sum())
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert not np.allclose(w.detach().numpy(), before)

@@ -473,15 +473,7 @@ def mse_loss(
     """
     op = "mse_loss"
     reduction = _reduction(size_average, reduce, reduction, op)
-    _float_arg(input, "input", op)
-    _float_arg(target, "target", op)
-    if input.shape != target.shape:
-        raise ValueError(
-            f"[{op}] input shape {tuple(input.shape)} and target shape {tuple(target.shape)} differ"
-        )
-    if input.dtype is not target.dtype:
-        raise TypeError(f"[{op}] input is {input.dtype} but target is {target.dtype}")
-    _same_device(op, input, target)
+    _pair_args(op, input, target)
     d = input - target
     return _apply_reduction(d * d, reduction)
 

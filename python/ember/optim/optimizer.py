@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..autograd.grad_mode import enable_grad
+from ..autograd.grad_mode import enable_grad, no_grad
 from ..tensor import Tensor, _zero_grads
 
 
@@ -97,7 +97,17 @@ class Optimizer:
         _zero_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     def step(self, closure: Callable[[], Any] | None = None):
-        raise NotImplementedError(f"[{type(self).__name__}] optimizers implement step()")
+        """Update every parameter that has a ``.grad``; returns ``closure()``'s loss if given
+        (the closure re-evaluates the model with grad enabled). Subclasses implement
+        ``_step_group(group)``, or override ``step`` itself."""
+        loss = self._closure_loss(closure)
+        with no_grad():
+            for group in self.param_groups:
+                self._step_group(group)
+        return loss
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError(f"[{type(self).__name__}] optimizers implement _step_group()")
 
     def _closure_loss(self, closure):
         if closure is None:

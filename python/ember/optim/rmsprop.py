@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from .. import _C
-from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor
 from . import _fused
 from .optimizer import Optimizer
@@ -61,14 +60,6 @@ class RMSprop(Optimizer):
             "maximize": maximize,
         }
         super().__init__(params, defaults)
-
-    def step(self, closure: Callable[[], Any] | None = None):
-        """Update every parameter that has a ``.grad``; returns ``closure()``'s loss if given."""
-        loss = self._closure_loss(closure)
-        with no_grad():
-            for group in self.param_groups:
-                self._step_group(group)
-        return loss
 
     def _step_group(self, group: dict[str, Any]) -> None:
         items = _fused.params_with_grad("RMSprop", group)
