@@ -843,6 +843,19 @@ def kl_div(
 # ---------------------------------------------------------------------- normalisation
 
 
+def _norm_input(op: str, input: Tensor) -> int:
+    """Checks shared by the normalisations on our kernels: float32/float64, [N, C, *].
+    Returns C."""
+    _float_arg(input, "input", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+    if input.ndim < 2:
+        raise ValueError(
+            f"[{op}] input must have at least 2 dims [N, C, *], got shape {tuple(input.shape)}"
+        )
+    return input.shape[1]
+
+
 def batch_norm(
     input: Tensor,
     running_mean: Tensor | None,
@@ -864,14 +877,7 @@ def batch_norm(
     for now (our kernels); a CUDA input raises NotImplementedError.
     """
     op = "batch_norm"
-    _float_arg(input, "input", op)
-    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
-        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
-    if input.ndim < 2:
-        raise ValueError(
-            f"[{op}] input must have at least 2 dims [N, C, *], got shape {tuple(input.shape)}"
-        )
-    C = input.shape[1]
+    C = _norm_input(op, input)
     for name, t in (
         ("running_mean", running_mean),
         ("running_var", running_var),
@@ -920,14 +926,7 @@ def group_norm(
     broadcast multiply-add. CPU only for now.
     """
     op = "group_norm"
-    _float_arg(input, "input", op)
-    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
-        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
-    if input.ndim < 2:
-        raise ValueError(
-            f"[{op}] input must have at least 2 dims [N, C, *], got shape {tuple(input.shape)}"
-        )
-    C = input.shape[1]
+    C = _norm_input(op, input)
     if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups != 0:
         raise ValueError(
             f"[{op}] expected the number of channels ({C}) to be divisible by num_groups, got "
