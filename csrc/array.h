@@ -82,6 +82,17 @@ inline void require_aligned(const py::array& a, const char* op, const char* name
                     a.itemsize(), " bytes)");
 }
 
+// `a` must have `ref`'s dtype and shape (an output or a second input of an element-wise op).
+inline void require_same_layout(const py::array& ref, const char* ref_name, const py::array& a,
+                                const char* op, const char* name) {
+  EMBER_CHECK_TYPE(dtype_of(a) == dtype_of(ref), op, name, " has dtype ", dtype_str(a), " but ",
+                   ref_name, " has ", dtype_str(ref));
+  bool same = a.ndim() == ref.ndim();
+  for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == ref.shape(i);
+  EMBER_CHECK_VALUE(same, op, name, " has shape ", shape_str(a), " but ", ref_name, " has ",
+                    shape_str(ref));
+}
+
 // [lo, hi) bytes an array can touch, numpy-style bounds (exact for contiguous arrays,
 // conservative for strided ones). Empty arrays touch nothing.
 struct ByteRange {

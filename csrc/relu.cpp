@@ -29,12 +29,7 @@ py::array input(const py::object& obj, const char* name) {
 
 void same_layout(const py::array& ref, const char* ref_name, const py::array& a,
                  const char* name) {
-  EMBER_CHECK_TYPE(ember::dtype_of(a) == ember::dtype_of(ref), kOp, name, " has dtype ",
-                   ember::dtype_str(a), " but ", ref_name, " has ", ember::dtype_str(ref));
-  bool same = a.ndim() == ref.ndim();
-  for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == ref.shape(i);
-  EMBER_CHECK_VALUE(same, kOp, name, " has shape ", ember::shape_str(a), " but ", ref_name,
-                    " has ", ember::shape_str(ref));
+  ember::require_same_layout(ref, ref_name, a, kOp, name);
 }
 
 void contiguous_aligned(const py::array& a, const char* name) {
