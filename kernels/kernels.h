@@ -44,6 +44,11 @@ void gemm(const double* a, const double* b, double* c, const GemmDims& d, double
 // Returns 0 when the CPU lacks the ISA.
 double fma_peak_gflops(int isa, double seconds);
 
+// ---- vectorised exp (kernels/cpu/vexp.h, vexp.cpp) ------------------------------------------
+// y = exp256_ps(x) elementwise (the AVX2 exp the softmax/attention kernels inline), for tests
+// that measure its error. Returns false (nothing written) when the CPU or build lacks AVX2.
+bool exp_avx2(const float* x, float* y, int64_t n);
+
 // ---- relu (kernels/cpu/relu.cpp, kernels/cuda/relu.cu) -------------------------------------
 // fwd: y = x < 0 ? 0 : x (NaN propagates).  bwd: gx = x > 0 ? gy : 0 (NaN x gives 0).
 // All buffers contiguous, n elements; y may alias x, gx may alias gy or x.

@@ -1,0 +1,43 @@
+// vexp.cpp -- _C._exp_avx2(x, out): the AVX2 vectorised exp over float32 arrays, a test hook
+// for measuring its error (tests/test_vexp.py). RuntimeError when AVX2 is not available.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "csrc/array.h"
+#include "csrc/check.h"
+#include "csrc/registry.h"
+#include "kernels/kernels.h"
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr const char* kOp = "exp_avx2";
+
+void exp_avx2_py(const py::object& x_obj, const py::object& out_obj) {
+  const py::array x = ember::as_ndarray(x_obj, kOp, "x");
+  const py::array out = ember::as_ndarray(out_obj, kOp, "out");
+  EMBER_CHECK_TYPE(ember::dtype_of(x) == ember::DType::f32, kOp, "x must be float32, got ",
+                   ember::dtype_str(x));
+  ember::require_same_layout(x, "x", out, kOp, "out");
+  ember::require_c_contiguous(x, kOp, "x");
+  ember::require_c_contiguous(out, kOp, "out");
+  ember::require_writeable(out, kOp, "out");
+  EMBER_CHECK_VALUE(!ember::overlaps(out, x), kOp, "out overlaps x");
+  const float* xp = static_cast<const float*>(x.data());
+  float* yp = static_cast<float*>(const_cast<void*>(out.data()));
+  const int64_t n = x.size();
+  bool ok;
+  {
+    py::gil_scoped_release nogil;
+    ok = ember::exp_avx2(xp, yp, n);
+  }
+  if (!ok) ember::runtime_error(kOp, "this CPU or build has no AVX2/FMA");
+}
+
+}  // namespace
+
+EMBER_BIND(vexp) {
+  m.def("_exp_avx2", &exp_avx2_py, py::arg("x"), py::arg("out"),
+        "out = the AVX2 vectorised exp of float32 x (test hook for its accuracy).");
+}

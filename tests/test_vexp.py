@@ -1,0 +1,67 @@
+"""Accuracy of the AVX2 vectorised exp (kernels/cpu/vexp.h) that softmax and attention inline."""
+
+import numpy as np
+import pytest
+
+from ember import _C
+from ember.backends import cpu
+
+pytestmark = pytest.mark.skipif(
+    not (cpu.capabilities()["avx2"] and cpu.capabilities()["fma"]), reason="the CPU lacks AVX2/FMA"
+)
+
+
+def _ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance in units in the last place between float32 arrays of the same sign pattern."""
+    ia = a.view(np.int32).astype(np.int64)
+    ib = b.view(np.int32).astype(np.int64)
+    ia = np.where(ia < 0, -(ia & 0x7FFFFFFF), ia)
+    ib = np.where(ib < 0, -(ib & 0x7FFFFFFF), ib)
+    return np.abs(ia - ib)
+
+
+def _vexp(x: np.ndarray) -> np.ndarray:
+    out = np.full_like(x, np.nan)
+    _C._exp_avx2(x, out)
+    return out
+
+
+def test_exp_within_one_ulp_over_the_normal_range():
+    # Every 64th float32 bit pattern in [-87.3, 88.7] whose exp is a normal float (35M values),
+    # in chunks; the reference is exp in float64 rounded to float32.
+    worst = 0
+    for lo, hi in ((np.float32(0.0), np.float32(88.7)), (np.float32(-0.0), np.float32(-87.3))):
+        start = int(np.array(lo).view(np.uint32))
+        stop = int(np.array(hi).view(np.uint32))
+        for c0 in range(start, stop, 64 * 2**20):
+            bits = np.arange(c0, min(c0 + 64 * 2**20, stop + 1), 64, dtype=np.uint32)
+            x = bits.view(np.float32)
+            ref = np.exp(x.astype(np.float64)).astype(np.float32)
+            keep = ref >= np.finfo(np.float32).tiny
+            worst = max(worst, int(_ulp_distance(_vexp(x)[keep], ref[keep]).max()))
+    assert worst <= 1, f"max error {worst} ulp"
+
+
+def test_exp_tail_lengths_and_special_values():
+    x = np.array(
+        [-np.inf, np.inf, np.nan, -1e30, 1e30, -87.5, 88.8, 0.0, -0.0, 1.0, 88.72, -87.33],
+        dtype=np.float32,
+    )
+    y = _vexp(x)
+    assert y[0] == 0 and y[1] == np.inf and np.isnan(y[2])
+    assert y[3] == 0 and y[4] == np.inf and y[5] == 0 and y[6] == np.inf
+    assert y[7] == 1 and y[8] == 1
+    ref = np.exp(x[9:].astype(np.float64)).astype(np.float32)
+    assert np.all(_ulp_distance(y[9:], ref) <= 1)
+    assert np.isfinite(y[10])  # just below ln(FLT_MAX): 2^128 split as 2^127 * 2
+    for n in range(0, 20):  # every tail length through the padded-register path
+        x = np.linspace(-10, 10, n, dtype=np.float32)
+        ref = np.exp(x.astype(np.float64)).astype(np.float32)
+        assert np.all(_ulp_distance(_vexp(x), ref) <= 1)
+
+
+def test_exp_hook_rejects_bad_arrays():
+    with pytest.raises(TypeError, match=r"\[exp_avx2\] x must be float32"):
+        _C._exp_avx2(np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match=r"\[exp_avx2\]"):
+        _C._exp_avx2(np.zeros(4, np.float32), np.zeros(5, np.float32))
