@@ -153,6 +153,48 @@ void batchnorm_bwd(const double* g, const double* x, int64_t N, int64_t C, int64
                    const double* mean, const double* invstd, const double* w, bool train,
                    double* gx, double* gw, double* gb);
 
+// ---- softmax, log-softmax, cross-entropy (kernels/cpu/softmax.cpp) ------------------------
+// x, y, g, gx: C-contiguous [rows, n], over the last dim. log selects log-softmax.
+// fwd: y = softmax(x) or log_softmax(x). bwd takes the forward output y: softmax
+// gx = y * (g - sum(g * y)); log-softmax gx = g - exp(y) * sum(g). A row holding +inf or NaN,
+// or only -inf, gives NaN (as PyTorch).
+void softmax_fwd(const float* x, float* y, int64_t rows, int64_t n, bool log);
+void softmax_fwd(const double* x, double* y, int64_t rows, int64_t n, bool log);
+void softmax_bwd(const float* y, const float* g, float* gx, int64_t rows, int64_t n, bool log);
+void softmax_bwd(const double* y, const double* g, double* gx, int64_t rows, int64_t n,
+                 bool log);
+// Cross-entropy of logits x [N, C] with class targets [N] (each in [0, C) or ignore_index:
+// the caller checks), class weights w [C] (null: 1), label smoothing in [0, 1]. fwd writes the
+// per-row loss [N] (0 for ignored rows) and stats [N, 2] = (row max, log-sum-exp - max).
+// bwd: gx = grow[r] * d loss_r / d x_r from x and stats (ignored rows: 0).
+void cross_entropy_fwd(const float* x, const int64_t* target, const float* w, int64_t N,
+                       int64_t C, int64_t ignore_index, double smoothing, float* loss,
+                       float* stats);
+void cross_entropy_fwd(const double* x, const int64_t* target, const double* w, int64_t N,
+                       int64_t C, int64_t ignore_index, double smoothing, double* loss,
+                       double* stats);
+void cross_entropy_bwd(const float* x, const int64_t* target, const float* w, const float* stats,
+                       const float* grow, int64_t N, int64_t C, int64_t ignore_index,
+                       double smoothing, float* gx);
+void cross_entropy_bwd(const double* x, const int64_t* target, const double* w,
+                       const double* stats, const double* grow, int64_t N, int64_t C,
+                       int64_t ignore_index, double smoothing, double* gx);
+
+// ---- layer norm and RMS norm (kernels/cpu/layernorm.cpp) -----------------------------------
+// x, y, g, gx: C-contiguous [rows, n] (n = the product of normalized_shape); w, b, gw, gb: [n]
+// (w, b null: 1, 0). fwd writes mean [rows] (layer norm; ignored and may be null for rms) and
+// rstd [rows] = 1/sqrt(var + eps) (rms: 1/sqrt(mean(x^2) + eps)). bwd: gx (may be null),
+// gw = sum over rows of g * xhat, gb = sum of g (each may be null).
+void layernorm_fwd(const float* x, float* y, int64_t rows, int64_t n, const float* w,
+                   const float* b, double eps, bool rms, float* mean, float* rstd);
+void layernorm_fwd(const double* x, double* y, int64_t rows, int64_t n, const double* w,
+                   const double* b, double eps, bool rms, double* mean, double* rstd);
+void layernorm_bwd(const float* g, const float* x, int64_t rows, int64_t n, const float* mean,
+                   const float* rstd, const float* w, bool rms, float* gx, float* gw, float* gb);
+void layernorm_bwd(const double* g, const double* x, int64_t rows, int64_t n,
+                   const double* mean, const double* rstd, const double* w, bool rms,
+                   double* gx, double* gw, double* gb);
+
 // ---- CUDA launchers (kernels/cuda/*.cu; only with EMBER_WITH_CUDA) -------------------------
 // Launch on `stream` (a cudaStream_t passed as void*) and return the cudaError_t as int
 // (0 = success); they never throw and never synchronise.

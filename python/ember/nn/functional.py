@@ -32,12 +32,14 @@ __all__ = [
     "huber_loss",
     "kl_div",
     "l1_loss",
+    "layer_norm",
     "leaky_relu",
     "linear",
     "log_softmax",
     "mse_loss",
     "nll_loss",
     "relu",
+    "rms_norm",
     "sigmoid",
     "silu",
     "smooth_l1_loss",
@@ -223,10 +225,14 @@ def _softmax_input(input, dim, dtype, op):
 def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """exp(x) / sum(exp(x)) along ``dim`` (any shape; output has the input's shape).
 
-    The row maximum is subtracted first (softmax is shift invariant, so the shift is a
-    constant for autograd), so large logits don't overflow. ``dtype`` casts the input first.
+    float32/float64 CPU tensors run our softmax kernel (one online max+sum pass and one
+    output pass per row, see kernels/cpu/softmax.cpp); other dtypes and CUDA tensors the
+    composite x - max(x) version. Large logits don't overflow; a row of only -inf, or one
+    holding +inf or NaN, gives NaN (as PyTorch). ``dtype`` casts the input first.
     """
     x, d = _softmax_input(input, dim, dtype, "softmax")
+    if _on_kernels(x) and x.ndim > 0:
+        return _softmax_kernel(x, d, False)
     e = _ops.exp(_shift_by_max(x, d))
     return e / e.sum(d, keepdim=True)
 
@@ -239,8 +245,21 @@ def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     would round it to the precision of |x| (for logits near 1000, float32 results off by
     3e-5), while s is exact and logsumexp(s) lies in [0, log n]."""
     x, d = _softmax_input(input, dim, dtype, "log_softmax")
+    if _on_kernels(x) and x.ndim > 0:
+        return _softmax_kernel(x, d, True)
     s = _shift_by_max(x, d)
     return s - _ops.logsumexp(s, d, keepdim=True)
+
+
+def _on_kernels(x: Tensor) -> bool:
+    """Whether our CPU kernels take x: a float32/float64 numpy-backed tensor."""
+    return isinstance(x._array, np.ndarray) and x._array.dtype in (np.float32, np.float64)
+
+
+def _softmax_kernel(x: Tensor, d: int, log: bool) -> Tensor:
+    from .._ops.softmax import softmax as _softmax
+
+    return _softmax(x, d, log)
 
 
 def _shift_by_max(x: Tensor, d: int) -> Tensor:
@@ -407,6 +426,10 @@ def cross_entropy(
             f"[{op}] input must be [N, C] or [N, C, d1, ...] (or [C] unbatched), "
             f"got shape {tuple(input.shape)}"
         )
+    if _on_kernels(input):
+        return _cross_entropy_kernel(
+            input, target, weight, ignore_index, reduction, label_smoothing, unbatched
+        )
     logp = log_softmax(input, 1)
     loss, valid, all_valid, denom = _nll(op, logp, target, weight, ignore_index, reduction)
     if label_smoothing > 0:
@@ -420,6 +443,22 @@ def cross_entropy(
         elif reduction == "mean":
             smooth = smooth.sum() / denom
         loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
+    return loss.reshape(()) if unbatched and reduction == "none" else loss
+
+
+def _cross_entropy_kernel(input, target, weight, ignore_index, reduction, smoothing, unbatched):
+    """Class-index cross-entropy on our fused kernel (float32/float64 CPU logits): one pass
+    over the logits forward (per-row loss and log-sum-exp), one backward."""
+    op = "cross_entropy"
+    valid, safe = _check_class_target(op, input, target, weight, ignore_index)
+    t = target._array
+    w = None if weight is None else weight._array
+    denom = 0.0
+    if reduction == "mean":  # PyTorch: the summed weights of the non-ignored targets
+        denom = float(valid.sum()) if w is None else float(w.astype(np.float64)[safe][valid].sum())
+    from .._ops.softmax import cross_entropy as _ce
+
+    loss = _ce(input, t, w, ignore_index, float(smoothing), reduction, denom)
     return loss.reshape(()) if unbatched and reduction == "none" else loss
 
 
@@ -952,3 +991,83 @@ def group_norm(
     if bias is not None:
         y = y + bias.reshape(*shape)
     return y
+
+
+# ---- layer_norm / rms_norm ----
+
+
+def _norm_shape_args(op, input, normalized_shape, params):
+    """Checks for layer_norm / rms_norm: returns normalized_shape as a tuple."""
+    _float_arg(input, "input", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    try:
+        shape = tuple(int(s) for s in normalized_shape)
+    except TypeError:
+        raise TypeError(
+            f"[{op}] normalized_shape must be an int or a sequence of ints, "
+            f"got {normalized_shape!r}"
+        ) from None
+    k = len(shape)
+    if k == 0 or input.ndim < k or tuple(input.shape[input.ndim - k :]) != shape:
+        raise ValueError(
+            f"[{op}] expected input with shape [*, {', '.join(map(str, shape))}], got input of "
+            f"shape {tuple(input.shape)}"
+        )
+    for name, t in params:
+        if t is None:
+            continue
+        _tensor_arg(t, name, op)
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"[{op}] {name} must have shape {shape} (normalized_shape), got {tuple(t.shape)}"
+            )
+        if t.dtype is not input.dtype:
+            raise TypeError(f"[{op}] {name} is {t.dtype} but input is {input.dtype}")
+    _same_device(op, input, *(t for _, t in params))
+    if not isinstance(input._array, np.ndarray):
+        raise NotImplementedError(f"[{op}] only CPU tensors are supported for now")
+    return shape
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Layer normalisation over the trailing dims (PyTorch's signature and semantics).
+
+    input [*, *normalized_shape]; each trailing block is normalised with its own mean and
+    biased variance: y = (x - mean) / sqrt(var + eps) * weight + bias. weight, bias:
+    normalized_shape or None, the input's dtype (float32/float64). Gradients flow to input,
+    weight and bias. Our kernel (one statistics pass + one output pass per row, statistics in
+    double); CPU only for now (a CUDA input raises NotImplementedError).
+    """
+    op = "layer_norm"
+    shape = _norm_shape_args(op, input, normalized_shape, (("weight", weight), ("bias", bias)))
+    from .._ops.layernorm import layer_norm as _ln
+
+    return _ln(input, weight, bias, shape, float(eps), rms=False)
+
+
+def rms_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Tensor | None = None,
+    eps: float | None = None,
+) -> Tensor:
+    """RMS normalisation over the trailing dims (PyTorch's signature and semantics):
+    y = x / sqrt(mean(x^2) + eps) * weight. ``eps=None`` uses the machine epsilon of the
+    input's dtype (``finfo(dtype).eps``, as PyTorch). weight: normalized_shape or None.
+    CPU only for now."""
+    op = "rms_norm"
+    shape = _norm_shape_args(op, input, normalized_shape, (("weight", weight),))
+    if eps is None:
+        eps = float(np.finfo(input._array.dtype).eps)
+    from .._ops.layernorm import layer_norm as _ln
+
+    return _ln(input, weight, None, shape, float(eps), rms=True)

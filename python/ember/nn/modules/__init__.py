@@ -29,7 +29,7 @@ from .loss import (
     SmoothL1Loss,
 )
 from .module import Module
-from .normalization import GroupNorm
+from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .sparse import Embedding
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "HuberLoss",
     "Bilinear",
     "Identity",
+    "LayerNorm",
     "KLDivLoss",
     "L1Loss",
     "LeakyReLU",
@@ -59,6 +60,7 @@ __all__ = [
     "ModuleList",
     "NLLLoss",
     "ReLU",
+    "RMSNorm",
     "SiLU",
     "Sequential",
     "Sigmoid",
