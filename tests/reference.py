@@ -629,6 +629,138 @@ def to_vjp(g, x, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
+# softmax family and normalisation over trailing dims
+# ---------------------------------------------------------------------------------------------
+
+
+def softmax(x, dim=-1):
+    with _errstate():
+        e = np.exp(x - np.max(x, axis=dim, keepdims=True))
+        return e / e.sum(axis=dim, keepdims=True)
+
+
+def softmax_vjp(g, x, dim=-1):
+    y = softmax(x, dim)
+    return (y * (g - (g * y).sum(axis=dim, keepdims=True)),)
+
+
+def log_softmax(x, dim=-1):
+    with _errstate():
+        s = x - np.max(x, axis=dim, keepdims=True)
+        return s - np.log(np.exp(s).sum(axis=dim, keepdims=True))
+
+
+def log_softmax_vjp(g, x, dim=-1):
+    return (g - softmax(x, dim) * g.sum(axis=dim, keepdims=True),)
+
+
+def cross_entropy(x, t, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """PyTorch's cross_entropy with class-index targets: x [N, C, *], t [N, *] integers.
+
+    loss_i = (1 - s) w[t_i] (-logp[i, t_i]) + (s / C) sum_c w[c] (-logp[i, c]), 0 where
+    t_i == ignore_index; 'mean' divides the sum by the summed w[t_i] of non-ignored i (both
+    terms), giving NaN when every target is ignored."""
+    C = x.shape[1]
+    logp = np.moveaxis(log_softmax(x, 1), 1, -1).reshape(-1, C)
+    t = np.asarray(t).reshape(-1)
+    w = np.ones(C, x.dtype) if weight is None else np.asarray(weight, x.dtype)
+    valid = t != ignore_index
+    safe = np.where(valid, t, 0)
+    rows = np.arange(t.size)
+    with _errstate():
+        nll = np.where(valid, -logp[rows, safe] * w[safe], 0).astype(x.dtype)
+        smooth = np.where(valid, -(logp * w).sum(1), 0).astype(x.dtype)
+        loss = (1 - label_smoothing) * nll + (label_smoothing / C) * smooth
+        if reduction == "none":
+            return loss.reshape((x.shape[0],) + x.shape[2:])
+        if reduction == "sum":
+            return loss.sum()
+        return loss.sum() / np.where(valid, w[safe], 0).sum()
+
+
+def cross_entropy_vjp(g, x, t, weight=None, ignore_index=-100, reduction="mean",
+                      label_smoothing=0.0):  # fmt: skip
+    """d/dx of cross_entropy: per row i, gi * ((1 - s) w_t (p - onehot) + (s/C)(W p - w))."""
+    C = x.shape[1]
+    xr = np.moveaxis(x, 1, -1).reshape(-1, C)
+    p = softmax(xr, 1)
+    t = np.asarray(t).reshape(-1)
+    w = np.ones(C, x.dtype) if weight is None else np.asarray(weight, x.dtype)
+    valid = t != ignore_index
+    safe = np.where(valid, t, 0)
+    rows = np.arange(t.size)
+    g = np.asarray(g, x.dtype)
+    if reduction == "none":
+        gi = g.reshape(-1)
+    elif reduction == "sum":
+        gi = np.full(t.size, g)
+    else:
+        with _errstate():
+            gi = np.full(t.size, g / np.where(valid, w[safe], 0).sum())
+    onehot = np.zeros_like(xr)
+    onehot[rows, safe] = 1
+    s = label_smoothing
+    wt = w[safe][:, None]
+    with _errstate():
+        d = (1 - s) * wt * (p - onehot) + (s / C) * (w.sum() * p - w[None, :])
+        gx = np.where(valid[:, None], gi[:, None] * d, 0).astype(x.dtype)
+    moved = (x.shape[0],) + x.shape[2:] + (C,)
+    return (np.moveaxis(gx.reshape(moved), -1, 1),)
+
+
+def _trailing(x, k):
+    return tuple(range(x.ndim - k, x.ndim))
+
+
+def layer_norm(x, k, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last k dims (biased variance), then * weight + bias."""
+    ax = _trailing(x, k)
+    mean = x.mean(axis=ax, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=ax, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def layer_norm_vjp(g, x, k, weight=None, bias=None, eps=1e-5):
+    """(gx, gweight, gbias); gweight / gbias None when the parameter is None."""
+    ax = _trailing(x, k)
+    lead = tuple(range(x.ndim - k))
+    mean = x.mean(axis=ax, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(axis=ax, keepdims=True) + eps)
+    xhat = (x - mean) * rstd
+    gh = g if weight is None else g * weight
+    gx = rstd * (
+        gh - gh.mean(axis=ax, keepdims=True) - xhat * (gh * xhat).mean(axis=ax, keepdims=True)
+    )
+    gw = None if weight is None else (g * xhat).sum(axis=lead)
+    gb = None if bias is None else g.sum(axis=lead)
+    return gx, gw, gb
+
+
+def rms_norm(x, k, weight=None, eps=None):
+    eps = np.finfo(x.dtype).eps if eps is None else eps
+    ax = _trailing(x, k)
+    y = x / np.sqrt((x * x).mean(axis=ax, keepdims=True) + eps)
+    return y if weight is None else y * weight
+
+
+def rms_norm_vjp(g, x, k, weight=None, eps=None):
+    eps = np.finfo(x.dtype).eps if eps is None else eps
+    ax = _trailing(x, k)
+    lead = tuple(range(x.ndim - k))
+    rstd = 1 / np.sqrt((x * x).mean(axis=ax, keepdims=True) + eps)
+    xhat = x * rstd
+    gh = g if weight is None else g * weight
+    gx = rstd * (gh - xhat * (gh * xhat).mean(axis=ax, keepdims=True))
+    gw = None if weight is None else (g * xhat).sum(axis=lead)
+    return gx, gw
+
+
+# ---------------------------------------------------------------------------------------------
 # comparison helpers: the tolerances of shared/DESIGN.md section 4
 # ---------------------------------------------------------------------------------------------
 
