@@ -322,6 +322,11 @@ void bwd(const T* g, const T* x, int64_t rows, int64_t n, const T* mean, const T
     for (int64_t r = r0; r < r1; ++r) {
       const T* gr = g + r * n;
       const T* xr = x + r * n;
+      if (n == 1 && !rms) {  // x - mean = 0 exactly: xhat = 0, gx = 0, gw += 0, gb += g
+        if (gx) gx[r] = T(0);
+        if (pb) pb[0] += gr[0];
+        continue;
+      }
       const T mu = rms ? T(0) : mean[r], rs = rstd[r];
       T ca = 0, cb = 0;
       if (gx) {

@@ -1001,15 +1001,17 @@ def _norm_shape_args(op, input, normalized_shape, params):
     _float_arg(input, "input", op)
     if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
         raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
-    if isinstance(normalized_shape, (int, np.integer)):
-        normalized_shape = (int(normalized_shape),)
-    try:
-        shape = tuple(int(s) for s in normalized_shape)
-    except TypeError:
+
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    dims = (normalized_shape,) if is_int(normalized_shape) else normalized_shape
+    if not isinstance(dims, (tuple, list)) or not all(is_int(v) for v in dims):
         raise TypeError(
             f"[{op}] normalized_shape must be an int or a sequence of ints, "
             f"got {normalized_shape!r}"
-        ) from None
+        )
+    shape = tuple(int(v) for v in dims)
     k = len(shape)
     if k == 0 or input.ndim < k or tuple(input.shape[input.ndim - k :]) != shape:
         raise ValueError(
