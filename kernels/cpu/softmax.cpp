@@ -15,8 +15,10 @@
 //   +inf or NaN in a row make that row NaN (as PyTorch).
 //   Scalar reference (float and double; double is the gradcheck path): max, then sum.
 //
-// softmax fwd:      y = exp(x - m) / S             (2nd pass: read x, write y)
-// log-softmax fwd:  y = (x - m) - ls               (2nd pass, no exp)
+// softmax fwd:      y = exp(x - m) / S   (AVX2: a max pass, an exp pass storing exp(x - m)
+//                   into y and summing, a scaling pass over y: still one exp per element,
+//                   where the online pass + exp(x - m) / S would take two)
+// log-softmax fwd:  y = (x - m) - ls     (2nd pass, no exp)
 // softmax bwd:      gx = y * (g - sum(g * y))      (pass 1 the dot, pass 2 gx)
 // log-softmax bwd:  gx = g - exp(y) * sum(g)
 // Both passes of a row run back to back, so rows up to L2 size (~256k floats) are read from
@@ -218,31 +220,68 @@ EMBER_AVX2 RowStats row_stats_avx2(const float* x, int64_t n, const float* w, bo
   return st;
 }
 
-EMBER_AVX2 void softmax_row_avx2(const float* x, float* y, int64_t n, bool log) {
-  const RowStats st = row_stats_avx2(x, n, nullptr, false, 0.0f);
-  const __m256 m = _mm256_set1_ps(float(st.m));
+// Row max of 8 lanes (masked tail lanes read as -inf). NaN handling is not needed here: a NaN
+// (or +inf) in the row turns the sum of exp(x - max) into NaN, and with it the whole row.
+EMBER_AVX2 float row_max_avx2(const float* x, int64_t n) {
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  __m256 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
   int64_t i = 0;
-  if (log) {
-    const float ls = float(st.ls);
-    const __m256 lv = _mm256_set1_ps(ls);
-    for (; i + 8 <= n; i += 8)
-      _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), lv));
-    for (; i < n; ++i) y[i] = (x[i] - float(st.m)) - ls;
-    return;
-  }
-  const float inv = float(1.0 / st.s);
-  const __m256 iv = _mm256_set1_ps(inv);
-  for (; i + 16 <= n; i += 16) {
-    const __m256 e0 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
-    const __m256 e1 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m));
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(e0, iv));
-    _mm256_storeu_ps(y + i + 8, _mm256_mul_ps(e1, iv));
+  for (; i + 32 <= n; i += 32) {
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
+    m2 = _mm256_max_ps(m2, _mm256_loadu_ps(x + i + 16));
+    m3 = _mm256_max_ps(m3, _mm256_loadu_ps(x + i + 24));
   }
   for (; i < n; i += 8) {
     const __m256i mask = tail_mask(std::min<int64_t>(8, n - i));
-    const __m256 e = cpu::exp256_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), m));
-    _mm256_maskstore_ps(y + i, mask, _mm256_mul_ps(e, iv));
+    m0 = _mm256_max_ps(
+        m0, _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, mask), _mm256_castsi256_ps(mask)));
   }
+  alignas(32) float ml[8];
+  _mm256_store_ps(ml, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+  return *std::max_element(ml, ml + 8);
+}
+
+// softmax: max pass, then e = exp(x - max) stored into y while summing, then y *= 1/sum (y
+// is still in L1/L2): one exp per element. log-softmax: the online max+sum pass (one exp per
+// element), then y = (x - m) - ls.
+EMBER_AVX2 void softmax_row_avx2(const float* x, float* y, int64_t n, bool log) {
+  if (log) {
+    const RowStats st = row_stats_avx2(x, n, nullptr, false, 0.0f);
+    const float m = float(st.m), ls = float(st.ls);
+    const __m256 mv = _mm256_set1_ps(m), lv = _mm256_set1_ps(ls);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), lv));
+    for (; i < n; ++i) y[i] = (x[i] - m) - ls;
+    return;
+  }
+  const __m256 m = _mm256_set1_ps(row_max_avx2(x, n));
+  __m256d lo = _mm256_setzero_pd(), hi = lo;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256 e0 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    const __m256 e1 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m));
+    const __m256 e2 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 16), m));
+    const __m256 e3 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 24), m));
+    _mm256_storeu_ps(y + i, e0);
+    _mm256_storeu_ps(y + i + 8, e1);
+    _mm256_storeu_ps(y + i + 16, e2);
+    _mm256_storeu_ps(y + i + 24, e3);
+    add_pd8(&lo, &hi, _mm256_add_ps(_mm256_add_ps(e0, e1), _mm256_add_ps(e2, e3)));
+  }
+  for (; i < n; i += 8) {
+    const __m256i mask = tail_mask(std::min<int64_t>(8, n - i));
+    const __m256 e = _mm256_and_ps(
+        cpu::exp256_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), m)),
+        _mm256_castsi256_ps(mask));
+    _mm256_maskstore_ps(y + i, mask, e);
+    add_pd8(&lo, &hi, e);
+  }
+  const __m256 iv = _mm256_set1_ps(float(1.0 / hsum_pd(_mm256_add_pd(lo, hi))));
+  i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), iv));
+  for (; i < n; ++i) y[i] *= _mm256_cvtss_f32(iv);
 }
 
 EMBER_AVX2 void softmax_bwd_row_avx2(const float* y, const float* g, float* gx, int64_t n,
