@@ -18,6 +18,11 @@ count with the same total bytes as the case, so a case whose working set fits in
 is compared against an L3-resident triad (the "in cache" column says which). Our kernels write
 with ordinary stores too (their write-allocate is not counted either).
 
+Compute ceiling: softmax, log-softmax and cross-entropy take one AVX2 exp
+(``exp256_ps``, kernels/cpu/vexp.h) per element per pass that needs one (see EXPS); its rate
+is measured in the same run (``_C._exp_avx2`` on an L2-resident buffer, 1 thread), and the
+"exp share" column says how much of the kernel time the exps alone account for.
+
 Two levels are timed, both median of ``--repeat`` calls after warm-up, ember and PyTorch in
 the same process with the same thread count:
 
@@ -61,6 +66,12 @@ CASES = [
     ("layer_norm", (8192, 768)),
     ("layer_norm", (4096, 4096)),
 ]
+EXPS = {  # (fwd, fwd+bwd) exps per element in our kernels
+    "softmax": (1, 1),
+    "log_softmax": (1, 2),
+    "cross_entropy": (1, 2),
+    "layer_norm": (0, 0),
+}
 BYTES = {  # (fwd, fwd+bwd) bytes per element
     "softmax": (8, 20),
     "log_softmax": (8, 20),
@@ -212,6 +223,17 @@ def triad_gbs(total_bytes: int) -> float:
     return 12 * n / _C._triad_seconds(a, b, c, 10) / 1e9
 
 
+def exp_rate() -> float:
+    """Single-thread rate (G exps/s) of the AVX2 exp the kernels use, on an L2-resident buffer:
+    the compute ceiling of the exp-bound passes (0 when AVX2 is unavailable)."""
+    x = np.random.default_rng(0).uniform(-10, 10, 1 << 16).astype(np.float32)
+    y = np.empty_like(x)
+    try:
+        return x.size / median_time(lambda: _C._exp_avx2(x, y), repeat=50) / 1e9
+    except RuntimeError:
+        return 0.0
+
+
 def git_commit() -> str:
     try:
         here = os.path.dirname(os.path.abspath(__file__))
@@ -237,6 +259,8 @@ def main() -> None:
         f"{torch.__version__ if torch is not None else 'not installed'}",
         "load average (1/5/15 min) at start: " + " ".join(f"{v:.2f}" for v in os.getloadavg()),
     ]
+    rate = exp_rate()
+    head.append(f"AVX2 exp rate (1 thread, L2-resident): {rate:.2f} G/s")
     print("\n".join(head) + "\n", flush=True)
     rows = []
     for threads in args.threads:
@@ -255,9 +279,9 @@ def main() -> None:
             check(op, x, t, w, b, g)
             k_fwd, k_fb = kernel_calls(op, x, t, w, b, g)
             o_fwd, o_fb, t_fwd, t_fb = api_calls(op, x, t, w, b, g)
-            for level, bpe, kern, ours, ref in (
-                ("fwd", BYTES[op][0], k_fwd, o_fwd, t_fwd),
-                ("fwd+bwd", BYTES[op][1], k_fb, o_fb, t_fb),
+            for level, bpe, nexp, kern, ours, ref in (
+                ("fwd", BYTES[op][0], EXPS[op][0], k_fwd, o_fwd, t_fwd),
+                ("fwd+bwd", BYTES[op][1], EXPS[op][1], k_fb, o_fb, t_fb),
             ):
                 nbytes = bpe * x.size
                 ceil = triad_gbs(nbytes)
@@ -265,6 +289,7 @@ def main() -> None:
                 to = median_time(ours, repeat=args.repeat)
                 tr = median_time(ref, repeat=args.repeat) if ref is not None else None
                 gbs = nbytes / tk / 1e9
+                t_exp = nexp * x.size / (rate * 1e9 * threads) if rate else 0.0
                 rows.append(
                     [
                         threads,
@@ -276,6 +301,7 @@ def main() -> None:
                         f"{gbs:.1f}",
                         f"{ceil:.1f}",
                         f"{100 * gbs / ceil:.0f}%",
+                        f"{100 * t_exp / tk:.0f}%" if nexp else "-",
                         f"{to * 1e3:.2f}",
                         "-" if tr is None else f"{tr * 1e3:.2f}",
                         "-" if tr is None else f"{tr / to:.2f}x",
@@ -295,6 +321,7 @@ def main() -> None:
             "GB/s",
             "triad GB/s",
             "% triad",
+            "exp share",
             "ours api ms",
             "torch api ms",
             "speedup api",
@@ -312,7 +339,9 @@ def main() -> None:
                 "GB/s at the compulsory byte count (see the module docstring); % triad: of the"
                 " triad bandwidth at the same total bytes and thread count, this run. speedup"
                 " api = torch api ms / ours api ms (both allocate outputs per call); speedup"
-                " kernel = torch api ms / ours kernel ms.\n\n"
+                " kernel = torch api ms / ours kernel ms. exp share: the time the kernel's exps"
+                " alone take at the measured AVX2 exp rate (x threads) over the kernel time; near"
+                " 100% means the pass is bound by exp throughput, not memory.\n\n"
             )
             f.write(tab + "\n")
 

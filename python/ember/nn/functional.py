@@ -1,9 +1,11 @@
 """``ember.nn.functional``: stateless layers, activations and losses (``torch.nn.functional``).
 
-Everything here is composite: built from ember ops that already have kernels and backwards
-(matmul on our GEMM, relu on our element-wise kernel, logsumexp ...), so no new backward is
-written. ``log_softmax`` is ``x - logsumexp(x)`` (after shifting x by its maximum), stable
-and accurate for any finite logits.
+Most of it is composite: built from ember ops that already have kernels and backwards
+(matmul on our GEMM, relu on our element-wise kernel, ...), so no new backward is written.
+``softmax``, ``log_softmax`` and class-index ``cross_entropy`` (float32/float64 CPU tensors),
+``batch_norm``, ``group_norm``, ``layer_norm`` and ``rms_norm`` run our own kernels with
+their own backwards (python/ember/_ops/softmax.py, batchnorm.py, layernorm.py); softmax and
+cross-entropy fall back to the composite versions for other dtypes and CUDA tensors.
 """
 
 from __future__ import annotations
@@ -241,9 +243,11 @@ def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """x - logsumexp(x) along ``dim`` (output has the input's shape), finite for any finite
     logits.
 
-    Computed as s - logsumexp(s) with s = x - max(x): subtracting logsumexp(x) directly
-    would round it to the precision of |x| (for logits near 1000, float32 results off by
-    3e-5), while s is exact and logsumexp(s) lies in [0, log n]."""
+    Computed as (x - max) - log(sum(exp(x - max))): subtracting logsumexp(x) directly would
+    round it to the precision of |x| (for logits near 1000, float32 results off by 3e-5),
+    while x - max is exact and the log-sum lies in [0, log n]. float32/float64 CPU tensors
+    run our kernel (one online max+sum pass, one output pass per row); others the composite
+    version."""
     x, d = _softmax_input(input, dim, dtype, "log_softmax")
     if _on_kernels(x) and x.ndim > 0:
         return _softmax_kernel(x, d, True)
@@ -407,8 +411,12 @@ def cross_entropy(
     weight: [C] per-class rescaling. label_smoothing in [0, 1]: the target becomes
     (1 - s) * one_hot + s / C, computed as PyTorch does:
     ``(1 - s) * nll + (s / C) * smooth`` where smooth = -sum_c weight[c] * logp[c].
-    reduction 'mean' (index targets) divides by the summed weights of non-ignored targets;
-    with probability targets it divides by N * d1 * ...; 'sum'; 'none' keeps [N, d1, ...].
+    reduction 'mean' (index targets) divides by the summed weights of non-ignored targets
+    (NaN when every target is ignored, as PyTorch); with probability targets it divides by
+    N * d1 * ...; 'sum'; 'none' keeps [N, d1, ...].
+    Class-index targets on float32/float64 CPU logits run our fused kernel: one pass over the
+    logits forward (saving each row's max and log-sum-exp), one backward pass that recomputes
+    the softmax; probability targets, other dtypes and CUDA use the composite version.
     """
     op = "cross_entropy"
     reduction = _reduction(size_average, reduce, reduction, op)
