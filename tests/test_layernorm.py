@@ -284,3 +284,20 @@ def test_against_torch_if_available(rng):
     np.testing.assert_allclose(y.detach().numpy(), yr.detach().numpy(), rtol=1e-5, atol=1e-5)
     for a, r in ((xt, xr), (wt, wr)):
         np.testing.assert_allclose(a.grad.numpy(), r.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_non_contiguous_input(rng, cpu_path):
+    base = _data(rng, (6, 10, 8), np.float64)
+    view = base.transpose(1, 0, 2)[:, ::2]  # [10, 3, 8], not contiguous
+    w = rng.uniform(0.5, 1.5, 8)
+    xt = ember.from_numpy(view).requires_grad_()  # a non-contiguous tensor (no copy)
+    assert not xt._array.flags.c_contiguous
+    y = F.layer_norm(xt, 8, _t(w))
+    np.testing.assert_allclose(y.detach().numpy(), R.layer_norm(view, 1, w), rtol=1e-12)
+    g = rng.standard_normal(view.shape)
+    y.backward(_t(g))
+    gwant = R.layer_norm_vjp(g, view, 1, w)[0]
+    np.testing.assert_allclose(xt.grad.numpy(), gwant, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(
+        F.rms_norm(ember.from_numpy(view), (3, 8)).numpy(), R.rms_norm(view, 2), rtol=1e-12
+    )

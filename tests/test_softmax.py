@@ -374,3 +374,21 @@ def test_against_torch_if_available(rng):
         np.testing.assert_allclose(
             fn(_t(x), 1).numpy(), tfn(torch.tensor(x), 1).numpy(), rtol=2e-6, atol=1e-6
         )
+
+
+def test_non_contiguous_views(rng, cpu_path):
+    base = _logits(rng, (9, 14), np.float64)
+    view = base[::2, 1::3]  # strided, not contiguous
+    for fn, ref in ((F.softmax, R.softmax), (F.log_softmax, R.log_softmax)):
+        for d in (0, 1):
+            vt = ember.from_numpy(view)  # a non-contiguous tensor (no copy)
+            assert not vt._array.flags.c_contiguous
+            np.testing.assert_allclose(fn(vt, d).numpy(), ref(view, d), rtol=1e-13)
+    xt = ember.from_numpy(base.T).requires_grad_()  # [14, 9] transposed view, 9 classes
+    assert not xt._array.flags.c_contiguous
+    t = rng.integers(0, 9, 14)
+    loss = F.cross_entropy(xt, _t(t), label_smoothing=0.1)
+    loss.backward()
+    np.testing.assert_allclose(loss.item(), R.cross_entropy(base.T, t, label_smoothing=0.1))
+    gwant = R.cross_entropy_vjp(np.float64(1), base.T, t, label_smoothing=0.1)[0]
+    np.testing.assert_allclose(xt.grad.numpy(), gwant, rtol=1e-12, atol=1e-15)
