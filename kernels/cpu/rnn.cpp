@@ -62,7 +62,7 @@ void lstm_fwd_rows_cpu(const T* gates, const T* c_prev, T* act, T* c, T* h, int6
                        int64_t r1) {
   for (int64_t b = r0; b < r1; ++b) {
     const T* gr = gates + b * 4 * H;
-    T* ar = act + b * 4 * H;
+    T* ar = act ? act + b * 4 * H : nullptr;
     for (int64_t j = 0; j < H; ++j) {
       const T i = sigm(gr[j]), f = sigm(gr[H + j]), g = std::tanh(gr[2 * H + j]),
               o = sigm(gr[3 * H + j]);
@@ -189,7 +189,8 @@ EMBER_AVX2 inline __m256 tanh256(__m256 x) {
   p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(-5.37397155531e-2f));
   p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(1.33314422036e-1f));
   p = _mm256_fmadd_ps(p, s, _mm256_set1_ps(-3.33332819422e-1f));
-  const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, s), x, x);
+  __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, s), x, x);
+  small = _mm256_or_ps(_mm256_andnot_ps(sign, small), _mm256_and_ps(x, sign));  // tanh(-0) = -0
   // NaN compares false: takes the exp path, which returns NaN.
   const __m256 use_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ);
   return _mm256_blendv_ps(big, small, use_small);

@@ -138,6 +138,8 @@ class RNNBase(Module):
                 f"{self.input_size}, got {input.shape[-1]}"
             )
         batched = input.ndim == 3
+        if input.shape[1 if batched and self.batch_first else 0] == 0:
+            raise ValueError(f"[{op}] expected a sequence length larger than 0")
         x = input if batched else ops.unsqueeze(input, 1)
         if batched and self.batch_first:
             x = ops.transpose(x, 0, 1)
