@@ -111,6 +111,7 @@ class LSTMLayer(Function):
         T, B, n_in = xa.shape
         H = whh.shape[1]
         dt = xa.dtype
+        whh_t = np.ascontiguousarray(whh.T)  # row-major B operand: cheaper packing per step
         bias = None if b_ih is None else _c(b_ih._array) + _c(b_hh._array)
         gates = np.empty((T, B, 4 * H), dt)
         _gemm(xa.reshape(T * B, n_in), wih.T, gates.reshape(T * B, 4 * H), bias=bias)
@@ -122,7 +123,7 @@ class LSTMLayer(Function):
         save = any(ctx.needs_input_grad)
         for t, p, q in _order(T, reverse):
             g = gates[t]
-            _gemm(hs[p], whh.T, g, beta=1.0)
+            _gemm(hs[p], whh_t, g, beta=1.0)
             _C.lstm_cell_fwd(g, cs[p], g if save else None, cs[q], hs[q])
         out = Tensor._wrap(hs[:T] if reverse else hs[1:])
         i1 = 0 if reverse else T
@@ -176,6 +177,7 @@ class GRULayer(Function):
         T, B, n_in = xa.shape
         H = whh.shape[1]
         dt = xa.dtype
+        whh_t = np.ascontiguousarray(whh.T)  # row-major B operand: cheaper packing per step
         bih, bhh = _arr(b_ih), _arr(b_hh)
         xg = np.empty((T, B, 3 * H), dt)
         _gemm(xa.reshape(T * B, n_in), wih.T, xg.reshape(T * B, 3 * H), bias=bih)
@@ -185,7 +187,7 @@ class GRULayer(Function):
         save = np.empty((T, B, 4 * H), dt) if record else None
         hg = _workspace(3, (B, 3 * H), dt)
         for t, p, q in _order(T, reverse):
-            _gemm(hs[p], whh.T, hg, bias=bhh)
+            _gemm(hs[p], whh_t, hg, bias=bhh)
             _C.gru_cell_fwd(xg[t], hg, hs[p], hs[q], None if save is None else save[t])
         out = Tensor._wrap(hs[:T] if reverse else hs[1:])
         if record:
@@ -235,13 +237,14 @@ class RNNLayer(Function):
         T, B, n_in = xa.shape
         H = whh.shape[1]
         dt = xa.dtype
+        whh_t = np.ascontiguousarray(whh.T)  # row-major B operand: cheaper packing per step
         bias = None if b_ih is None else _c(b_ih._array) + _c(b_hh._array)
         pre = np.empty((T, B, H), dt)
         _gemm(xa.reshape(T * B, n_in), wih.T, pre.reshape(T * B, H), bias=bias)
         hs = np.empty((T + 1, B, H), dt)
         hs[T if reverse else 0] = _init_state(_arr(h0), B, H, dt)
         for t, p, q in _order(T, reverse):
-            _gemm(hs[p], whh.T, pre[t], beta=1.0)
+            _gemm(hs[p], whh_t, pre[t], beta=1.0)
             _C.rnn_cell_fwd(pre[t], hs[q], nonlinearity)
         out = Tensor._wrap(hs[:T] if reverse else hs[1:])
         if any(ctx.needs_input_grad):
