@@ -733,3 +733,37 @@ def test_matches_pytorch(rng, mode):
     ep = dict(em.named_parameters())
     for k, p in tm.named_parameters():
         np.testing.assert_allclose(_np(ep[k].grad), p.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_only_final_state_used(rng, cpu_path, mode):
+    """Backward when the output sequence gets no gradient (only h_n, or only c_n, is used)."""
+    T, B, NI, H = 4, 2, 3, 5
+    m = _module(mode, NI, H, num_layers=2).double()
+    x = rng.standard_normal((T, B, NI))
+    xt = _t(x, True)
+    out, hn = m(xt)
+    lstm = mode == "LSTM"
+    g = rng.standard_normal((2, B, H))
+    ((hn[1] if lstm else hn) * _t(g)).sum().backward()
+    P = _params_of(m, 2, 1, np.float64)
+    z = np.zeros((2, B, H))
+    _, _, _, tape = ref_rnn(mode, x, z, z if lstm else None, P, 2, 1)
+    ghn, gcn = (z, g) if lstm else (g, None)
+    want = ref_rnn_vjp(mode, np.zeros((T, B, H)), ghn, gcn, P, 2, 1, tape)
+    np.testing.assert_allclose(_np(xt.grad), want[0], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(_np(m.weight_hh_l0.grad), want[3][0][0][1], rtol=1e-10,
+                               atol=1e-13)  # fmt: skip
+
+
+def test_inference_matches_training_forward(rng, cpu_path):
+    """no_grad forward (scratch buffers reused across calls) gives the graph forward's values."""
+    for mode in MODES:
+        m = _module(mode, 6, 7, num_layers=2, bidirectional=True)
+        x = _t(rng.standard_normal((5, 3, 6)).astype(np.float32), True)
+        a = _np(m(x)[0])
+        with ember.no_grad():
+            b = _np(m(x)[0])
+            c = _np(m(x[:3])[0])  # a different shape through the same scratch
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(c, _np(m(x[:3])[0]))

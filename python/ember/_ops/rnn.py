@@ -113,14 +113,15 @@ class LSTMLayer(Function):
         dt = xa.dtype
         whh_t = np.ascontiguousarray(whh.T)  # row-major B operand: cheaper packing per step
         bias = None if b_ih is None else _c(b_ih._array) + _c(b_hh._array)
-        gates = np.empty((T, B, 4 * H), dt)
+        save = any(ctx.needs_input_grad)
+        # without a graph the gates and cells are scratch: reuse warm pages (DESIGN.md 3)
+        gates = np.empty((T, B, 4 * H), dt) if save else _workspace(5, (T, B, 4 * H), dt)
         _gemm(xa.reshape(T * B, n_in), wih.T, gates.reshape(T * B, 4 * H), bias=bias)
         hs = np.empty((T + 1, B, H), dt)
-        cs = np.empty((T + 1, B, H), dt)
+        cs = np.empty((T + 1, B, H), dt) if save else _workspace(6, (T + 1, B, H), dt)
         i0 = T if reverse else 0
         hs[i0] = _init_state(_arr(h0), B, H, dt)
         cs[i0] = _init_state(_arr(c0), B, H, dt)
-        save = any(ctx.needs_input_grad)
         for t, p, q in _order(T, reverse):
             g = gates[t]
             _gemm(hs[p], whh_t, g, beta=1.0)
@@ -179,7 +180,7 @@ class GRULayer(Function):
         dt = xa.dtype
         whh_t = np.ascontiguousarray(whh.T)  # row-major B operand: cheaper packing per step
         bih, bhh = _arr(b_ih), _arr(b_hh)
-        xg = np.empty((T, B, 3 * H), dt)
+        xg = _workspace(5, (T, B, 3 * H), dt)  # read only inside this forward
         _gemm(xa.reshape(T * B, n_in), wih.T, xg.reshape(T * B, 3 * H), bias=bih)
         hs = np.empty((T + 1, B, H), dt)
         hs[T if reverse else 0] = _init_state(_arr(h0), B, H, dt)
@@ -239,7 +240,7 @@ class RNNLayer(Function):
         dt = xa.dtype
         whh_t = np.ascontiguousarray(whh.T)  # row-major B operand: cheaper packing per step
         bias = None if b_ih is None else _c(b_ih._array) + _c(b_hh._array)
-        pre = np.empty((T, B, H), dt)
+        pre = _workspace(5, (T, B, H), dt)  # read only inside this forward
         _gemm(xa.reshape(T * B, n_in), wih.T, pre.reshape(T * B, H), bias=bias)
         hs = np.empty((T + 1, B, H), dt)
         hs[T if reverse else 0] = _init_state(_arr(h0), B, H, dt)
