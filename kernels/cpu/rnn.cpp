@@ -256,11 +256,13 @@ EMBER_AVX2 void lstm_bwd_rows_avx2(const float* act, const float* c_prev, const 
       if (dy) dht = _mm256_add_ps(dht, _mm256_loadu_ps(dy + k));
       const __m256 dct = _mm256_fmadd_ps(_mm256_mul_ps(dht, o), _mm256_fnmadd_ps(tc, tc, one),
                                          _mm256_loadu_ps(dc + k));
-      const __m256 di = _mm256_mul_ps(_mm256_mul_ps(dct, g), _mm256_mul_ps(i, _mm256_sub_ps(one, i)));
+      const __m256 di =
+          _mm256_mul_ps(_mm256_mul_ps(dct, g), _mm256_mul_ps(i, _mm256_sub_ps(one, i)));
       const __m256 df = _mm256_mul_ps(_mm256_mul_ps(dct, _mm256_loadu_ps(c_prev + k)),
                                       _mm256_mul_ps(f, _mm256_sub_ps(one, f)));
       const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(dct, i), _mm256_fnmadd_ps(g, g, one));
-      const __m256 dov = _mm256_mul_ps(_mm256_mul_ps(dht, tc), _mm256_mul_ps(o, _mm256_sub_ps(one, o)));
+      const __m256 dov =
+          _mm256_mul_ps(_mm256_mul_ps(dht, tc), _mm256_mul_ps(o, _mm256_sub_ps(one, o)));
       _mm256_storeu_ps(dr + j, di);
       _mm256_storeu_ps(dr + H + j, df);
       _mm256_storeu_ps(dr + 2 * H + j, dg);
@@ -437,8 +439,8 @@ void lstm_fwd(const T* gates, const T* c_prev, T* act, T* c, T* h, int64_t B, in
 }
 
 template <typename T>
-void lstm_bwd(const T* act, const T* c_prev, const T* c, const T* dh, const T* dy, T* dc,
-              T* dgates, int64_t B, int64_t H) {
+void lstm_bwd(const T* act, const T* c_prev, const T* c, const T* dh, const T* dy, T* dc, T* dgates,
+              int64_t B, int64_t H) {
   const bool avx2 = cpu::avx2_selected();
   run_rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
 #if EMBER_COMPILED_AVX2
@@ -464,8 +466,8 @@ void gru_fwd(const T* xg, const T* hg, const T* h_prev, T* h, T* save, int64_t B
 }
 
 template <typename T>
-void gru_bwd(const T* save, const T* h_prev, const T* dh, const T* dy, T* dxg, T* dhg,
-             T* dh_prev, int64_t B, int64_t H) {
+void gru_bwd(const T* save, const T* h_prev, const T* dh, const T* dy, T* dxg, T* dhg, T* dh_prev,
+             int64_t B, int64_t H) {
   const bool avx2 = cpu::avx2_selected();
   run_rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
 #if EMBER_COMPILED_AVX2
@@ -513,30 +515,48 @@ void rnn_bwd(const T* h, const T* dh, const T* dy, T* dpre, int64_t n, bool relu
 }  // namespace
 
 // ---- entry points -------------------------------------------------------------------------
-#define EMBER_RNN_ENTRY(T)                                                                     \
-  void lstm_cell_fwd(const T* gates, const T* c_prev, T* act, T* c, T* h, int64_t B,           \
-                     int64_t H) {                                                              \
-    lstm_fwd(gates, c_prev, act, c, h, B, H);                                                  \
-  }                                                                                            \
-  void lstm_cell_bwd(const T* act, const T* c_prev, const T* c, const T* dh, const T* dy,      \
-                     T* dc, T* dgates, int64_t B, int64_t H) {                                 \
-    lstm_bwd(act, c_prev, c, dh, dy, dc, dgates, B, H);                                        \
-  }                                                                                            \
-  void gru_cell_fwd(const T* xg, const T* hg, const T* h_prev, T* h, T* save, int64_t B,       \
-                    int64_t H) {                                                               \
-    gru_fwd(xg, hg, h_prev, h, save, B, H);                                                    \
-  }                                                                                            \
-  void gru_cell_bwd(const T* save, const T* h_prev, const T* dh, const T* dy, T* dxg, T* dhg,  \
-                    T* dh_prev, int64_t B, int64_t H) {                                        \
-    gru_bwd(save, h_prev, dh, dy, dxg, dhg, dh_prev, B, H);                                    \
-  }                                                                                            \
-  void rnn_cell_fwd(const T* pre, T* h, int64_t n, bool relu) { rnn_fwd(pre, h, n, relu); }    \
-  void rnn_cell_bwd(const T* h, const T* dh, const T* dy, T* dpre, int64_t n, bool relu) {     \
-    rnn_bwd(h, dh, dy, dpre, n, relu);                                                         \
-  }
+void lstm_cell_fwd(const float* gates, const float* c_prev, float* act, float* c, float* h,
+                   int64_t B, int64_t H) {
+  lstm_fwd(gates, c_prev, act, c, h, B, H);
+}
+void lstm_cell_bwd(const float* act, const float* c_prev, const float* c, const float* dh,
+                   const float* dy, float* dc, float* dgates, int64_t B, int64_t H) {
+  lstm_bwd(act, c_prev, c, dh, dy, dc, dgates, B, H);
+}
+void gru_cell_fwd(const float* xg, const float* hg, const float* h_prev, float* h, float* save,
+                  int64_t B, int64_t H) {
+  gru_fwd(xg, hg, h_prev, h, save, B, H);
+}
+void gru_cell_bwd(const float* save, const float* h_prev, const float* dh, const float* dy,
+                  float* dxg, float* dhg, float* dh_prev, int64_t B, int64_t H) {
+  gru_bwd(save, h_prev, dh, dy, dxg, dhg, dh_prev, B, H);
+}
+void rnn_cell_fwd(const float* pre, float* h, int64_t n, bool relu) { rnn_fwd(pre, h, n, relu); }
+void rnn_cell_bwd(const float* h, const float* dh, const float* dy, float* dpre, int64_t n,
+                  bool relu) {
+  rnn_bwd(h, dh, dy, dpre, n, relu);
+}
 
-EMBER_RNN_ENTRY(float)
-EMBER_RNN_ENTRY(double)
-#undef EMBER_RNN_ENTRY
+void lstm_cell_fwd(const double* gates, const double* c_prev, double* act, double* c, double* h,
+                   int64_t B, int64_t H) {
+  lstm_fwd(gates, c_prev, act, c, h, B, H);
+}
+void lstm_cell_bwd(const double* act, const double* c_prev, const double* c, const double* dh,
+                   const double* dy, double* dc, double* dgates, int64_t B, int64_t H) {
+  lstm_bwd(act, c_prev, c, dh, dy, dc, dgates, B, H);
+}
+void gru_cell_fwd(const double* xg, const double* hg, const double* h_prev, double* h, double* save,
+                  int64_t B, int64_t H) {
+  gru_fwd(xg, hg, h_prev, h, save, B, H);
+}
+void gru_cell_bwd(const double* save, const double* h_prev, const double* dh, const double* dy,
+                  double* dxg, double* dhg, double* dh_prev, int64_t B, int64_t H) {
+  gru_bwd(save, h_prev, dh, dy, dxg, dhg, dh_prev, B, H);
+}
+void rnn_cell_fwd(const double* pre, double* h, int64_t n, bool relu) { rnn_fwd(pre, h, n, relu); }
+void rnn_cell_bwd(const double* h, const double* dh, const double* dy, double* dpre, int64_t n,
+                  bool relu) {
+  rnn_bwd(h, dh, dy, dpre, n, relu);
+}
 
 }  // namespace ember
