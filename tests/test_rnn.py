@@ -374,7 +374,9 @@ LAYOUTS = [(False, False), (True, True), (False, True)]  # (batch_first, hx give
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first,with_hx", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_module_vs_reference(rng, cpu_path, mode, L, bidirectional, batch_first, with_hx, dtype):
+def test_module_vs_reference(
+    rng, cpu_path, poison, mode, L, bidirectional, batch_first, with_hx, dtype
+):
     T, B, NI, H = 5, 3, 4, 9
     D = 2 if bidirectional else 1
     ember.manual_seed(int(rng.integers(1 << 30)))
@@ -767,3 +769,11 @@ def test_inference_matches_training_forward(rng, cpu_path):
             c = _np(m(x[:3])[0])  # a different shape through the same scratch
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(c, _np(m(x[:3])[0]))
+
+
+def test_all_weights_and_flatten_parameters():
+    m = nn.GRU(3, 4, num_layers=2, bidirectional=True, bias=False)
+    m.flatten_parameters()
+    w = m.all_weights
+    assert len(w) == 4 and all(len(r) == 2 for r in w)
+    assert w[3][0] is m.weight_ih_l1_reverse and w[0][1] is m.weight_hh_l0

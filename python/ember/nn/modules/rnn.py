@@ -108,6 +108,20 @@ class RNNBase(Module):
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
+    def flatten_parameters(self) -> None:
+        """No-op, for PyTorch scripts (ember's weights need no cuDNN-style flat buffer)."""
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        """Per layer and direction: [weight_ih, weight_hh, bias_ih, bias_hh] (biases only
+        when ``bias``), as in PyTorch."""
+        D = 2 if self.bidirectional else 1
+        return [
+            [p for p in self._layer_params(layer, d) if p is not None]
+            for layer in range(self.num_layers)
+            for d in range(D)
+        ]
+
     def _layer_params(self, layer: int, d: int):
         sfx = f"_l{layer}" + ("_reverse" if d else "")
         get = self._parameters.get
