@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="stop after this many epochs without a better validation accuracy",
     )
-    ap.add_argument("--subset", type=int, default=None, help="use N training images")
+    ap.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="use N of the training images (10%% of them for validation)",
+    )
     ap.add_argument("--test-subset", type=int, default=None, help="use N test images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", default=None, help="directory of the Fashion-MNIST IDX files")
