@@ -195,6 +195,41 @@ void layernorm_bwd(const double* g, const double* x, int64_t rows, int64_t n,
                    const double* mean, const double* rstd, const double* w, bool rms,
                    double* gx, double* gw, double* gb);
 
+// ---- recurrent cells (kernels/cpu/rnn.cpp) --------------------------------------------------
+// One time step's gate math, fused; the GEMMs around it are the caller's. All buffers
+// C-contiguous, rows of B; gate order as PyTorch (LSTM i, f, g, o; GRU r, z, n). See rnn.cpp.
+// LSTM fwd: gates [B,4H] pre-activations (all projections and biases summed), c_prev [B,H] ->
+//   c, h [B,H]; act [B,4H] <- (i, f, g, o) activations (may alias gates; null: not saved).
+// LSTM bwd: dh [B,H] (recurrent grad), dy [B,H] (output grad, may be null), dc [B,H] in/out
+//   (dc_t in, dc_{t-1} out) -> dgates [B,4H] pre-activation grads (may alias act).
+// GRU fwd: xg [B,3H] = x W_ih^T + b_ih, hg [B,3H] = h W_hh^T + b_hh, h_prev -> h;
+//   save [B,4H] <- (r, z, n, hn) (null: not saved).
+// GRU bwd: -> dxg [B,3H] (grad of xg), dhg [B,3H] (grad of hg), dh_prev [B,H] = (dh+dy) z
+//   (the W_hh part is the caller's GEMM).
+// RNN fwd: h = tanh(pre) / relu(pre) over n elements; bwd: dpre = (dh + dy) * act'(h).
+void lstm_cell_fwd(const float* gates, const float* c_prev, float* act, float* c, float* h,
+                   int64_t B, int64_t H);
+void lstm_cell_fwd(const double* gates, const double* c_prev, double* act, double* c, double* h,
+                   int64_t B, int64_t H);
+void lstm_cell_bwd(const float* act, const float* c_prev, const float* c, const float* dh,
+                   const float* dy, float* dc, float* dgates, int64_t B, int64_t H);
+void lstm_cell_bwd(const double* act, const double* c_prev, const double* c, const double* dh,
+                   const double* dy, double* dc, double* dgates, int64_t B, int64_t H);
+void gru_cell_fwd(const float* xg, const float* hg, const float* h_prev, float* h, float* save,
+                  int64_t B, int64_t H);
+void gru_cell_fwd(const double* xg, const double* hg, const double* h_prev, double* h,
+                  double* save, int64_t B, int64_t H);
+void gru_cell_bwd(const float* save, const float* h_prev, const float* dh, const float* dy,
+                  float* dxg, float* dhg, float* dh_prev, int64_t B, int64_t H);
+void gru_cell_bwd(const double* save, const double* h_prev, const double* dh, const double* dy,
+                  double* dxg, double* dhg, double* dh_prev, int64_t B, int64_t H);
+void rnn_cell_fwd(const float* pre, float* h, int64_t n, bool relu);
+void rnn_cell_fwd(const double* pre, double* h, int64_t n, bool relu);
+void rnn_cell_bwd(const float* h, const float* dh, const float* dy, float* dpre, int64_t n,
+                  bool relu);
+void rnn_cell_bwd(const double* h, const double* dh, const double* dy, double* dpre, int64_t n,
+                  bool relu);
+
 // ---- CUDA launchers (kernels/cuda/*.cu; only with EMBER_WITH_CUDA) -------------------------
 // Launch on `stream` (a cudaStream_t passed as void*) and return the cudaError_t as int
 // (0 = success); they never throw and never synchronise.
