@@ -1,6 +1,6 @@
 // pool2d.cpp -- _C.maxpool2d_* / avgpool2d_* / adaptive_*pool2d_* (numpy, CPU).
 //
-// maxpool2d_fwd(x, kH, kW, sH, sW, pH, pW, dH, dW, ceil_mode, out, indices)
+// maxpool2d_fwd(x, kH, kW, sH, sW, pH, pW, dH, dW, ceil_mode, out, indices)  indices: or None
 // maxpool2d_bwd(grad_out, indices, grad_in)             (also adaptive max pool's backward)
 // avgpool2d_fwd(x, kH, kW, sH, sW, pH, pW, ceil_mode, count_include_pad, divisor, out)
 // avgpool2d_bwd(grad_out, kH, kW, sH, sW, pH, pW, ceil_mode, count_include_pad, divisor,
@@ -131,12 +131,17 @@ void maxpool_fwd_py(const py::object& x_obj, int64_t kH, int64_t kW, int64_t sH,
   const Nchw n = activation(x, op, "input");
   const ember::Pool2dDims d = window(op, n, kH, kW, sH, sW, pH, pW, dH, dW, ceil);
   const py::array out = companion(out_obj, x, "input", n, d.OH, d.OW, op, "out", true);
-  const py::array idx = index_array(idx_obj, out, op, "indices", true);
-  no_overlap(op, {out, idx}, {x});
+  int64_t* ip = nullptr;  // None: no indices (inference)
+  if (idx_obj.is_none()) {
+    no_overlap(op, {out}, {x});
+  } else {
+    const py::array idx = index_array(idx_obj, out, op, "indices", true);
+    no_overlap(op, {out, idx}, {x});
+    ip = static_cast<int64_t*>(const_cast<void*>(idx.data()));
+  }
   if (d.NC == 0) return;
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
-  auto* ip = static_cast<int64_t*>(const_cast<void*>(idx.data()));
   py::gil_scoped_release nogil;
   if (n.f32)
     ember::maxpool2d_fwd(static_cast<const float*>(xp), static_cast<float*>(yp), ip, d);

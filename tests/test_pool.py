@@ -159,6 +159,12 @@ def test_paths_and_thread_counts_agree(rng):
                 y, i = F.max_pool2d(_t(x), 3, 2, 1, return_indices=True)
                 a = F.avg_pool2d(_t(x), 3, 1, 1)
                 results.append((path, y.numpy(), i.numpy(), a.numpy()))
+                # inference (no grad, no indices): the kernel's index-free variant
+                R.assert_exact(F.max_pool2d(_t(x), 3, 2, 1).numpy(), y.numpy(), "no indices")
+                R.assert_exact(
+                    F.max_pool2d(_t(x), 2, 1).numpy(),
+                    F.max_pool2d(_t(x), 2, 1, return_indices=True)[0].numpy(),
+                )
     finally:
         ember.set_num_threads(prev_threads)
         ember.backends.cpu.set_cpu_path("auto")

@@ -27,8 +27,11 @@
 //     the scalar path bit for bit for max; avg sums in float (kH*kW terms, within the
 //     reduction tolerance). Border columns and other strides run the reference per output.
 //   * global average (adaptive 1x1): one plane reduction, float -> 4-double lanes.
-// The backwards are scatters (memory-bound, one pass over grad_out and one over grad_in per
-// plane while the plane is in cache) and run the reference code for both types.
+//   * avg backward with sW in {1, 2}: the mirror image, 8 output gradients added to the input
+//     rows of their windows with vector read-modify-writes (each plane zeroed first, in cache).
+//   * max forward without indices (inference: idx == nullptr) skips the index blend/stores.
+// The max backward is a scatter through the argmax (one pass over grad_out and indices, the
+// plane zeroed first while in cache) and runs the reference code for both types.
 //
 // Threads (claim pool): pieces are blocks of planes sized to ~64K elements of work; a
 // plane's result never depends on the split, so results are identical for any thread count.
@@ -89,7 +92,7 @@ inline void max_window_cpu(const T* x, const Pool2dDims& d, int64_t oh, int64_t 
       }
     }
   *y = m;
-  *idx = best;
+  if (idx) *idx = best;
 }
 
 // The avg window of output (oh, ow): in-bounds [h0, h1) x [w0, w1) and its divisor.
@@ -132,11 +135,27 @@ inline T avg_window_cpu(const T* x, int64_t W, const AvgWin& a) {
   return T(s / Acc<T>(a.div));
 }
 
+// Scatter one output gradient over its window (the reference backward, per output).
+template <typename T>
+inline void avg_bwd_one(T g, T* gx, const Pool2dDims& d, const AvgWin& a) {
+  const T v = T(Acc<T>(g) / Acc<T>(a.div));
+  for (int64_t h = a.h0; h < a.h1; ++h)
+    for (int64_t w = a.w0; w < a.w1; ++w) gx[h * d.W + w] += v;
+}
+
+template <typename T>
+void avg_bwd_plane_cpu(const T* g, T* gx, const Pool2dDims& d, bool include_pad,
+                       int64_t divisor) {
+  for (int64_t oh = 0; oh < d.OH; ++oh)
+    for (int64_t ow = 0; ow < d.OW; ++ow)
+      avg_bwd_one(g[oh * d.OW + ow], gx, d, avg_window(d, oh, ow, include_pad, divisor));
+}
+
 template <typename T>
 void max_fwd_plane_cpu(const T* x, T* y, int64_t* idx, const Pool2dDims& d) {
   for (int64_t oh = 0; oh < d.OH; ++oh)
     for (int64_t ow = 0; ow < d.OW; ++ow)
-      max_window_cpu(x, d, oh, ow, y + oh * d.OW + ow, idx + oh * d.OW + ow);
+      max_window_cpu(x, d, oh, ow, y + oh * d.OW + ow, idx ? idx + oh * d.OW + ow : nullptr);
 }
 
 template <typename T>
@@ -179,7 +198,7 @@ inline void interior(const Pool2dDims& d, int64_t span_w, int64_t* oa, int64_t* 
   *ob = std::clamp(b, *oa, d.OW);
 }
 
-template <int SW>
+template <int SW, bool IDX>
 EMBER_AVX2 void max_fwd_plane_avx2(const float* x, float* y, int64_t* idx, const Pool2dDims& d) {
   int64_t oa, ob;
   interior(d, (d.kW - 1) * d.dW + 1, &oa, &ob);
@@ -188,12 +207,12 @@ EMBER_AVX2 void max_fwd_plane_avx2(const float* x, float* y, int64_t* idx, const
   const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t oh = 0; oh < d.OH; ++oh) {
     float* yr = y + oh * d.OW;
-    int64_t* ir = idx + oh * d.OW;
+    int64_t* ir = IDX ? idx + oh * d.OW : nullptr;
     int64_t hs = oh * d.sH - d.pH;
     const int64_t he = std::min(hs + (d.kH - 1) * d.dH + 1, d.H);
     while (hs < 0) hs += d.dH;
     int64_t ow = 0;
-    for (; ow < oa; ++ow) max_window_cpu(x, d, oh, ow, yr + ow, ir + ow);
+    for (; ow < oa; ++ow) max_window_cpu(x, d, oh, ow, yr + ow, IDX ? ir + ow : nullptr);
     if (hs < he) {
       for (; ow + 8 <= ob; ow += 8) {
         const int64_t c0 = ow * SW - d.pW;
@@ -208,19 +227,22 @@ EMBER_AVX2 void max_fwd_plane_avx2(const float* x, float* y, int64_t* idx, const
             const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ),
                                              _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
             m = _mm256_blendv_ps(m, v, take);
-            const __m256i iv = _mm256_add_epi32(_mm256_set1_epi32(base + int32_t(off)), lane);
-            bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi),
-                                                      _mm256_castsi256_ps(iv), take));
+            if constexpr (IDX) {
+              const __m256i iv = _mm256_add_epi32(_mm256_set1_epi32(base + int32_t(off)), lane);
+              bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi),
+                                                        _mm256_castsi256_ps(iv), take));
+            }
           }
         }
         _mm256_storeu_ps(yr + ow, m);
+        if constexpr (!IDX) continue;
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow),
                             _mm256_cvtepi32_epi64(_mm256_castsi256_si128(bi)));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow + 4),
                             _mm256_cvtepi32_epi64(_mm256_extracti128_si256(bi, 1)));
       }
     }
-    for (; ow < d.OW; ++ow) max_window_cpu(x, d, oh, ow, yr + ow, ir + ow);
+    for (; ow < d.OW; ++ow) max_window_cpu(x, d, oh, ow, yr + ow, IDX ? ir + ow : nullptr);
   }
 }
 
@@ -248,6 +270,52 @@ EMBER_AVX2 void avg_fwd_plane_avx2(const float* x, float* y, const Pool2dDims& d
     }
     for (; ow < d.OW; ++ow)
       yr[ow] = avg_window_cpu(x, d.W, avg_window(d, oh, ow, include_pad, divisor));
+  }
+}
+
+// Backward over the interior columns: 8 output gradients (divided by the row's divisor) are
+// added to the input rows of their windows. sW = 1: gx[h, c0 + kw + j] += v[j], one vector
+// read-modify-write per (h, kw). sW = 2: v interleaved with zeros ([v0 0 v1 0 ...], 16
+// floats) so one 16-wide read-modify-write per (h, kw) adds v[j] at c0 + kw + 2j and 0 in
+// between; the interior is computed for a window one column wider so the 16th float stays in
+// the row (another plane's row could belong to another thread).
+template <int SW>
+EMBER_AVX2 void avg_bwd_plane_avx2(const float* g, float* gx, const Pool2dDims& d,
+                                   bool include_pad, int64_t divisor) {
+  int64_t oa, ob;
+  interior(d, d.kW + (SW == 2 ? 1 : 0), &oa, &ob);
+  const __m256 z = _mm256_setzero_ps();
+  for (int64_t oh = 0; oh < d.OH; ++oh) {
+    const float* gr = g + oh * d.OW;
+    int64_t ow = 0;
+    for (; ow < oa; ++ow) avg_bwd_one(gr[ow], gx, d, avg_window(d, oh, ow, include_pad, divisor));
+    const AvgWin a = avg_window(d, oh, oa, include_pad, divisor);
+    if (a.h0 < a.h1) {
+      const __m256 dv = _mm256_set1_ps(float(a.div));
+      for (; ow + 8 <= ob; ow += 8) {
+        const __m256 v = _mm256_div_ps(_mm256_loadu_ps(gr + ow), dv);
+        float* r0 = gx + ow * SW - d.pW;
+        if constexpr (SW == 1) {
+          for (int64_t h = a.h0; h < a.h1; ++h)
+            for (int64_t kw = 0; kw < d.kW; ++kw) {
+              float* p = r0 + h * d.W + kw;
+              _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), v));
+            }
+        } else {
+          const __m256 lo = _mm256_unpacklo_ps(v, z), hi = _mm256_unpackhi_ps(v, z);
+          const __m256 e0 = _mm256_permute2f128_ps(lo, hi, 0x20);
+          const __m256 e1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+          for (int64_t h = a.h0; h < a.h1; ++h)
+            for (int64_t kw = 0; kw < d.kW; ++kw) {
+              float* p = r0 + h * d.W + kw;
+              _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), e0));
+              _mm256_storeu_ps(p + 8, _mm256_add_ps(_mm256_loadu_ps(p + 8), e1));
+            }
+        }
+      }
+    }
+    for (; ow < d.OW; ++ow)
+      avg_bwd_one(gr[ow], gx, d, avg_window(d, oh, ow, include_pad, divisor));
   }
 }
 
@@ -279,8 +347,13 @@ template <typename T>
 void max_fwd_plane(bool avx2, const T* x, T* y, int64_t* idx, const Pool2dDims& d) {
 #if EMBER_COMPILED_AVX2
   if constexpr (std::is_same_v<T, float>)
-    if (avx2 && vec_ok(d))
-      return d.sW == 1 ? max_fwd_plane_avx2<1>(x, y, idx, d) : max_fwd_plane_avx2<2>(x, y, idx, d);
+    if (avx2 && vec_ok(d)) {
+      if (idx)
+        return d.sW == 1 ? max_fwd_plane_avx2<1, true>(x, y, idx, d)
+                         : max_fwd_plane_avx2<2, true>(x, y, idx, d);
+      return d.sW == 1 ? max_fwd_plane_avx2<1, false>(x, y, idx, d)
+                       : max_fwd_plane_avx2<2, false>(x, y, idx, d);
+    }
 #endif
   (void)avx2;
   max_fwd_plane_cpu(x, y, idx, d);
@@ -297,6 +370,19 @@ void avg_fwd_plane(bool avx2, const T* x, T* y, const Pool2dDims& d, bool includ
 #endif
   (void)avx2;
   avg_fwd_plane_cpu(x, y, d, include_pad, divisor);
+}
+
+template <typename T>
+void avg_bwd_plane(bool avx2, const T* g, T* gx, const Pool2dDims& d, bool include_pad,
+                   int64_t divisor) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2 && vec_ok(d))
+      return d.sW == 1 ? avg_bwd_plane_avx2<1>(g, gx, d, include_pad, divisor)
+                       : avg_bwd_plane_avx2<2>(g, gx, d, include_pad, divisor);
+#endif
+  (void)avx2;
+  avg_bwd_plane_cpu(g, gx, d, include_pad, divisor);
 }
 
 template <typename T>
@@ -317,7 +403,8 @@ void max_fwd(const T* x, T* y, int64_t* idx, const Pool2dDims& d) {
   const bool avx2 = cpu::avx2_selected();
   const int64_t in = d.H * d.W, out = d.OH * d.OW;
   for_planes(d.NC, in + out * d.kH * d.kW, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) max_fwd_plane(avx2, x + p * in, y + p * out, idx + p * out, d);
+    for (int64_t p = p0; p < p1; ++p)
+      max_fwd_plane(avx2, x + p * in, y + p * out, idx ? idx + p * out : nullptr, d);
   });
 }
 
@@ -349,19 +436,14 @@ void avg_fwd(const T* x, T* y, const Pool2dDims& d, bool include_pad, int64_t di
 
 template <typename T>
 void avg_bwd(const T* g, T* gx, const Pool2dDims& d, bool include_pad, int64_t divisor) {
+  const bool avx2 = cpu::avx2_selected();
   const int64_t in = d.H * d.W, out = d.OH * d.OW;
   for_planes(d.NC, 2 * in + out * d.kH * d.kW, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       T* gp = gx + p * in;
       const T* go = g + p * out;
       std::memset(static_cast<void*>(gp), 0, sizeof(T) * size_t(in));
-      for (int64_t oh = 0; oh < d.OH; ++oh)
-        for (int64_t ow = 0; ow < d.OW; ++ow) {
-          const AvgWin a = avg_window(d, oh, ow, include_pad, divisor);
-          const T v = T(Acc<T>(go[oh * d.OW + ow]) / Acc<T>(a.div));
-          for (int64_t h = a.h0; h < a.h1; ++h)
-            for (int64_t w = a.w0; w < a.w1; ++w) gp[h * d.W + w] += v;
-        }
+      avg_bwd_plane(avx2, go, gp, d, include_pad, divisor);
     }
   });
 }

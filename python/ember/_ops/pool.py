@@ -27,23 +27,25 @@ def output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> i
 
 class MaxPool2d(Function):
     @staticmethod
-    def forward(ctx, x, k, s, p, d, ceil_mode, out_hw):
+    def forward(ctx, x, k, s, p, d, ceil_mode, out_hw, return_indices):
         xa = _c(x._array)
         N, C = xa.shape[:2]
         shape = (N, C) + tuple(out_hw)
         out = np.empty(shape, xa.dtype)
-        idx = np.empty(shape, np.int64)
+        # Inference (no gradient wanted, no indices asked for): the kernel skips the argmax.
+        want = return_indices or ctx.needs_input_grad[0]
+        idx = np.empty(shape, np.int64) if want else None
         _C.maxpool2d_fwd(xa, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], bool(ceil_mode),
                          out, idx)  # fmt: skip
         ctx.idx, ctx.in_shape = idx, xa.shape
-        return Tensor._wrap(out), Tensor._wrap(idx)
+        return Tensor._wrap(out), None if idx is None else Tensor._wrap(idx)
 
     @staticmethod
     def backward(ctx, g, _g_idx):
         ga = _c(g._array)
         gx = np.empty(ctx.in_shape, ga.dtype)
         _C.maxpool2d_bwd(ga, ctx.idx, gx)
-        return gx, None, None, None, None, None, None
+        return gx, None, None, None, None, None, None, None
 
 
 class AdaptiveMaxPool2d(Function):

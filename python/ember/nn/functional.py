@@ -1061,7 +1061,7 @@ def _max_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, retu
     k, s, p, d, hw = _pool_window(op, x, kernel_size, stride, padding, dilation, ceil_mode, sp)
     from .._ops.pool import MaxPool2d
 
-    out, idx = MaxPool2d.apply(x, k, s, p, d, bool(ceil_mode), hw)
+    out, idx = MaxPool2d.apply(x, k, s, p, d, bool(ceil_mode), hw, bool(return_indices))
     out = _pool_output(out, input, sp)
     return (out, _pool_output(idx, input, sp)) if return_indices else out
 
