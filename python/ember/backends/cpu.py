@@ -30,12 +30,14 @@ def set_cpu_path(path: str) -> None:
 # The next allocation of the same size then faults in fresh pages, about 2-3 us per 4 KiB on
 # our VMs (shared/DESIGN.md section 3): a training step allocating 8 MiB activations and
 # gradients spent as long faulting pages as in batch-norm's kernels. Keeping freed memory
-# (heap allocations up to 32 MiB, no trimming below 1 GiB of free top) makes steady-state
-# steps reuse warm pages, as a caching allocator would; the cost is that the process keeps
-# its peak heap. Blocks above 32 MiB are still mmap'ed (glibc's limit).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024}
-_KEEP = {_M_TRIM_THRESHOLD: 1 << 30, _M_MMAP_THRESHOLD: 32 << 20}
+# (no mmap for the main thread's blocks, no trimming below 1 GiB of free heap top) makes
+# steady-state steps reuse warm pages, as a caching allocator would (a 32x64x112x112 max-pool
+# fwd+bwd, 100+ MiB per step, ran ~20% faster on a loaded machine); the cost is that the
+# process keeps its peak heap (up to 1 GiB of it free) and large blocks can fragment it.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024,
+                   _M_MMAP_MAX: 65536}  # fmt: skip
+_KEEP = {_M_TRIM_THRESHOLD: 1 << 30, _M_MMAP_THRESHOLD: 32 << 20, _M_MMAP_MAX: 0}
 
 
 def keep_freed_memory(enable: bool = True) -> bool:
