@@ -21,7 +21,8 @@
 // Variants: <op>_cpu<T> scalar references (float, double; avg sums in double) and AVX2 float
 // paths for the forwards, which dominate inference and are the costly half of training:
 //   * max / avg with sW in {1, 2}: 8 adjacent output columns per vector over the interior
-//     columns (whose horizontal window lies inside the input); per window element one
+//     columns (whose horizontal window lies inside the input; the last block overlaps the
+//     one before rather than leaving a scalar tail); per window element one
 //     unaligned load (sW = 1) or two loads and an even-lane shuffle (sW = 2). The window is
 //     visited in the reference's order with the same compare, so values AND indices equal
 //     the scalar path bit for bit for max; avg sums in float (kH*kW terms, within the
@@ -213,9 +214,12 @@ EMBER_AVX2 void max_fwd_plane_avx2(const float* x, float* y, int64_t* idx, const
     while (hs < 0) hs += d.dH;
     int64_t ow = 0;
     for (; ow < oa; ++ow) max_window_cpu(x, d, oh, ow, yr + ow, IDX ? ir + ow : nullptr);
-    if (hs < he) {
-      for (; ow + 8 <= ob; ow += 8) {
-        const int64_t c0 = ow * SW - d.pW;
+    if (hs < he && ob - oa >= 8) {
+      // The last block overlaps the one before instead of leaving up to 7 scalar outputs
+      // (pure outputs: the overlap is recomputed to the same values).
+      for (int64_t blk = oa; blk < ob; blk += 8) {
+        const int64_t o = std::min(blk, ob - 8);
+        const int64_t c0 = o * SW - d.pW;
         __m256 m = ninf;
         __m256i bi = _mm256_add_epi32(_mm256_set1_epi32(int32_t(hs * d.W + c0)), lane);
         for (int64_t h = hs; h < he; h += d.dH) {
@@ -234,13 +238,14 @@ EMBER_AVX2 void max_fwd_plane_avx2(const float* x, float* y, int64_t* idx, const
             }
           }
         }
-        _mm256_storeu_ps(yr + ow, m);
+        _mm256_storeu_ps(yr + o, m);
         if constexpr (!IDX) continue;
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow),
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + o),
                             _mm256_cvtepi32_epi64(_mm256_castsi256_si128(bi)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + ow + 4),
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ir + o + 4),
                             _mm256_cvtepi32_epi64(_mm256_extracti128_si256(bi, 1)));
       }
+      ow = ob;
     }
     for (; ow < d.OW; ++ow) max_window_cpu(x, d, oh, ow, yr + ow, IDX ? ir + ow : nullptr);
   }
@@ -256,17 +261,19 @@ EMBER_AVX2 void avg_fwd_plane_avx2(const float* x, float* y, const Pool2dDims& d
     int64_t ow = 0;
     for (; ow < oa; ++ow) yr[ow] = avg_window_cpu(x, d.W, avg_window(d, oh, ow, include_pad, divisor));
     const AvgWin a = avg_window(d, oh, oa, include_pad, divisor);  // same rows, div inside
-    if (a.h0 < a.h1) {
+    if (a.h0 < a.h1 && ob - oa >= 8) {
       const __m256 dv = _mm256_set1_ps(float(a.div));
-      for (; ow + 8 <= ob; ow += 8) {
-        const float* r0 = x + ow * SW - d.pW;
+      for (int64_t blk = oa; blk < ob; blk += 8) {
+        const int64_t o = std::min(blk, ob - 8);  // overlapping last block, as in max
+        const float* r0 = x + o * SW - d.pW;
         __m256 s = _mm256_setzero_ps();
         for (int64_t h = a.h0; h < a.h1; ++h) {
           const float* r = r0 + h * d.W;
           for (int64_t kw = 0; kw < d.kW; ++kw) s = _mm256_add_ps(s, load_cols<SW>(r + kw));
         }
-        _mm256_storeu_ps(yr + ow, _mm256_div_ps(s, dv));
+        _mm256_storeu_ps(yr + o, _mm256_div_ps(s, dv));
       }
+      ow = ob;
     }
     for (; ow < d.OW; ++ow)
       yr[ow] = avg_window_cpu(x, d.W, avg_window(d, oh, ow, include_pad, divisor));
