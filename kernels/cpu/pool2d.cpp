@@ -36,6 +36,7 @@
 //
 // Threads (claim pool): pieces are blocks of planes sized to ~64K elements of work; a
 // plane's result never depends on the split, so results are identical for any thread count.
+// A plane is never split, so N*C = 1 (one huge image) runs on one thread.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

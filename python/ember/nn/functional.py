@@ -1020,11 +1020,8 @@ def _pool_window(op, x, kernel_size, stride, padding, dilation, ceil_mode, spati
     """Checked 2-D window arguments (the 1-D ones padded with a 1-row window) and the output
     size, with PyTorch's rules and messages naming the op."""
     k = _pool_tuple(op, "kernel_size", kernel_size, spatial)
-    s = (
-        k
-        if stride is None or stride == [] or stride == ()
-        else _pool_tuple(op, "stride", stride, spatial)
-    )
+    no_stride = stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+    s = k if no_stride else _pool_tuple(op, "stride", stride, spatial)
     p = _pool_tuple(op, "padding", padding, spatial)
     d = _pool_tuple(op, "dilation", dilation, spatial)
     if spatial == 1:
