@@ -37,6 +37,7 @@ AVG_CASES = [
     ((2, 2, 10, 27), (2, 4), (2, 2), (1, 2), True, False, None),
     ((2, 2, 10, 27), (4, 3), (2, 2), (2, 1), True, True, None),
     ((2, 2, 9, 30), (3, 3), (1, 2), (1, 1), False, True, 5),
+    ((2, 2, 9, 31), (3, 4), (3, 3), (1, 2), True, False, -2),  # stride 3, negative divisor
     ((4, 16, 24, 40), (3, 3), (2, 2), (1, 1), False, True, None),
 ]
 ADAPTIVE_CASES = [

@@ -28,8 +28,8 @@
 //     the scalar path bit for bit for max; avg sums in float (kH*kW terms, within the
 //     reduction tolerance). Border columns and other strides run the reference per output.
 //   * global average (adaptive 1x1): one plane reduction, float -> 4-double lanes.
-//   * avg backward with sW in {1, 2}: the mirror image, 8 output gradients added to the input
-//     rows of their windows with vector read-modify-writes (each plane zeroed first, in cache).
+//   * avg backward, any stride: a gather per output row (what each input column receives,
+//     a sliding sum over the divided output gradients), added to the window's input rows.
 //   * max forward without indices (inference: idx == nullptr) skips the index blend/stores.
 // The max backward is a scatter through the argmax (one pass over grad_out and indices, the
 // plane zeroed first while in cache) and runs the reference code for both types.
@@ -43,6 +43,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/cpu/common.h"
 #include "kernels/cpu/pool.h"
@@ -281,49 +282,65 @@ EMBER_AVX2 void avg_fwd_plane_avx2(const float* x, float* y, const Pool2dDims& d
   }
 }
 
-// Backward over the interior columns: 8 output gradients (divided by the row's divisor) are
-// added to the input rows of their windows. sW = 1: gx[h, c0 + kw + j] += v[j], one vector
-// read-modify-write per (h, kw). sW = 2: v interleaved with zeros ([v0 0 v1 0 ...], 16
-// floats) so one 16-wide read-modify-write per (h, kw) adds v[j] at c0 + kw + 2j and 0 in
-// between; the interior is computed for a window one column wider so the 16th float stays in
-// the row (another plane's row could belong to another thread).
-template <int SW>
+// Backward, any stride, as a gather (vector read-modify-writes of overlapping windows would
+// stall on store forwarding: a store of 8 floats then a load one float further is not
+// forwarded). Per output row oh: v[ow] = g[oh, ow] / (hf[oh] * wf[ow]) (the divisor is a
+// product of a row and a column factor, or the override), spread to u[sW * ow] (zeros in
+// between, zero margins), then R[c] = sum_j u[c + pW - j] (j < kW) is what input column c
+// receives from this output row, and R is added to each input row of the window.
+// Scratch (per thread, grown on demand, reused across calls): hf, wf, u, R.
+struct AvgBwdScratch {
+  std::vector<float> hf, wf, u, r;
+};
+
 EMBER_AVX2 void avg_bwd_plane_avx2(const float* g, float* gx, const Pool2dDims& d,
-                                   bool include_pad, int64_t divisor) {
-  int64_t oa, ob;
-  interior(d, d.kW + (SW == 2 ? 1 : 0), &oa, &ob);
-  const __m256 z = _mm256_setzero_ps();
+                                   bool include_pad, int64_t divisor, AvgBwdScratch& sc) {
+  const int64_t pad = d.kW + 8;
+  const int64_t ulen = pad + std::max(d.sW * d.OW, d.W + d.pW) + 16;
+  sc.hf.resize(size_t(d.OH));
+  sc.wf.resize(size_t(d.OW) + 8);
+  sc.u.assign(size_t(ulen), 0.0f);
+  sc.r.resize(size_t(d.W) + 8);
   for (int64_t oh = 0; oh < d.OH; ++oh) {
+    int64_t h0, h1, span;
+    avg_rows(d, oh, &h0, &h1, &span);
+    sc.hf[oh] = divisor != 0 ? 1.0f : float(include_pad ? span : h1 - h0);
+  }
+  for (int64_t ow = 0; ow < d.OW; ++ow) {
+    const int64_t ws = ow * d.sW - d.pW, we = std::min(ws + d.kW, d.W + d.pW);
+    const int64_t cnt = std::min(we, d.W) - std::max<int64_t>(ws, 0);
+    sc.wf[ow] = divisor != 0 ? float(divisor) : float(include_pad ? we - ws : cnt);
+    if (cnt <= 0) sc.wf[ow] = 0.0f;  // empty window: contributes nowhere (v = 0 below)
+  }
+  float* u = sc.u.data() + pad;
+  float* r = sc.r.data();
+  for (int64_t oh = 0; oh < d.OH; ++oh) {
+    int64_t h0, h1, span;
+    avg_rows(d, oh, &h0, &h1, &span);
+    if (h0 >= h1) continue;
     const float* gr = g + oh * d.OW;
-    int64_t ow = 0;
-    for (; ow < oa; ++ow) avg_bwd_one(gr[ow], gx, d, avg_window(d, oh, ow, include_pad, divisor));
-    const AvgWin a = avg_window(d, oh, oa, include_pad, divisor);
-    if (a.h0 < a.h1) {
-      const __m256 dv = _mm256_set1_ps(float(a.div));
-      for (; ow + 8 <= ob; ow += 8) {
-        const __m256 v = _mm256_div_ps(_mm256_loadu_ps(gr + ow), dv);
-        float* r0 = gx + ow * SW - d.pW;
-        if constexpr (SW == 1) {
-          for (int64_t h = a.h0; h < a.h1; ++h)
-            for (int64_t kw = 0; kw < d.kW; ++kw) {
-              float* p = r0 + h * d.W + kw;
-              _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), v));
-            }
-        } else {
-          const __m256 lo = _mm256_unpacklo_ps(v, z), hi = _mm256_unpackhi_ps(v, z);
-          const __m256 e0 = _mm256_permute2f128_ps(lo, hi, 0x20);
-          const __m256 e1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-          for (int64_t h = a.h0; h < a.h1; ++h)
-            for (int64_t kw = 0; kw < d.kW; ++kw) {
-              float* p = r0 + h * d.W + kw;
-              _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), e0));
-              _mm256_storeu_ps(p + 8, _mm256_add_ps(_mm256_loadu_ps(p + 8), e1));
-            }
-        }
-      }
+    for (int64_t ow = 0; ow < d.OW; ++ow) {
+      const float div = sc.hf[oh] * sc.wf[ow];  // integers below 2^24: exact
+      u[ow * d.sW] = div != 0.0f ? gr[ow] / div : 0.0f;
     }
-    for (; ow < d.OW; ++ow)
-      avg_bwd_one(gr[ow], gx, d, avg_window(d, oh, ow, include_pad, divisor));
+    int64_t c = 0;
+    for (; c + 8 <= d.W; c += 8) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t j = 0; j < d.kW; ++j) acc = _mm256_add_ps(acc, _mm256_loadu_ps(u + c + d.pW - j));
+      _mm256_storeu_ps(r + c, acc);
+    }
+    for (; c < d.W; ++c) {
+      float acc = 0.0f;
+      for (int64_t j = 0; j < d.kW; ++j) acc += u[c + d.pW - j];
+      r[c] = acc;
+    }
+    for (int64_t h = h0; h < h1; ++h) {
+      float* row = gx + h * d.W;
+      int64_t q = 0;
+      for (; q + 8 <= d.W; q += 8)
+        _mm256_storeu_ps(row + q, _mm256_add_ps(_mm256_loadu_ps(row + q), _mm256_loadu_ps(r + q)));
+      for (; q < d.W; ++q) row[q] += r[q];
+    }
   }
 }
 
@@ -385,9 +402,10 @@ void avg_bwd_plane(bool avx2, const T* g, T* gx, const Pool2dDims& d, bool inclu
                    int64_t divisor) {
 #if EMBER_COMPILED_AVX2
   if constexpr (std::is_same_v<T, float>)
-    if (avx2 && vec_ok(d))
-      return d.sW == 1 ? avg_bwd_plane_avx2<1>(g, gx, d, include_pad, divisor)
-                       : avg_bwd_plane_avx2<2>(g, gx, d, include_pad, divisor);
+    if (avx2) {
+      static thread_local AvgBwdScratch scratch;
+      return avg_bwd_plane_avx2(g, gx, d, include_pad, divisor, scratch);
+    }
 #endif
   (void)avx2;
   avg_bwd_plane_cpu(g, gx, d, include_pad, divisor);
