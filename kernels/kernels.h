@@ -229,6 +229,44 @@ void rnn_cell_bwd(const float* h, const float* dh, const float* dy, float* dpre,
                   bool relu);
 void rnn_cell_bwd(const double* h, const double* dh, const double* dy, double* dpre, int64_t n,
                   bool relu);
+// ---- pooling (kernels/cpu/pool2d.cpp) -----------------------------------------------------
+// NCHW C-contiguous, seen as NC planes of [H, W] -> [OH, OW] (the caller computes OH, OW with
+// PyTorch's rules incl. ceil_mode). Max pool: y and the argmax idx (flat h*W + w within the
+// plane, int64; -1 for a window with no in-bounds element). Backwards write all of gx.
+struct Pool2dDims {
+  int64_t NC, H, W, OH, OW;
+  int64_t kH, kW, sH, sW, pH, pW, dH, dW;  // kernel, stride, padding, dilation (1 for avg)
+};
+void maxpool2d_fwd(const float* x, float* y, int64_t* idx, const Pool2dDims& d);
+void maxpool2d_fwd(const double* x, double* y, int64_t* idx, const Pool2dDims& d);
+// gx[p, idx[p, o]] += g[p, o] over NC planes of in_plane (input) / out_plane (output) elements.
+void maxpool2d_bwd(const float* g, const int64_t* idx, float* gx, int64_t NC, int64_t in_plane,
+                   int64_t out_plane);
+void maxpool2d_bwd(const double* g, const int64_t* idx, double* gx, int64_t NC, int64_t in_plane,
+                   int64_t out_plane);
+// divisor_override == 0: none (any other value, even negative, divides as PyTorch's).
+void avgpool2d_fwd(const float* x, float* y, const Pool2dDims& d, bool count_include_pad,
+                   int64_t divisor_override);
+void avgpool2d_fwd(const double* x, double* y, const Pool2dDims& d, bool count_include_pad,
+                   int64_t divisor_override);
+void avgpool2d_bwd(const float* g, float* gx, const Pool2dDims& d, bool count_include_pad,
+                   int64_t divisor_override);
+void avgpool2d_bwd(const double* g, double* gx, const Pool2dDims& d, bool count_include_pad,
+                   int64_t divisor_override);
+// Adaptive windows [floor(i*H/OH), ceil((i+1)*H/OH)); OH = OW = 1 is the global average.
+void adaptive_avgpool2d_fwd(const float* x, float* y, int64_t NC, int64_t H, int64_t W,
+                            int64_t OH, int64_t OW);
+void adaptive_avgpool2d_fwd(const double* x, double* y, int64_t NC, int64_t H, int64_t W,
+                            int64_t OH, int64_t OW);
+void adaptive_avgpool2d_bwd(const float* g, float* gx, int64_t NC, int64_t H, int64_t W,
+                            int64_t OH, int64_t OW);
+void adaptive_avgpool2d_bwd(const double* g, double* gx, int64_t NC, int64_t H, int64_t W,
+                            int64_t OH, int64_t OW);
+// Backward: maxpool2d_bwd with the returned idx.
+void adaptive_maxpool2d_fwd(const float* x, float* y, int64_t* idx, int64_t NC, int64_t H,
+                            int64_t W, int64_t OH, int64_t OW);
+void adaptive_maxpool2d_fwd(const double* x, double* y, int64_t* idx, int64_t NC, int64_t H,
+                            int64_t W, int64_t OH, int64_t OW);
 
 // ---- CUDA launchers (kernels/cuda/*.cu; only with EMBER_WITH_CUDA) -------------------------
 // Launch on `stream` (a cudaStream_t passed as void*) and return the cudaError_t as int

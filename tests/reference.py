@@ -761,6 +761,151 @@ def rms_norm_vjp(g, x, k, weight=None, eps=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# pooling (NCHW; PyTorch's window rules; max: first maximum in row-major order, a NaN wins)
+# ---------------------------------------------------------------------------------------------
+
+
+def pool_output_size(n, k, s, p, d=1, ceil_mode=False):
+    """Output length along one dim: floor or ceil of (n + 2p - (d(k-1) + 1)) / s, plus 1; in
+    ceil mode a last window starting beyond the input and left padding is dropped."""
+    span = n + 2 * p - (d * (k - 1) + 1)
+    o = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (o - 1) * s >= n + p:
+        o -= 1
+    return o
+
+
+def _max_window_positions(o, n, k, s, p, d):
+    return [i for i in (o * s - p + j * d for j in range(k)) if 0 <= i < n]
+
+
+def max_pool2d(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    """(y, indices): the maximum of each window (padding excluded) and its flat h*W + w."""
+    N, C, H, W = x.shape
+    OH, OW = (
+        pool_output_size(n, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip((H, W), kernel, stride, padding, dilation)
+    )
+    y = np.empty((N, C, OH, OW), x.dtype)
+    idx = np.empty((N, C, OH, OW), np.int64)
+    for oh in range(OH):
+        hs = _max_window_positions(oh, H, kernel[0], stride[0], padding[0], dilation[0])
+        for ow in range(OW):
+            ws = _max_window_positions(ow, W, kernel[1], stride[1], padding[1], dilation[1])
+            flat = np.array([h * W + w for h in hs for w in ws], np.int64)
+            vals = x.reshape(N, C, H * W)[:, :, flat]
+            nan = np.isnan(vals)
+            last_nan = vals.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+            first_max = np.argmax(np.where(nan, -np.inf, vals), axis=2)
+            pick = np.where(nan.any(axis=2), last_nan, first_max)
+            idx[:, :, oh, ow] = flat[pick]
+            y[:, :, oh, ow] = np.take_along_axis(vals, pick[:, :, None], axis=2)[:, :, 0]
+    return y, idx
+
+
+def max_pool2d_vjp(g, x, indices):
+    """The upstream gradient added at each window's argmax."""
+    N, C, H, W = x.shape
+    gx = np.zeros((N * C, H * W), g.dtype)
+    rows = np.repeat(np.arange(N * C), indices[0, 0].size)
+    np.add.at(gx, (rows, indices.reshape(-1)), g.reshape(-1))
+    return (gx.reshape(x.shape),)
+
+
+def _avg_windows(H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
+    """[(oh, ow, rows, cols, divisor)] of average pooling."""
+    out = []
+    OH, OW = (
+        pool_output_size(n, k, s, p, 1, ceil_mode)
+        for n, k, s, p in zip((H, W), kernel, stride, padding)
+    )
+    for oh in range(OH):
+        h0 = oh * stride[0] - padding[0]
+        h1 = builtins.min(h0 + kernel[0], H + padding[0])
+        for ow in range(OW):
+            w0 = ow * stride[1] - padding[1]
+            w1 = builtins.min(w0 + kernel[1], W + padding[1])
+            rows = range(builtins.max(h0, 0), builtins.min(h1, H))
+            cols = range(builtins.max(w0, 0), builtins.min(w1, W))
+            if divisor:
+                div = divisor
+            elif count_include_pad:
+                div = (h1 - h0) * (w1 - w0)
+            else:
+                div = len(rows) * len(cols)
+            out.append((oh, ow, rows, cols, div))
+    return out, (OH, OW)
+
+
+def avg_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
+               divisor_override=None):  # fmt: skip
+    N, C, H, W = x.shape
+    wins, (OH, OW) = _avg_windows(H, W, kernel, stride, padding, ceil_mode, count_include_pad,
+                                  divisor_override)  # fmt: skip
+    y = np.empty((N, C, OH, OW), x.dtype)
+    for oh, ow, rows, cols, div in wins:
+        win = x[:, :, rows.start : rows.stop, cols.start : cols.stop]
+        y[:, :, oh, ow] = win.sum(axis=(2, 3)) / x.dtype.type(div)
+    return y
+
+
+def avg_pool2d_vjp(g, x, kernel, stride, padding=(0, 0), ceil_mode=False,
+                   count_include_pad=True, divisor_override=None):  # fmt: skip
+    N, C, H, W = x.shape
+    wins, _ = _avg_windows(H, W, kernel, stride, padding, ceil_mode, count_include_pad,
+                           divisor_override)  # fmt: skip
+    gx = np.zeros(x.shape, g.dtype)
+    for oh, ow, rows, cols, div in wins:
+        gx[:, :, rows.start : rows.stop, cols.start : cols.stop] += g[:, :, oh, ow][
+            :, :, None, None
+        ] / g.dtype.type(div)
+    return (gx,)
+
+
+def _adaptive_ranges(n, o):
+    return [range((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
+
+
+def adaptive_avg_pool2d(x, out_hw):
+    N, C, H, W = x.shape
+    y = np.empty((N, C) + tuple(out_hw), x.dtype)
+    for i, rows in enumerate(_adaptive_ranges(H, out_hw[0])):
+        for j, cols in enumerate(_adaptive_ranges(W, out_hw[1])):
+            y[:, :, i, j] = x[:, :, rows.start : rows.stop, cols.start : cols.stop].mean(
+                axis=(2, 3)
+            )
+    return y
+
+
+def adaptive_avg_pool2d_vjp(g, x, out_hw):
+    gx = np.zeros(x.shape, g.dtype)
+    for i, rows in enumerate(_adaptive_ranges(x.shape[2], out_hw[0])):
+        for j, cols in enumerate(_adaptive_ranges(x.shape[3], out_hw[1])):
+            n = len(rows) * len(cols)
+            gx[:, :, rows.start : rows.stop, cols.start : cols.stop] += g[:, :, i, j][
+                :, :, None, None
+            ] / g.dtype.type(n)
+    return (gx,)
+
+
+def adaptive_max_pool2d(x, out_hw):
+    """(y, indices) over the adaptive windows; max rules as max_pool2d."""
+    N, C, H, W = x.shape
+    y = np.empty((N, C) + tuple(out_hw), x.dtype)
+    idx = np.empty((N, C) + tuple(out_hw), np.int64)
+    for i, rows in enumerate(_adaptive_ranges(H, out_hw[0])):
+        for j, cols in enumerate(_adaptive_ranges(W, out_hw[1])):
+            flat = np.array([h * W + w for h in rows for w in cols], np.int64)
+            vals = x.reshape(N, C, H * W)[:, :, flat]
+            nan = np.isnan(vals)
+            last_nan = vals.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+            pick = np.where(nan.any(axis=2), last_nan, np.argmax(np.where(nan, -np.inf, vals), 2))
+            idx[:, :, i, j] = flat[pick]
+            y[:, :, i, j] = np.take_along_axis(vals, pick[:, :, None], axis=2)[:, :, 0]
+    return y, idx
+
+
+# ---------------------------------------------------------------------------------------------
 # comparison helpers: the tolerances of shared/DESIGN.md section 4
 # ---------------------------------------------------------------------------------------------
 

@@ -1081,3 +1081,269 @@ def rms_norm(
     from .._ops.layernorm import layer_norm as _ln
 
     return _ln(input, weight, None, shape, float(eps), rms=True)
+
+
+# ---- pooling ----
+# Max / average / adaptive pooling on our kernels (ember/_ops/pool.py, kernels/cpu/pool2d.cpp).
+# Inputs [N, C, H, W] or unbatched [C, H, W]; the 1-D forms run the 2-D kernels with H = 1.
+
+__all__ += [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "max_pool1d",
+    "max_pool2d",
+]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _pool_tuple(op: str, name: str, v, n: int) -> tuple:
+    """An int or a sequence of 1 or ``n`` ints -> an n-tuple (PyTorch's _pair/_single)."""
+    if isinstance(v, (list, tuple)) and len(v) == 1:
+        v = v[0]
+    if _is_int(v):
+        return (int(v),) * n
+    if isinstance(v, (list, tuple)) and len(v) == n:
+        if all(_is_int(e) for e in v):
+            return tuple(int(e) for e in v)
+    raise ValueError(f"[{op}] {name} must be an int or a tuple of {n} ints, got {v!r}")
+
+
+def _pool_input(op: str, input: Tensor, spatial: int) -> Tensor:
+    """Checks a pooling input ([N, C, *S] or [C, *S], float32/float64, CPU) and returns it as
+    [N, C, H, W] (H = 1 for the 1-D forms)."""
+    _float_arg(input, "input", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+    if input.ndim not in (spatial + 1, spatial + 2):
+        names = "L" if spatial == 1 else "H, W"
+        raise ValueError(
+            f"[{op}] input must be {spatial + 1}-D [C, {names}] or {spatial + 2}-D "
+            f"[N, C, {names}], got shape {tuple(input.shape)}"
+        )
+    if any(n == 0 for n in input.shape[-spatial - 1 :]):
+        raise ValueError(
+            f"[{op}] input must have non-zero channel and spatial sizes, got shape "
+            f"{tuple(input.shape)}"
+        )
+    if not isinstance(input._array, np.ndarray):
+        raise NotImplementedError(f"[{op}] only CPU tensors are supported for now")
+    x = input if input.ndim == spatial + 2 else input.unsqueeze(0)
+    return x.unsqueeze(2) if spatial == 1 else x
+
+
+def _pool_output(t: Tensor, input: Tensor, spatial: int) -> Tensor:
+    """The [N, C, OH, OW] result back in the input's form (unbatched, 1-D)."""
+    if spatial == 1:
+        t = t.squeeze(2)
+    return t if input.ndim == spatial + 2 else t.squeeze(0)
+
+
+def _pool_window(op, x, kernel_size, stride, padding, dilation, ceil_mode, spatial):
+    """Checked 2-D window arguments (the 1-D ones padded with a 1-row window) and the output
+    size, with PyTorch's rules and messages naming the op."""
+    k = _pool_tuple(op, "kernel_size", kernel_size, spatial)
+    no_stride = stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+    s = k if no_stride else _pool_tuple(op, "stride", stride, spatial)
+    p = _pool_tuple(op, "padding", padding, spatial)
+    d = _pool_tuple(op, "dilation", dilation, spatial)
+    if spatial == 1:
+        k, s, p, d = (1,) + k, (1,) + s, (0,) + p, (1,) + d
+    if min(k) <= 0:
+        raise ValueError(f"[{op}] kernel_size must be positive, got {kernel_size!r}")
+    if min(s) <= 0:
+        raise ValueError(f"[{op}] stride must be positive, got {stride!r}")
+    if min(d) <= 0:
+        raise ValueError(f"[{op}] dilation must be positive, got {dilation!r}")
+    if min(p) < 0 or any(pi > ki // 2 for pi, ki in zip(p, k)):
+        raise ValueError(
+            f"[{op}] padding must be between 0 and half the kernel size, got padding "
+            f"{padding!r} for kernel_size {kernel_size!r}"
+        )
+    from .._ops.pool import output_size
+
+    hw = tuple(
+        output_size(n, ki, si, pi, di, ceil_mode)
+        for n, ki, si, pi, di in zip(x.shape[2:], k, s, p, d)
+    )
+    if min(hw) < 1:
+        size = tuple(x.shape[2:]) if spatial == 2 else (x.shape[3],)
+        raise ValueError(
+            f"[{op}] input of spatial size {size} gives an output of size "
+            f"{hw if spatial == 2 else hw[1:]}: too small for kernel_size {kernel_size!r} with "
+            f"padding {padding!r} and dilation {dilation!r}"
+        )
+    return k, s, p, d, hw
+
+
+def _max_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, sp):
+    x = _pool_input(op, input, sp)
+    k, s, p, d, hw = _pool_window(op, x, kernel_size, stride, padding, dilation, ceil_mode, sp)
+    from .._ops.pool import MaxPool2d
+
+    out, idx = MaxPool2d.apply(x, k, s, p, d, bool(ceil_mode), hw, bool(return_indices))
+    out = _pool_output(out, input, sp)
+    return (out, _pool_output(idx, input, sp)) if return_indices else out
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """2-D max pooling over [N, C, H, W] or [C, H, W] (PyTorch's signature and semantics).
+
+    Windows of ``kernel_size`` spaced ``dilation`` apart, moved by ``stride`` (default: the
+    kernel), over the input padded implicitly with -inf by ``padding`` (at most half the
+    kernel). ``ceil_mode`` rounds the output size up, keeping only windows that start inside
+    the input or the left padding. NaN propagates (a window holding a NaN gives NaN). With
+    ``return_indices`` also returns the int64 argmax, a flat index h*W + w within each input
+    plane (the first maximum in row-major window order, as PyTorch). Gradients flow to the
+    argmax. Differs from PyTorch only in a window that holds no input element at all
+    (possible with dilation on tiny inputs): -inf with index -1 instead of an out-of-range one.
+    """
+    return _max_pool(
+        "max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 2
+    )
+
+
+def max_pool1d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """1-D max pooling over [N, C, L] or [C, L] (max_pool2d with a one-row window; indices
+    are positions along L)."""
+    return _max_pool(
+        "max_pool1d", input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 1
+    )
+
+
+def _avg_pool(op, input, kernel_size, stride, padding, ceil_mode, count_include_pad, div, sp):
+    if div is not None and (not _is_int(div) or div == 0):
+        raise ValueError(f"[{op}] divisor_override must be a non-zero int or None, got {div!r}")
+    x = _pool_input(op, input, sp)
+    k, s, p, _, hw = _pool_window(op, x, kernel_size, stride, padding, 1, ceil_mode, sp)
+    from .._ops.pool import AvgPool2d
+
+    out = AvgPool2d.apply(x, k, s, p, bool(ceil_mode), bool(count_include_pad), int(div or 0), hw)
+    return _pool_output(out, input, sp)
+
+
+def avg_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    """2-D average pooling over [N, C, H, W] or [C, H, W] (PyTorch's signature and semantics).
+
+    Each output is the sum of the input elements in its window divided by the window size
+    counted with the zero ``padding`` (``count_include_pad=True``; windows that ceil_mode
+    extends past the padding are clipped first) or without it, or by ``divisor_override``.
+    """
+    return _avg_pool(
+        "avg_pool2d",
+        input,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+        2,
+    )
+
+
+def avg_pool1d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Tensor:
+    """1-D average pooling over [N, C, L] or [C, L] (avg_pool2d with a one-row window)."""
+    return _avg_pool(
+        "avg_pool1d", input, kernel_size, stride, padding, ceil_mode, count_include_pad, None, 1
+    )
+
+
+def _adaptive_size(op: str, x: Tensor, output_size, sp: int) -> tuple:
+    """output_size (int, or a tuple whose None entries keep the input size) -> (OH, OW)."""
+    in_size = tuple(x.shape[4 - sp :])
+    if isinstance(output_size, (list, tuple)) and len(output_size) == 1:
+        output_size = output_size[0]
+    if output_size is None or (_is_int(output_size)):
+        size = (output_size,) * sp
+    elif isinstance(output_size, (list, tuple)) and len(output_size) == sp:
+        size = tuple(output_size)
+    else:
+        raise ValueError(
+            f"[{op}] output_size must be an int or a tuple of {sp}, got {output_size!r}"
+        )
+    size = tuple(n if o is None else o for o, n in zip(size, in_size))
+    if not all(_is_int(o) and o >= 1 for o in size):
+        raise ValueError(f"[{op}] output_size must be positive, got {output_size!r}")
+    return (1,) + tuple(int(o) for o in size) if sp == 1 else tuple(int(o) for o in size)
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    """Adaptive average pooling of [N, C, H, W] or [C, H, W] to ``output_size`` (int, or a pair
+    whose None entries keep that input size). Output (i, j) averages rows
+    [floor(i*H/OH), ceil((i+1)*H/OH)) and likewise columns (PyTorch's windows); output size 1
+    is the global average pool (a fast path)."""
+    op = "adaptive_avg_pool2d"
+    x = _pool_input(op, input, 2)
+    hw = _adaptive_size(op, x, output_size, 2)
+    from .._ops.pool import AdaptiveAvgPool2d
+
+    return _pool_output(AdaptiveAvgPool2d.apply(x, hw), input, 2)
+
+
+def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
+    """Adaptive average pooling of [N, C, L] or [C, L] to ``output_size`` positions."""
+    op = "adaptive_avg_pool1d"
+    x = _pool_input(op, input, 1)
+    hw = _adaptive_size(op, x, output_size, 1)
+    from .._ops.pool import AdaptiveAvgPool2d
+
+    return _pool_output(AdaptiveAvgPool2d.apply(x, hw), input, 1)
+
+
+def _adaptive_max(op, input, output_size, return_indices, sp):
+    x = _pool_input(op, input, sp)
+    hw = _adaptive_size(op, x, output_size, sp)
+    from .._ops.pool import AdaptiveMaxPool2d
+
+    out, idx = AdaptiveMaxPool2d.apply(x, hw)
+    out = _pool_output(out, input, sp)
+    return (out, _pool_output(idx, input, sp)) if return_indices else out
+
+
+def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
+    """Adaptive max pooling of [N, C, H, W] or [C, H, W] (windows as adaptive_avg_pool2d; max,
+    NaN and index rules as max_pool2d)."""
+    return _adaptive_max("adaptive_max_pool2d", input, output_size, return_indices, 2)
+
+
+def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
+    """Adaptive max pooling of [N, C, L] or [C, L]."""
+    return _adaptive_max("adaptive_max_pool1d", input, output_size, return_indices, 1)
