@@ -4,7 +4,8 @@
 // attention_fwd(q, k, v, mask, mask_div, scale, causal, out, lse)
 // attention_bwd(q, k, v, out, lse, grad_out, mask, mask_div, scale, causal,
 //               grad_q, grad_k, grad_v)
-// q [N, Lq, D], k [N, Lk, D], v [N, Lk, Dv], out / grad_out [N, Lq, Dv], lse [N, Lq],
+// q [N, Lq, D], k [N, Lk, D], v [N, Lk, Dv], out / grad_out [N, Lq, Dv],
+// lse [N, Lq, 2] (log-sum-exp as hi + lo),
 // grad_q/k/v like q/k/v; float32 or float64 (all the same), C-contiguous, aligned.
 // mask: None or an additive [M, Lq or 1, Lk] array of the same dtype; batch n uses mask entry
 // (n / mask_div) % M (so [B, 1], [1, H], [B, H] and [1, 1] broadcasts of a [B, H] batch need
@@ -114,7 +115,7 @@ void fwd_py(const py::object& q_obj, const py::object& k_obj, const py::object& 
   const ember::AttnDims& d = a.d;
   std::vector<py::array> outs;
   void* out = output(out_obj, "out", {d.N, d.Lq, d.Dv}, a.ins[0], a.ins, &outs);
-  void* lse = output(lse_obj, "lse", {d.N, d.Lq}, a.ins[0], a.ins, &outs);
+  void* lse = output(lse_obj, "lse", {d.N, d.Lq, 2}, a.ins[0], a.ins, &outs);
   if (d.N == 0 || d.Lq == 0) return;
   const void *q = a.ins[0].data(), *k = a.ins[1].data(), *v = a.ins[2].data();
   py::gil_scoped_release nogil;
@@ -138,7 +139,7 @@ void bwd_py(const py::object& q_obj, const py::object& k_obj, const py::object& 
   const py::array out = ember::as_ndarray(out_obj, kOp, "out");
   require_shape(out, "out", {d.N, d.Lq, d.Dv}, ref);
   const py::array lse = ember::as_ndarray(lse_obj, kOp, "lse");
-  require_shape(lse, "lse", {d.N, d.Lq}, ref);
+  require_shape(lse, "lse", {d.N, d.Lq, 2}, ref);
   const py::array g = ember::as_ndarray(g_obj, kOp, "grad_out");
   require_shape(g, "grad_out", {d.N, d.Lq, d.Dv}, ref);
   a.ins.push_back(out);

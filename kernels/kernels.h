@@ -154,10 +154,11 @@ void batchnorm_bwd(const double* g, const double* x, int64_t N, int64_t C, int64
                    double* gx, double* gw, double* gb);
 
 // ---- scaled-dot-product attention (kernels/cpu/attention.cpp) -------------------------------
-// q [N, Lq, D], k [N, Lk, D], v [N, Lk, Dv], out [N, Lq, Dv], lse [N, Lq], all C-contiguous.
+// q [N, Lq, D], k [N, Lk, D], v [N, Lk, Dv], out [N, Lq, Dv], all C-contiguous; lse [N, Lq, 2]
+// the rows' log-sum-exp as hi + lo (written by fwd, read by bwd).
 // s = scale * q k^T + mask; causal: query i sees keys j <= i (top-left). mask (may be null) is
 // additive, batch n at mask + ((n / mask_div) % mask_mod) * mask_bs, row i at + i * mask_rs.
-// Fully-masked rows: out = 0, lse = +inf, zero gradients (PyTorch gives NaN; we differ).
+// Fully-masked rows: out = 0, lse hi = +inf, zero gradients (PyTorch gives NaN; we differ).
 // Backward writes every element of gq [N, Lq, D], gk [N, Lk, D], gv [N, Lk, Dv].
 struct AttnDims {
   int64_t N, Lq, Lk, D, Dv;

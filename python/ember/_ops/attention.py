@@ -79,7 +79,7 @@ class ScaledDotProductAttention(Function):
         q3, k3, v3 = _flat(qa, bshape, n), _flat(ka, bshape, n), _flat(va, bshape, n)
         lq, dv = qa.shape[-2], va.shape[-1]
         out = np.empty((n, lq, dv), qa.dtype)
-        lse = np.empty((n, lq), qa.dtype)
+        lse = np.empty((n, lq, 2), qa.dtype)
         _C.attention_fwd(q3, k3, v3, mask, mask_div, float(scale), bool(causal), out, lse)
         ctx.save_for_backward(q, k, v)  # version-checked: in-place edits are caught
         ctx.arrays = (q3, k3, v3, out, lse, mask)

@@ -1047,9 +1047,7 @@ def scaled_dot_product_attention(
             f"{query.dtype}, {key.dtype} and {value.dtype}"
         )
     if key.shape[-1] != query.shape[-1]:
-        raise ValueError(
-            f"[{op}] query has head dim {query.shape[-1]} but key has {key.shape[-1]}"
-        )
+        raise ValueError(f"[{op}] query has head dim {query.shape[-1]} but key has {key.shape[-1]}")
     if value.shape[-2] != key.shape[-2]:
         raise ValueError(
             f"[{op}] key has {key.shape[-2]} positions but value has {value.shape[-2]}"

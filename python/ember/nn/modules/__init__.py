@@ -12,6 +12,7 @@ from .activation import (
     Softplus,
     Tanh,
 )
+from .attention import MultiheadAttention
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout, Dropout2d
@@ -33,6 +34,7 @@ from .normalization import GroupNorm
 from .sparse import Embedding
 
 __all__ = [
+    "MultiheadAttention",
     "BCELoss",
     "BatchNorm1d",
     "BatchNorm2d",
