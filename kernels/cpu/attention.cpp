@@ -202,43 +202,52 @@ EMBER_AVX2 inline __m256i tail_mask(int64_t rem) {  // first rem lanes on (1 <= 
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), idx);
 }
 
+// K is summed in chunks of kKc whose partial sums are added into C: one FMA chain over
+// D = 256 rounded ~3x worse (RMS) than float32 BLAS; chunks of 32 bring it back to BLAS level
+// (tests/test_attention.py) for ~5% more C loads and stores.
+constexpr int64_t kKc = 32;
+
 // C[R x (8*NV)] (+)= A[R x K] B[K x 8*NV]. A[r][k] = A[r*ars + k*aks] (broadcast), B rows
 // ldb apart, C rows ldc apart; MASK: the last 8-lane vector of B and C is partial (tm).
 template <int R, int NV, bool MASK>
 EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
                       int64_t ldb, float* C, int64_t ldc, __m256i tm, bool accum) {
-  __m256 c[R][NV];
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
+    const int64_t k1 = std::min(K, k0 + kKc);
+    __m256 c[R][NV];
 #pragma GCC unroll 6
-  for (int r = 0; r < R; ++r)
+    for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
-  for (int64_t kk = 0; kk < K; ++kk) {
-    __m256 b[NV];
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      const float* a = A + kk * aks;
+      const float* b = B + kk * ldb;
+      __m256 bv[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v)
-      b[v] = (MASK && v == NV - 1) ? _mm256_maskload_ps(B + 8 * v, tm) : _mm256_loadu_ps(B + 8 * v);
+      for (int v = 0; v < NV; ++v)
+        bv[v] = (MASK && v == NV - 1) ? _mm256_maskload_ps(b + 8 * v, tm)
+                                      : _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        const __m256 ar = _mm256_broadcast_ss(a + r * ars);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(ar, bv[v], c[r][v]);
+      }
+    }
+    const bool add = accum || k0 > 0;
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
-      const __m256 a = _mm256_broadcast_ss(A + r * ars);
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(a, b[v], c[r][v]);
-    }
-    A += aks;
-    B += ldb;
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) {
-      float* cp = C + r * ldc + 8 * v;
-      if (MASK && v == NV - 1) {
+      for (int v = 0; v < NV; ++v) {
+        float* cp = C + r * ldc + 8 * v;
         __m256 x = c[r][v];
-        if (accum) x = _mm256_add_ps(x, _mm256_maskload_ps(cp, tm));
-        _mm256_maskstore_ps(cp, tm, x);
-      } else {
-        __m256 x = c[r][v];
-        if (accum) x = _mm256_add_ps(x, _mm256_loadu_ps(cp));
-        _mm256_storeu_ps(cp, x);
+        if (MASK && v == NV - 1) {
+          if (add) x = _mm256_add_ps(x, _mm256_maskload_ps(cp, tm));
+          _mm256_maskstore_ps(cp, tm, x);
+        } else {
+          if (add) x = _mm256_add_ps(x, _mm256_loadu_ps(cp));
+          _mm256_storeu_ps(cp, x);
+        }
       }
     }
   }
@@ -257,14 +266,88 @@ constexpr MicroFn micro_for(int r) {
                   : &micro<6, NV, MASK>;
 }
 
-// C[M x N] (+)= A[M x K] B[K x N] on the micro-kernel: 16-column panels outer (the K x 16 B
-// panel stays in L1 while 6-row blocks of A stream past it). K is summed in chunks of kKc
-// added into C: one FMA chain over D = 256 rounds ~3x worse (RMS) than float32 BLAS, and
-// chunks of 32 bring that back to BLAS level for about 4% more loads and stores.
-constexpr int64_t kKc = 16;
+// The AVX-512 twin (selected with the GEMM's rule, cpu::avx512_selected()): 8 rows x 32
+// columns, 16 zmm accumulators; masked loads/stores (__mmask16) for the column tail.
+template <int R, int NV, bool MASK>
+EMBER_AVX512 void micro512(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
+                           int64_t ldb, float* C, int64_t ldc, __mmask16 tm, bool accum) {
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
+    const int64_t k1 = std::min(K, k0 + kKc);
+    __m512 c[R][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      const float* a = A + kk * aks;
+      const float* b = B + kk * ldb;
+      __m512 bv[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v)
+        bv[v] = (MASK && v == NV - 1) ? _mm512_maskz_loadu_ps(tm, b + 16 * v)
+                                      : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 ar = _mm512_set1_ps(a[r * ars]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[r][v] = _mm512_fmadd_ps(ar, bv[v], c[r][v]);
+      }
+    }
+    const bool add = accum || k0 > 0;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        float* cp = C + r * ldc + 16 * v;
+        __m512 x = c[r][v];
+        if (MASK && v == NV - 1) {
+          if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(tm, cp));
+          _mm512_mask_storeu_ps(cp, tm, x);
+        } else {
+          if (add) x = _mm512_add_ps(x, _mm512_loadu_ps(cp));
+          _mm512_storeu_ps(cp, x);
+        }
+      }
+    }
+  }
+}
+
+using Micro512Fn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
+                            float*, int64_t, __mmask16, bool);
+
+template <int NV, bool MASK>
+constexpr Micro512Fn micro512_for(int r) {
+  return r == 1   ? &micro512<1, NV, MASK>
+         : r == 2 ? &micro512<2, NV, MASK>
+         : r == 3 ? &micro512<3, NV, MASK>
+         : r == 4 ? &micro512<4, NV, MASK>
+         : r == 5 ? &micro512<5, NV, MASK>
+         : r == 6 ? &micro512<6, NV, MASK>
+         : r == 7 ? &micro512<7, NV, MASK>
+                  : &micro512<8, NV, MASK>;
+}
+
+// C[M x N] (+)= A[M x K] B[K x N] on the micro-kernels: column panels outer (the K x 16 or
+// K x 32 B panel stays in L1 while row blocks of A stream past it).
 EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars,
                         int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
                         bool accum) {
+  if (cpu::avx512_selected()) {
+    for (int64_t c0 = 0; c0 < N; c0 += 32) {
+      const int64_t nc = std::min<int64_t>(32, N - c0);
+      const int nv = nc > 16 ? 2 : 1;
+      const int64_t rem = nc - 16 * (nv - 1);
+      const bool mask = rem < 16;
+      const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
+      for (int64_t r0 = 0; r0 < M; r0 += 8) {
+        const int r = static_cast<int>(std::min<int64_t>(8, M - r0));
+        Micro512Fn f = nv == 2 ? (mask ? micro512_for<2, true>(r) : micro512_for<2, false>(r))
+                               : (mask ? micro512_for<1, true>(r) : micro512_for<1, false>(r));
+        f(K, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
+      }
+    }
+    return;
+  }
   for (int64_t c0 = 0; c0 < N; c0 += 16) {
     const int64_t nc = std::min<int64_t>(16, N - c0);
     const int nv = nc > 8 ? 2 : 1;
@@ -275,9 +358,7 @@ EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t
       const int r = static_cast<int>(std::min<int64_t>(6, M - r0));
       MicroFn f = nv == 2 ? (mask ? micro_for<2, true>(r) : micro_for<2, false>(r))
                           : (mask ? micro_for<1, true>(r) : micro_for<1, false>(r));
-      for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc)
-        f(std::min(kKc, K - k0), A + r0 * ars + k0 * aks, ars, aks, B + c0 + k0 * ldb, ldb,
-          C + r0 * ldc + c0, ldc, tm, accum || k0 > 0);
+      f(K, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
     }
   }
 }
@@ -304,17 +385,32 @@ EMBER_AVX2 float hsum(__m256 x) {
   return _mm_cvtss_f32(s);
 }
 
-// s[0..nk) = s * scale + mrow (mrow may be null), and -inf for keys past `last` (causal).
-EMBER_AVX2 void score_row(float* s, int64_t nk, float scale, const float* mrow, int64_t last) {
+// s[0..nv) = s * scale + mrow (mrow may be null) and s[nv..nk) = -inf (keys past the causal
+// diagonal); returns max(s[0..nv)) (-inf when nv == 0). One pass: the row is in L1 once.
+EMBER_AVX2 float score_row(float* s, int64_t nk, int64_t nv, float scale, const float* mrow) {
   const __m256 vs = _mm256_set1_ps(scale);
+  __m256 vm = _mm256_set1_ps(-kInf);
   int64_t j = 0;
-  for (; j + 8 <= nk; j += 8) {
-    __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vs);
-    if (mrow) x = _mm256_add_ps(x, _mm256_loadu_ps(mrow + j));
-    _mm256_storeu_ps(s + j, x);
+  if (mrow) {
+    for (; j + 8 <= nv; j += 8) {
+      const __m256 x = _mm256_fmadd_ps(_mm256_loadu_ps(s + j), vs, _mm256_loadu_ps(mrow + j));
+      _mm256_storeu_ps(s + j, x);
+      vm = _mm256_max_ps(x, vm);
+    }
+  } else {
+    for (; j + 8 <= nv; j += 8) {
+      const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vs);
+      _mm256_storeu_ps(s + j, x);
+      vm = _mm256_max_ps(x, vm);
+    }
   }
-  for (; j < nk; ++j) s[j] = s[j] * scale + (mrow ? mrow[j] : 0.0f);
-  for (j = std::max<int64_t>(last + 1, 0); j < nk; ++j) s[j] = -kInf;
+  float mx = hmax(vm);
+  for (; j < nv; ++j) {
+    s[j] = mrow ? std::fma(s[j], scale, mrow[j]) : s[j] * scale;
+    mx = std::max(mx, s[j]);
+  }
+  for (; j < nk; ++j) s[j] = -kInf;
+  return mx;
 }
 
 struct FwdWs {
@@ -351,28 +447,25 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
     for (int64_t r = 0; r < nq; ++r) {
       float* s = S + r * kBk;
       const int64_t i = i0 + r;
-      score_row(s, nk, scale, mb ? mb + i * d.mask_rs + j0 : nullptr,
-                diag ? i - j0 : nk);
-      __m256 vm = _mm256_set1_ps(-kInf);
-      int64_t j = 0;
-      for (; j + 8 <= nk; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(s + j), vm);
-      float mx = hmax(vm);
-      for (; j < nk; ++j) mx = std::max(mx, s[j]);
+      const int64_t nv = diag ? std::clamp<int64_t>(i - j0 + 1, 0, nk) : nk;
+      const float mx = score_row(s, nk, nv, scale, mb ? mb + i * d.mask_rs + j0 : nullptr);
       const float mnew = std::max(m[r], mx);
       const float mu = mnew == -kInf ? 0.0f : mnew;  // all -inf so far: keep exp() finite
       const float alpha = std::exp(m[r] - mu);
       const __m256 vmu = _mm256_set1_ps(mu);
       __m256 vsum = _mm256_setzero_ps();
-      for (j = 0; j + 8 <= nk; j += 8) {
+      int64_t j = 0;
+      for (; j + 8 <= nv; j += 8) {
         const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmu));
         vsum = _mm256_add_ps(vsum, p);
         _mm256_storeu_ps(s + j, p);
       }
       float sum = hsum(vsum);
-      for (; j < nk; ++j) {
+      for (; j < nv; ++j) {
         s[j] = std::exp(s[j] - mu);
         sum += s[j];
       }
+      for (; j < nk; ++j) s[j] = 0.0f;
       l[r] = l[r] * alpha + sum;
       m[r] = mnew;
       if (alpha != 1.0f) {
@@ -444,7 +537,8 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
         const int64_t i = i0 + r;
         float* s = S + r * kBk;
         float* dp = dP + r * kBk;
-        score_row(s, nk, scale, mb ? mb + i * d.mask_rs + j0 : nullptr, diag ? i - j0 : nk);
+        const int64_t nv = diag ? std::clamp<int64_t>(i - j0 + 1, 0, nk) : nk;
+        score_row(s, nk, nv, scale, mb ? mb + i * d.mask_rs + j0 : nullptr);
         const __m256 vhi = _mm256_set1_ps(lb[2 * i]), vlo = _mm256_set1_ps(lb[2 * i + 1]);
         const __m256 vd = _mm256_set1_ps(di[i]);
         const __m256 vs = _mm256_set1_ps(scale);
