@@ -104,6 +104,36 @@ def test_forward_backward(shape, causal, cpu_path, rng, poison):
     _compare(*_qkvg(rng, *shape), causal=causal)
 
 
+@pytest.fixture(params=["avx2", "avx512"])
+def tile_isa(request):
+    """The AVX2 path's tile products run on an AVX-512 micro-kernel where the CPU has it (the
+    GEMM's rule, EMBER_NO_AVX512 turns it off); this runs the test on each micro-kernel."""
+    caps = ember._C.cpu_capabilities()
+    if not (caps["avx2"] and caps["fma"] and caps["compiled_avx2"]):
+        pytest.skip("no AVX2")
+    if request.param == "avx512" and not caps["avx512f"]:
+        pytest.skip("no AVX-512")
+    old = (ember._C._force_scalar(), ember._C._no_avx512())
+    ember._C._set_force_scalar(False)
+    ember._C._set_no_avx512(request.param == "avx2")
+    try:
+        yield request.param
+    finally:
+        ember._C._set_force_scalar(old[0])
+        ember._C._set_no_avx512(old[1])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(2, 2, 7, 9, 24), (1, 2, 65, 130, 128), (1, 1, 130, 33, 20)])
+def test_tile_microkernels(shape, causal, tile_isa, rng, poison):
+    """Both micro-kernels, including column tails (D = 20, 24) and row tails."""
+    mask = rng.random(shape[:2] + shape[2:4]) < 0.8
+    mask[..., 0] = True
+    _compare(*_qkvg(rng, *shape), causal=causal)
+    if not causal:
+        _compare(*_qkvg(rng, *shape), mask=mask)
+
+
 def test_value_dim_differs_and_custom_scale(cpu_path, rng, poison):
     q, k, v, g = _qkvg(rng, 2, 2, 19, 37, 32, Dv=20)
     _compare(q, k, v, g, scale=0.37)
