@@ -363,11 +363,36 @@ EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t
   }
 }
 
+// dst[c][j] = src[j][c] for an 8 x 8 block (rows lds / ldd floats apart).
+EMBER_AVX2 inline void tr8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+
 // kt[c][j] = src[j][c] for j < nk, c < cols: a key tile transposed, rows kBk floats apart.
-void pack_t(const float* src, int64_t nk, int64_t cols, float* kt) {
+// 8 x 8 register transposes (a scalar transpose of a 64 x 64 tile cost about half as much as
+// the tile's two products), scalar for the edges.
+EMBER_AVX2 void pack_t(const float* src, int64_t nk, int64_t cols, float* kt) {
+  const int64_t nk8 = nk / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t j = 0; j < nk8; j += 8)
+    for (int64_t c = 0; c < c8; c += 8) tr8x8(src + j * cols + c, cols, kt + c * kBk + j, kBk);
   for (int64_t j = 0; j < nk; ++j) {
     const float* s = src + j * cols;
-    for (int64_t c = 0; c < cols; ++c) kt[c * kBk + j] = s[c];
+    for (int64_t c = j < nk8 ? c8 : 0; c < cols; ++c) kt[c * kBk + j] = s[c];
   }
 }
 
