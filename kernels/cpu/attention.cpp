@@ -439,7 +439,8 @@ EMBER_AVX2 float score_row(float* s, int64_t nk, int64_t nv, float scale, const 
 }
 
 struct FwdWs {
-  std::vector<float> kt, s, acc, m, l;
+  std::vector<float> kt, s, acc, m, l, mu, alpha;
+  std::vector<int64_t> nv;
 };
 
 EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, float* out,
@@ -451,9 +452,13 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
   if (static_cast<int64_t>(ws.kt.size()) < D * kBk) ws.kt.resize(D * kBk);
   if (static_cast<int64_t>(ws.s.size()) < kBq * kBk) ws.s.resize(kBq * kBk);
   if (static_cast<int64_t>(ws.acc.size()) < kBq * ldacc) ws.acc.resize(kBq * ldacc);
-  if (ws.m.size() < static_cast<size_t>(kBq)) ws.m.resize(kBq), ws.l.resize(kBq);
+  if (ws.m.size() < static_cast<size_t>(kBq)) {
+    for (auto* v : {&ws.m, &ws.l, &ws.mu, &ws.alpha}) v->resize(kBq);
+    ws.nv.resize(kBq);
+  }
   float *kt = ws.kt.data(), *S = ws.s.data(), *acc = ws.acc.data(), *m = ws.m.data(),
-        *l = ws.l.data();
+        *l = ws.l.data(), *mu = ws.mu.data(), *alpha = ws.alpha.data();
+  int64_t* nvs = ws.nv.data();
   const float scale = static_cast<float>(d.scale);
   const int64_t nq = std::min(kBq, d.Lq - i0);
   const float* qt = q + (n * d.Lq + i0) * D;
@@ -469,15 +474,24 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
     pack_t(kb + j0 * D, nk, D, kt);
     tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false);
     const bool diag = d.causal && j0 + nk - 1 > i0;
+    // pass 1 per row: scores and their max; then the new running max and the rescale factor
+    // alpha = exp(m_old - m_new) for 8 rows at a time; pass 2 per row: P and its sum
+    for (int64_t r = 0; r < nq; ++r) {
+      const int64_t i = i0 + r;
+      nvs[r] = diag ? std::clamp<int64_t>(i - j0 + 1, 0, nk) : nk;
+      const float mx =
+          score_row(S + r * kBk, nk, nvs[r], scale, mb ? mb + i * d.mask_rs + j0 : nullptr);
+      const float mnew = std::max(m[r], mx);
+      mu[r] = mnew == -kInf ? 0.0f : mnew;  // all -inf so far: keep exp() finite
+      alpha[r] = m[r] - mu[r];
+      m[r] = mnew;
+    }
+    for (int64_t r = 0; r < nq; r += 8)  // the arrays hold kBq (a multiple of 8) floats
+      _mm256_storeu_ps(alpha + r, cpu::exp256_ps(_mm256_loadu_ps(alpha + r)));
     for (int64_t r = 0; r < nq; ++r) {
       float* s = S + r * kBk;
-      const int64_t i = i0 + r;
-      const int64_t nv = diag ? std::clamp<int64_t>(i - j0 + 1, 0, nk) : nk;
-      const float mx = score_row(s, nk, nv, scale, mb ? mb + i * d.mask_rs + j0 : nullptr);
-      const float mnew = std::max(m[r], mx);
-      const float mu = mnew == -kInf ? 0.0f : mnew;  // all -inf so far: keep exp() finite
-      const float alpha = std::exp(m[r] - mu);
-      const __m256 vmu = _mm256_set1_ps(mu);
+      const int64_t nv = nvs[r];
+      const __m256 vmu = _mm256_set1_ps(mu[r]);
       __m256 vsum = _mm256_setzero_ps();
       int64_t j = 0;
       for (; j + 8 <= nv; j += 8) {
@@ -487,15 +501,14 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
       }
       float sum = hsum(vsum);
       for (; j < nv; ++j) {
-        s[j] = std::exp(s[j] - mu);
+        s[j] = std::exp(s[j] - mu[r]);
         sum += s[j];
       }
       for (; j < nk; ++j) s[j] = 0.0f;
-      l[r] = l[r] * alpha + sum;
-      m[r] = mnew;
-      if (alpha != 1.0f) {
+      l[r] = l[r] * alpha[r] + sum;
+      if (alpha[r] != 1.0f) {
         float* a = acc + r * ldacc;
-        const __m256 va = _mm256_set1_ps(alpha);
+        const __m256 va = _mm256_set1_ps(alpha[r]);
         for (int64_t c = 0; c < ldacc; c += 8)
           _mm256_storeu_ps(a + c, _mm256_mul_ps(_mm256_loadu_ps(a + c), va));
       }
