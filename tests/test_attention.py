@@ -191,6 +191,20 @@ def test_fully_masked_rows(cpu_path, rng, poison):
     assert dk.shape == (1, 2, 0, 16)
 
 
+def test_zero_sizes(cpu_path, rng):
+    """D = 0 (every score 0: the mean of the values), Lq = 0, an empty batch."""
+    q, k, v, g = _qkvg(rng, 1, 2, 5, 6, 0, Dv=3)
+    out, dq, dk, dv = _run(q, k, v, g)
+    np.testing.assert_allclose(out, np.broadcast_to(v.mean(2, keepdims=True), out.shape), rtol=1e-6)
+    assert dq.shape == (1, 2, 5, 0) and dk.shape == (1, 2, 6, 0)
+    np.testing.assert_allclose(
+        dv, np.broadcast_to(g.sum(2, keepdims=True) / 6, dv.shape), rtol=1e-5
+    )
+    for shape in ((1, 2, 0, 6, 8), (0, 2, 5, 6, 8)):
+        out, dq, dk, dv = _run(*_qkvg(rng, *shape))
+        assert out.shape == shape[:3] + (8,) and not dk.any() and not dv.any()
+
+
 def test_causal_lq_ne_lk_is_top_left(cpu_path, rng):
     """PyTorch's is_causal: query i sees keys j <= i, whatever Lq and Lk are."""
     for lq, lk in ((70, 20), (20, 70)):

@@ -327,11 +327,18 @@ constexpr Micro512Fn micro512_for(int r) {
                   : &micro512<8, NV, MASK>;
 }
 
+// Causal diagonal tiles (row r of the tile sees key columns <= r + diag): kNoDiag = all.
+constexpr int64_t kNoDiag = INT64_MAX / 4;
+enum class Diag { none, cols, inner };
+
 // C[M x N] (+)= A[M x K] B[K x N] on the micro-kernels: column panels outer (the K x 16 or
-// K x 32 B panel stays in L1 while row blocks of A stream past it).
+// K x 32 B panel stays in L1 while row blocks of A stream past it). On a causal diagonal tile,
+// Diag::cols skips the column panels wholly right of a row block's diagonal (Q K^T: those
+// scores are masked anyway) and Diag::inner stops K at the block's diagonal (P V: the P
+// entries past it are 0), so a diagonal tile costs about half of a full one.
 EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars,
                         int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
-                        bool accum) {
+                        bool accum, Diag dmode = Diag::none, int64_t diag = kNoDiag) {
   if (cpu::avx512_selected()) {
     for (int64_t c0 = 0; c0 < N; c0 += 32) {
       const int64_t nc = std::min<int64_t>(32, N - c0);
@@ -341,9 +348,12 @@ EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t
       const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
       for (int64_t r0 = 0; r0 < M; r0 += 8) {
         const int r = static_cast<int>(std::min<int64_t>(8, M - r0));
+        const int64_t last = r0 + r - 1 + diag;  // the block's last row's diagonal column
+        if (dmode == Diag::cols && c0 > last) continue;
+        const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
         Micro512Fn f = nv == 2 ? (mask ? micro512_for<2, true>(r) : micro512_for<2, false>(r))
                                : (mask ? micro512_for<1, true>(r) : micro512_for<1, false>(r));
-        f(K, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
+        f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
       }
     }
     return;
@@ -356,9 +366,12 @@ EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t
     const __m256i tm = tail_mask(rem);
     for (int64_t r0 = 0; r0 < M; r0 += 6) {
       const int r = static_cast<int>(std::min<int64_t>(6, M - r0));
+      const int64_t last = r0 + r - 1 + diag;
+      if (dmode == Diag::cols && c0 > last) continue;
+      const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
       MicroFn f = nv == 2 ? (mask ? micro_for<2, true>(r) : micro_for<2, false>(r))
                           : (mask ? micro_for<1, true>(r) : micro_for<1, false>(r));
-      f(K, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
+      f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
     }
   }
 }
@@ -472,8 +485,9 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
   for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
     const int64_t nk = std::min(kBk, kend - j0);
     pack_t(kb + j0 * D, nk, D, kt);
-    tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false);
     const bool diag = d.causal && j0 + nk - 1 > i0;
+    const Diag dc = diag ? Diag::cols : Diag::none, di = diag ? Diag::inner : Diag::none;
+    tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0);
     // pass 1 per row: scores and their max; then the new running max and the rescale factor
     // alpha = exp(m_old - m_new) for 8 rows at a time; pass 2 per row: P and its sum
     for (int64_t r = 0; r < nq; ++r) {
@@ -513,7 +527,7 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
           _mm256_storeu_ps(a + c, _mm256_mul_ps(_mm256_loadu_ps(a + c), va));
       }
     }
-    tile_mm(nq, Dv, nk, S, kBk, 1, vb + j0 * Dv, Dv, acc, ldacc, true);
+    tile_mm(nq, Dv, nk, S, kBk, 1, vb + j0 * Dv, Dv, acc, ldacc, true, di, i0 - j0);
   }
   for (int64_t r = 0; r < nq; ++r) {
     float* o = out + (n * d.Lq + i0 + r) * Dv;

@@ -1062,7 +1062,9 @@ def scaled_dot_product_attention(
     if is_causal and attn_mask is not None:
         raise ValueError(f"[{op}] attn_mask must be None when is_causal=True")
     _check_p(op, dropout_p)
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] > 0 else 1.0
+    scale = float(scale)
     mask = _mask_array(attn_mask, op)
     if isinstance(attn_mask, Tensor):
         _same_device(op, query, attn_mask)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ... import _ops, creation
+from ..._device import move
 from ...tensor import Tensor
 from .. import functional as F
 from .. import init
@@ -224,7 +225,9 @@ class MultiheadAttention(Module):
             if average_attn_weights:
                 w = w.mean(1)
         else:
-            mt = None if mask is None else Tensor._wrap(mask)
+            mt = None
+            if mask is not None:
+                mt = Tensor._wrap(move(mask, q.device) if q.is_cuda else mask)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mt, dropout_p=p)
             w = None
         o = self.out_proj(o.transpose(1, 2).reshape(N, L, E))
