@@ -582,9 +582,10 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
       const int64_t nq = std::min(kBq, Lq - i0);
       const float* qt = qb + i0 * D;
       const float* got = gob + i0 * Dv;
-      tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false);
-      tile_mm(nq, nk, Dv, got, Dv, 1, vt, kBk, dP, kBk, false);
       const bool diag = d.causal && j0 + nk - 1 > i0;
+      const Diag dc = diag ? Diag::cols : Diag::none, di_ = diag ? Diag::inner : Diag::none;
+      tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0);
+      tile_mm(nq, nk, Dv, got, Dv, 1, vt, kBk, dP, kBk, false, dc, i0 - j0);
       for (int64_t r = 0; r < nq; ++r) {
         const int64_t i = i0 + r;
         float* s = S + r * kBk;
@@ -595,22 +596,24 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
         const __m256 vd = _mm256_set1_ps(di[i]);
         const __m256 vs = _mm256_set1_ps(scale);
         int64_t j = 0;
-        for (; j + 8 <= nk; j += 8) {
+        for (; j + 8 <= nv; j += 8) {
           const __m256 p =
               cpu::exp256_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vhi), vlo));
           const __m256 t = _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd));
           _mm256_storeu_ps(s + j, p);
           _mm256_storeu_ps(dp + j, _mm256_mul_ps(t, vs));
         }
-        for (; j < nk; ++j) {
+        for (; j < nv; ++j) {
           const float p = std::exp((s[j] - lb[2 * i]) - lb[2 * i + 1]);
           s[j] = p;
           dp[j] = p * (dp[j] - di[i]) * scale;
         }
+        for (; j < nk; ++j) s[j] = dp[j] = 0.0f;  // past the causal diagonal (maybe not computed)
       }
       tile_mm(nk, Dv, nq, S, 1, kBk, got, Dv, gvb + j0 * Dv, Dv, true);    // dV += P^T dO
       tile_mm(nk, D, nq, dP, 1, kBk, qt, D, gkb + j0 * D, D, true);        // dK += dS^T Q
-      tile_mm(nq, D, nk, dP, kBk, 1, kb + j0 * D, D, gqb + i0 * D, D, true);  // dQ += dS K
+      tile_mm(nq, D, nk, dP, kBk, 1, kb + j0 * D, D, gqb + i0 * D, D, true, di_,
+              i0 - j0);  // dQ += dS K
     }
   }
 }
