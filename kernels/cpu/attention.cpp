@@ -1,11 +1,12 @@
 // attention.cpp -- scaled-dot-product attention, forward and backward, flash style (CPU).
 //
 // out[n, i, :] = sum_j softmax_j(s[n, i, :]) v[n, j, :],  s[n, i, j] = scale * q_i . k_j + mask
-// q: [N, Lq, D], k: [N, Lk, D], v: [N, Lk, Dv], out: [N, Lq, Dv], lse: [N, Lq, 2] (the row's
-// log-sum-exp, saved for the backward, as a hi + lo pair of T: lse is near the row's largest
-// score, and P = exp(s - lse) rounded through one float lse has the absolute error ulp(|lse|)
-// in its exponent; (s - hi) - lo keeps P as accurate as the forward's). All C-contiguous. N is every leading dim flattened
-// (batch * heads); query and key lengths differ freely.
+// q: [N, Lq, D], k: [N, Lk, D], v: [N, Lk, Dv], out: [N, Lq, Dv], all C-contiguous; N is every
+// leading dim flattened (batch * heads); query and key lengths differ freely.
+// lse: [N, Lq, 2], the rows' log-sum-exp saved for the backward as a hi + lo pair of T: lse is
+// near the row's largest score, and P = exp(s - lse) through one rounded float lse would carry
+// the absolute error ulp(|lse|) in its exponent; (s - hi) - lo keeps P as accurate as the
+// forward's.
 // Masks: `mask` (may be null) is additive and already in the data dtype (the Python layer turns
 // a boolean mask into 0 / -inf). Batch n reads mask + ((n / mask_div) % mask_mod) * mask_bs,
 // row i at + i * mask_rs (mask_rs = 0: one row for every query), columns contiguous; the
@@ -20,21 +21,24 @@
 //   tiles with an online softmax (running max m and sum l per row, the accumulator rescaled by
 //   exp(m_old - m_new) when the max grows), so the only score storage is a 64x64 tile in a
 //   per-thread workspace that is reused across calls -- memory stays O(L * D). Causal skips the
-//   key tiles entirely above the diagonal (about half the work). The two tile products (Q K^T
-//   and P V) run on one register-blocked 6x16 FMA micro-kernel whose A operand is addressed by
-//   (row, k) strides, so it also reads P^T and dS^T without a transpose; K is packed transposed
-//   per tile (D x 64, a 1/64 overhead) so Q K^T has contiguous B rows.
+//   key tiles entirely above the diagonal, and on diagonal tiles the column panels and keys
+//   past each row block's diagonal. The tile products (Q K^T and P V; five in the backward) run
+//   on one register-blocked FMA micro-kernel -- 6x16 AVX2, or its 8x32 AVX-512 twin where the
+//   GEMM would pick AVX-512 -- whose A operand is addressed by (row, k) strides, so it also
+//   reads P^T and dS^T without a transpose. K and V tiles are transposed per tile with 8x8
+//   register transposes so Q K^T and dO V^T have contiguous B rows. The softmax parts use
+//   exp256_ps (vexp.h); on AVX-512 machines they are about a third of the forward's time.
 //   Backward (FlashAttention-2): D_i = rowsum(dO_i * O_i) first, then per key tile j: recompute
 //   S = Q K_j^T, P = exp(S - lse), dP = dO V_j^T, dS = scale * P * (dP - D_i), and accumulate
 //   dV_j += P^T dO, dK_j += dS^T Q, dQ_i += dS K_j. A piece is one n (all its key tiles), so dQ
 //   has one writer and needs no atomics or per-thread copies; this caps the backward's
 //   parallelism at N pieces (N = batch * heads is >= 8 in every realistic case).
-//   Our tiled micro-kernel beats calling gemm() per tile: a 64x64x64 tile product is ~0.5 us,
-//   where gemm()'s packing and dispatch alone cost about as much, and gemm() would open the
-//   thread pool inside a pool piece.
+//   Why not gemm() per tile: its packing and dispatch would be paid per 64x64 tile product and
+//   it would open the thread pool inside a pool piece (not measured against it).
 // * Scalar template (float and double; double is the gradcheck path, float runs under
 //   EMBER_NO_AVX2): per query row, the row's scores in an Lk-long per-thread buffer (O(L), not
-//   O(L^2)), an exact max, then the sums. Backward per n, row by row.
+//   O(L^2)), an exact max, then the sums; dot products accumulate in double. Backward per n,
+//   row by row.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
