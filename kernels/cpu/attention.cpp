@@ -554,7 +554,10 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
   const int64_t D = d.D, Dv = d.Dv, Lq = d.Lq, Lk = d.Lk;
   if (static_cast<int64_t>(ws.kt.size()) < D * kBk) ws.kt.resize(D * kBk);
   if (static_cast<int64_t>(ws.vt.size()) < Dv * kBk) ws.vt.resize(Dv * kBk);
-  if (static_cast<int64_t>(ws.s.size()) < kBq * kBk) ws.s.resize(kBq * kBk), ws.dp.resize(kBq * kBk);
+  if (static_cast<int64_t>(ws.s.size()) < kBq * kBk) {
+    ws.s.resize(kBq * kBk);
+    ws.dp.resize(kBq * kBk);
+  }
   if (static_cast<int64_t>(ws.di.size()) < Lq) ws.di.resize(Lq);
   float *kt = ws.kt.data(), *vt = ws.vt.data(), *S = ws.s.data(), *dP = ws.dp.data(),
         *di = ws.di.data();
