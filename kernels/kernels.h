@@ -267,6 +267,35 @@ void adaptive_maxpool2d_fwd(const float* x, float* y, int64_t* idx, int64_t NC, 
                             int64_t W, int64_t OH, int64_t OW);
 void adaptive_maxpool2d_fwd(const double* x, double* y, int64_t* idx, int64_t NC, int64_t H,
                             int64_t W, int64_t OH, int64_t OW);
+// ---- scaled-dot-product attention (kernels/cpu/attention.cpp) -------------------------------
+// q [N, Lq, D], k [N, Lk, D], v [N, Lk, Dv], out [N, Lq, Dv], all C-contiguous; lse [N, Lq, 2]
+// the rows' log-sum-exp as hi + lo (written by fwd, read by bwd).
+// s = scale * q k^T + mask; causal: query i sees keys j <= i (top-left). mask (may be null) is
+// additive, batch n at mask + ((n / mask_div) % mask_mod) * mask_bs, row i at + i * mask_rs.
+// Fully-masked rows: out = 0, lse hi = +inf, zero gradients (PyTorch gives NaN; we differ).
+// Backward writes every element of gq [N, Lq, D], gk [N, Lk, D], gv [N, Lk, Dv].
+struct AttnDims {
+  int64_t N, Lq, Lk, D, Dv;
+  double scale;
+  bool causal;
+  int64_t mask_div = 1, mask_mod = 1, mask_bs = 0, mask_rs = 0;
+};
+template <typename T>
+void attention_fwd_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const AttnDims& d,
+                       const T* mask);
+template <typename T>
+void attention_bwd_cpu(const T* q, const T* k, const T* v, const T* out, const T* lse,
+                       const T* gout, T* gq, T* gk, T* gv, const AttnDims& d, const T* mask);
+void attention_fwd(const float* q, const float* k, const float* v, float* out, float* lse,
+                   const AttnDims& d, const float* mask);
+void attention_fwd(const double* q, const double* k, const double* v, double* out, double* lse,
+                   const AttnDims& d, const double* mask);
+void attention_bwd(const float* q, const float* k, const float* v, const float* out,
+                   const float* lse, const float* gout, float* gq, float* gk, float* gv,
+                   const AttnDims& d, const float* mask);
+void attention_bwd(const double* q, const double* k, const double* v, const double* out,
+                   const double* lse, const double* gout, double* gq, double* gk, double* gv,
+                   const AttnDims& d, const double* mask);
 
 // ---- CUDA launchers (kernels/cuda/*.cu; only with EMBER_WITH_CUDA) -------------------------
 // Launch on `stream` (a cudaStream_t passed as void*) and return the cudaError_t as int

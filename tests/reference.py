@@ -1007,3 +1007,97 @@ def assert_exact(actual, expected, what=""):
             else actual == expected
         )
         raise AssertionError(_report(actual, expected, bad, 0.0, what))
+
+
+# ---------------------------------------------------------------------------------------------
+# scaled-dot-product attention
+# ---------------------------------------------------------------------------------------------
+
+
+def attention_probs(q, k, mask=None, causal=False, scale=None, dtype=np.float64):
+    """softmax(q k^T * scale + mask) over the keys, in ``dtype``. mask: bool (True = take part)
+    or additive float, broadcastable to [..., Lq, Lk]. Rows where every key is masked give 0
+    (ember's rule; PyTorch gives NaN)."""
+    q, k = q.astype(dtype), k.astype(dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q @ np.swapaxes(k, -1, -2)) * dtype(scale)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask.astype(dtype)
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    with _errstate():
+        e = np.exp(s - np.where(np.isfinite(m), m, 0))
+    den = e.sum(-1, keepdims=True)
+    return np.where(den > 0, e / np.where(den > 0, den, 1), 0).astype(dtype)
+
+
+def attention(q, k, v, mask=None, causal=False, scale=None, dtype=np.float64):
+    """softmax(q k^T * scale + mask) v: [..., Lq, D], [..., Lk, D], [..., Lk, Dv] -> [..., Lq, Dv]
+    (float64 unless ``dtype`` says otherwise)."""
+    p = attention_probs(q, k, mask, causal, scale, dtype)
+    return p @ v.astype(dtype)
+
+
+def attention_vjp(g, q, k, v, mask=None, causal=False, scale=None, dtype=np.float64):
+    """(dq, dk, dv) for upstream g, summed back over broadcast batch dims. The softmax VJP's
+    row term sum_j dP_ij P_ij is written as rowsum(g * out) (equal; FlashAttention-2's form),
+    so the float32 version rounds like the flash backward does."""
+    scale = dtype(1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    q, k, v, g = (a.astype(dtype) for a in (q, k, v, g))
+    p = attention_probs(q, k, mask, causal, scale, dtype)
+    dv = np.swapaxes(p, -1, -2) @ g
+    dp = g @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (g * (p @ v)).sum(-1, keepdims=True)) * scale
+    return (
+        sum_to(ds @ k, q.shape),
+        sum_to(np.swapaxes(ds, -1, -2) @ q, k.shape),
+        sum_to(dv, v.shape),
+    )
+
+
+def multihead_attention(query, key, value, wq, wk, wv, bq, bk, bv, wo, bo, num_heads,
+                        key_padding_mask=None, attn_mask=None, bias_k=None, bias_v=None,
+                        add_zero_attn=False):  # fmt: skip
+    """torch.nn.MultiheadAttention's forward (batch first [N, L, E], no dropout) in float64:
+    returns (output [N, L, E], per-head weights [N, H, L, S]). Masks: bool True = NOT allowed,
+    float = added; attn_mask [L, S] or [N*H, L, S], key_padding_mask [N, S]."""
+    f = np.float64
+    q = query.astype(f) @ wq.T.astype(f) + (0 if bq is None else bq)
+    k = key.astype(f) @ wk.T.astype(f) + (0 if bk is None else bk)
+    v = value.astype(f) @ wv.T.astype(f) + (0 if bv is None else bv)
+    n, lq, e = q.shape
+    h = num_heads
+    hd = e // h
+
+    def additive(m):
+        if m is None:
+            return None
+        return np.where(m, -np.inf, 0.0) if m.dtype == np.bool_ else m.astype(f)
+
+    am, kpm = additive(attn_mask), additive(key_padding_mask)
+
+    def pad(m):
+        return None if m is None else np.concatenate([m, np.zeros(m.shape[:-1] + (1,))], -1)
+
+    if bias_k is not None:
+        k = np.concatenate([k, np.broadcast_to(bias_k.astype(f), (n, 1, e))], 1)
+        v = np.concatenate([v, np.broadcast_to(bias_v.astype(f), (n, 1, e))], 1)
+        am, kpm = pad(am), pad(kpm)
+    s_len = k.shape[1]
+    q = q.reshape(n, lq, h, hd).transpose(0, 2, 1, 3)
+    k = k.reshape(n, s_len, h, hd).transpose(0, 2, 1, 3)
+    v = v.reshape(n, s_len, h, hd).transpose(0, 2, 1, 3)
+    if add_zero_attn:
+        k = np.concatenate([k, np.zeros((n, h, 1, hd))], 2)
+        v = np.concatenate([v, np.zeros((n, h, 1, hd))], 2)
+        am, kpm = pad(am), pad(kpm)
+        s_len += 1
+    mask = np.zeros((n, h, lq, s_len))
+    if am is not None:
+        mask = mask + (am.reshape(n, h, lq, s_len) if am.ndim == 3 else am)
+    if kpm is not None:
+        mask = mask + kpm.reshape(n, 1, 1, s_len)
+    p = attention_probs(q, k, mask)
+    o = (p @ v).transpose(0, 2, 1, 3).reshape(n, lq, e)
+    return o @ wo.T.astype(f) + (0 if bo is None else bo), p

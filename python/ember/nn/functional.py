@@ -10,6 +10,8 @@ cross-entropy fall back to the composite versions for other dtypes and CUDA tens
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _ops
@@ -1347,3 +1349,129 @@ def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False
 def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
     """Adaptive max pooling of [N, C, L] or [C, L]."""
     return _adaptive_max("adaptive_max_pool1d", input, output_size, return_indices, 1)
+
+
+# ---- scaled_dot_product_attention ----
+
+__all__.append("scaled_dot_product_attention")
+
+
+def _attn_dense_mask(mask, causal: bool, lq: int, lk: int, dtype):
+    """Additive float mask (numpy, broadcastable to [..., Lq, Lk]) and a 0/1 array marking the
+    rows that have at least one key, for the composite attention path (None, None: no mask)."""
+    m = None
+    if mask is not None:
+        m = (
+            np.where(mask, dtype.type(0), dtype.type(-np.inf))
+            if mask.dtype == np.bool_
+            else mask.astype(dtype)
+        )
+    if causal:
+        c = np.where(np.tril(np.ones((lq, lk), bool)), dtype.type(0), dtype.type(-np.inf))
+        m = c if m is None else m + c
+    if m is None:
+        return None, None
+    valid = np.any(m > -np.inf, axis=-1, keepdims=True)
+    return np.where(valid, m, dtype.type(0)), valid.astype(dtype)
+
+
+def _attention_composite(q, k, v, mask, causal, dropout_p, scale, training=True):
+    """softmax(q k^T * scale + mask) v from ember ops (matmul, softmax, dropout): the path
+    for dropout_p > 0, CUDA tensors and MultiheadAttention's need_weights=True. Stores the
+    [..., Lq, Lk] weights. Fully-masked rows give 0 (as the fused kernel). Returns
+    (output, weights)."""
+    from .._device import move
+
+    lq, lk = q.shape[-2], k.shape[-2]
+    s = _ops.matmul(q, k.transpose(-2, -1)) * scale
+    m, valid = _attn_dense_mask(mask, causal, lq, lk, q._array.dtype)
+    if m is not None:
+        s = s + Tensor._wrap(move(m, q.device) if q.is_cuda else m)
+    w = softmax(s, -1)
+    if valid is not None:
+        w = w * Tensor._wrap(move(valid, q.device) if q.is_cuda else valid)
+    w = dropout(w, dropout_p, training)
+    return _ops.matmul(w, v), w
+
+
+def _mask_array(attn_mask, op: str):
+    if attn_mask is None:
+        return None
+    if isinstance(attn_mask, Tensor):
+        return attn_mask.cpu()._array if attn_mask.is_cuda else attn_mask._array
+    if isinstance(attn_mask, np.ndarray):
+        return attn_mask
+    raise TypeError(f"[{op}] attn_mask must be a Tensor or None, got {type(attn_mask).__name__}")
+
+
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
+    """softmax(query @ key^T * scale + mask) @ value (``torch.nn.functional``'s signature).
+
+    query [..., Lq, D], key [..., Lk, D], value [..., Lk, Dv] -> [..., Lq, Dv]; the leading
+    dims broadcast. ``attn_mask``: bool (True = the key takes part, as PyTorch) or float
+    (added to the scores), broadcastable to [..., Lq, Lk]; it receives no gradient.
+    ``is_causal``: query i sees keys j <= i (top-left aligned, as PyTorch); not together with
+    ``attn_mask``. ``scale`` defaults to 1/sqrt(D).
+
+    CPU float32/float64 runs our flash-style kernel: tiles with an online softmax, O(L*D)
+    memory (no Lq x Lk matrix), and a backward that recomputes the scores from the saved
+    log-sum-exp. ``dropout_p > 0`` (and CUDA tensors) run a non-fused composite path
+    (matmul, softmax, ember's dropout on the weights, drawn from ember's global generator),
+    which stores the [..., Lq, Lk] weights.
+
+    Differs from PyTorch: a fully-masked row (no key takes part) gives 0 output and 0
+    gradient instead of NaN.
+    """
+    op = "scaled_dot_product_attention"
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _float_arg(t, name, op)
+        if t.ndim < 2:
+            raise ValueError(f"[{op}] {name} must have at least 2 dims [..., L, D], got {t.shape}")
+    _same_device(op, query, key, value)
+    if not (query.dtype == key.dtype == value.dtype):
+        raise TypeError(
+            f"[{op}] query, key and value must have the same dtype, got "
+            f"{query.dtype}, {key.dtype} and {value.dtype}"
+        )
+    if key.shape[-1] != query.shape[-1]:
+        raise ValueError(f"[{op}] query has head dim {query.shape[-1]} but key has {key.shape[-1]}")
+    if value.shape[-2] != key.shape[-2]:
+        raise ValueError(
+            f"[{op}] key has {key.shape[-2]} positions but value has {value.shape[-2]}"
+        )
+    try:
+        bshape = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"[{op}] batch dims of query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+            f"{tuple(value.shape)} do not broadcast"
+        ) from None
+    if is_causal and attn_mask is not None:
+        raise ValueError(f"[{op}] attn_mask must be None when is_causal=True")
+    _check_p(op, dropout_p)
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] > 0 else 1.0
+    scale = float(scale)
+    mask = _mask_array(attn_mask, op)
+    if isinstance(attn_mask, Tensor):
+        _same_device(op, query, attn_mask)
+    lq, lk = query.shape[-2], key.shape[-2]
+    if dropout_p > 0.0 or query.is_cuda:
+        from .._ops.attention import prepare_mask
+
+        if mask is not None and not query.is_cuda:  # same shape checks as the kernel path
+            prepare_mask(mask, bshape, lq, lk, query._array.dtype)
+        return _attention_composite(query, key, value, mask, is_causal, dropout_p, scale)[0]
+    from .._ops.attention import prepare_mask
+    from .._ops.attention import scaled_dot_product_attention as _sdpa
+
+    m, div = prepare_mask(mask, bshape, lq, lk, query._array.dtype)
+    return _sdpa(query, key, value, m, div, scale, is_causal)

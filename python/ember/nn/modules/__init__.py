@@ -12,6 +12,7 @@ from .activation import (
     Softplus,
     Tanh,
 )
+from .attention import MultiheadAttention
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .container import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout, Dropout2d
@@ -52,6 +53,7 @@ __all__ = [
     "AvgPool2d",
     "MaxPool1d",
     "MaxPool2d",
+    "MultiheadAttention",
     "BCELoss",
     "BatchNorm1d",
     "BatchNorm2d",
