@@ -267,6 +267,7 @@ void adaptive_maxpool2d_fwd(const float* x, float* y, int64_t* idx, int64_t NC, 
                             int64_t W, int64_t OH, int64_t OW);
 void adaptive_maxpool2d_fwd(const double* x, double* y, int64_t* idx, int64_t NC, int64_t H,
                             int64_t W, int64_t OH, int64_t OW);
+
 // ---- scaled-dot-product attention (kernels/cpu/attention.cpp) -------------------------------
 // q [N, Lq, D], k [N, Lk, D], v [N, Lk, Dv], out [N, Lq, Dv], all C-contiguous; lse [N, Lq, 2]
 // the rows' log-sum-exp as hi + lo (written by fwd, read by bwd).

@@ -228,7 +228,13 @@ class MultiheadAttention(Module):
             mt = None
             if mask is not None:
                 mt = Tensor._wrap(move(mask, q.device) if q.is_cuda else mask)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mt, dropout_p=p)
+            # As PyTorch: with the is_causal hint and no padding mask, the kernel's own causal
+            # masking replaces attn_mask (it then skips the tiles above the diagonal).
+            causal = bool(is_causal) and kpm is None and self.bias_k is None
+            causal = causal and not self.add_zero_attn
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if causal else mt, dropout_p=p, is_causal=causal
+            )
             w = None
         o = self.out_proj(o.transpose(1, 2).reshape(N, L, E))
         if not batched:
