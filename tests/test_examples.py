@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,90 @@ def test_lstm_classifier_resume_without_checkpoint(tmp_path, capsys):
                    "--resume", "--no-bar"])  # fmt: skip
     assert rc == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+# ---- the examples built on examples/_train.py (CNN, ResNet, character Transformer) ----------
+
+
+@pytest.fixture
+def fake_fashion(tmp_path):
+    root = tmp_path / "fashion"
+    root.mkdir()
+    _fake_fashion_mnist(root, 64, 32)
+    return root
+
+
+@pytest.fixture
+def examples_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    for name in list(sys.modules):
+        if name in ("_train", "cnn_fashion", "resnet_fashion", "char_transformer"):
+            del sys.modules[name]
+
+
+def _run_twice(main, argv, ckpt: Path, capsys):
+    assert main(argv + ["--epochs", "1"]) == 0
+    assert ckpt.is_file()
+    first = capsys.readouterr().out
+    assert "test accuracy" in first or "best validation" in first
+    assert main(argv + ["--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "after epoch 1" in out
+    assert "epoch   2" in out
+    return first, out
+
+
+@pytest.mark.parametrize("script", ["cnn_fashion", "resnet_fashion"])
+def test_fashion_examples_train_checkpoint_and_resume(
+    script, fake_fashion, examples_on_path, tmp_path, capsys
+):
+    module = __import__(script)
+    ckpt = tmp_path / f"{script}.ckpt"
+    argv = [
+        "--root",
+        str(fake_fashion),
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "3",
+        "--quiet",
+        "--checkpoint",
+        str(ckpt),
+    ]
+    if script == "resnet_fashion":
+        argv += ["--width", "4"]
+    _run_twice(module.main, argv, ckpt, capsys)
+
+
+def test_char_transformer_trains_checkpoints_and_resumes(examples_on_path, tmp_path, capsys):
+    import char_transformer
+
+    ckpt = tmp_path / "lm.ckpt"
+    argv = [
+        "--chars",
+        "20000",
+        "--context",
+        "32",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "3",
+        "--quiet",
+        "--checkpoint",
+        str(ckpt),
+    ]
+    first, _ = _run_twice(char_transformer.main, argv, ckpt, capsys)
+    assert "sample:\ndef " in first
+
+
+def test_fashion_example_reports_missing_data(examples_on_path, tmp_path):
+    import cnn_fashion
+
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        cnn_fashion.main(["--root", str(tmp_path), "--epochs", "1"])
