@@ -138,7 +138,8 @@ def test_encoder_layer_matches_numpy(rng, norm_first, act, batch_first, masks):
         kw["src_mask"] = ember.tensor(am)
     out = layer(ember.tensor(_to_layout(x, batch_first)), **kw)
     ref = ref_encoder_layer(layer, x, h, act, norm_first, _add_mask(n, s, s, am, kp, causal))
-    np.testing.assert_allclose(out.numpy(), _to_layout(ref, batch_first), rtol=1e-9, atol=1e-9)
+    got = out.detach().numpy()
+    np.testing.assert_allclose(got, _to_layout(ref, batch_first), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -167,7 +168,7 @@ def test_decoder_layer_matches_numpy(rng, norm_first):
         _add_mask(n, t, t, causal=True),
         _add_mask(n, t, s, key_padding=mkp),
     )
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-9, atol=1e-9)
 
 
 def test_encoder_layer_gradients_by_finite_differences(rng):
@@ -230,7 +231,7 @@ def test_encoder_stack_copies_are_independent_and_norm_is_applied(rng):
     for lay in stack.layers:
         ref = ref_encoder_layer(lay, ref, 2, "relu", False, mask)
     ref = _layer_norm(ref, 1.0, 0.0)
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-9, atol=1e-9)
 
 
 def test_full_transformer_and_subsequent_mask(rng):
@@ -257,9 +258,9 @@ def test_dropout_only_in_training(rng):
     layer = nn.TransformerEncoderLayer(8, 2, 12, dropout=0.5, batch_first=True)
     x = ember.tensor(rng.standard_normal((2, 5, 8)).astype(np.float32))
     layer.eval()
-    np.testing.assert_array_equal(layer(x).numpy(), layer(x).numpy())
+    np.testing.assert_array_equal(layer(x).detach().numpy(), layer(x).detach().numpy())
     layer.train()
-    assert not np.array_equal(layer(x).numpy(), layer(x).numpy())
+    assert not np.array_equal(layer(x).detach().numpy(), layer(x).detach().numpy())
 
 
 def test_bad_arguments():
@@ -295,5 +296,5 @@ def test_matches_pytorch_with_copied_weights(rng, norm_first):
     x = rng.standard_normal((2, 6, e))
     mask = torch.nn.Transformer.generate_square_subsequent_mask(6, dtype=torch.float64)
     want = theirs(torch.from_numpy(x), src_mask=mask, is_causal=True).detach().numpy()
-    got = ours(ember.tensor(x), is_causal=True).numpy()
+    got = ours(ember.tensor(x), is_causal=True).detach().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)

@@ -56,6 +56,13 @@ def _check_dims(d_model, nhead, dim_feedforward, dropout, op: str) -> None:
         raise ValueError(f"[{op}] dropout must be in [0, 1], got {dropout}")
 
 
+def _causal_mask(x: Tensor, batch_first: bool) -> Tensor:
+    """Bool [L, L] mask, True above the diagonal (the future), for x [L, N, E] / [N, L, E] /
+    unbatched [L, E]; MultiheadAttention then takes the kernel's causal path."""
+    length = x.shape[1] if (batch_first and x.ndim == 3) else x.shape[0]
+    return creation.tensor(np.triu(np.ones((length, length), bool), k=1), device=x.device)
+
+
 def _clones(module: Module, n: int, op: str) -> ModuleList:
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"[{op}] num_layers must be a non-negative int, got {n!r}")
@@ -119,6 +126,8 @@ class TransformerEncoderLayer(Module):
         return x
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        if is_causal and attn_mask is None:
+            attn_mask = _causal_mask(x, self.batch_first)
         x = self.self_attn(
             x,
             x,
@@ -205,6 +214,8 @@ class TransformerDecoderLayer(Module):
         return x
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        if is_causal and attn_mask is None:
+            attn_mask = _causal_mask(x, self.batch_first)
         x = self.self_attn(
             x,
             x,
@@ -217,6 +228,11 @@ class TransformerDecoderLayer(Module):
         return self.dropout1(x)
 
     def _mha_block(self, x, mem, attn_mask, key_padding_mask, is_causal):
+        if is_causal and attn_mask is None:
+            raise RuntimeError(
+                "[TransformerDecoderLayer] memory_is_causal needs memory_mask (the memory's "
+                "length may differ from the target's)"
+            )
         x = self.multihead_attn(
             x,
             mem,
