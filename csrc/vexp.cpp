@@ -1,4 +1,4 @@
-// vexp.cpp -- _C._exp_avx2(x, out): the AVX2 vectorised exp over float32 arrays, a test hook
+// vexp.cpp -- _C._exp_avx2 / _exp_avx512(x, out): the vectorised exps over float32 arrays, a test hook
 // for measuring its error (tests/test_vexp.py). RuntimeError when AVX2 is not available.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -12,9 +12,9 @@ namespace py = pybind11;
 
 namespace {
 
-constexpr const char* kOp = "exp_avx2";
-
-void exp_avx2_py(const py::object& x_obj, const py::object& out_obj) {
+template <bool W512>
+void exp_py(const py::object& x_obj, const py::object& out_obj) {
+  const char* kOp = W512 ? "exp_avx512" : "exp_avx2";
   const py::array x = ember::as_ndarray(x_obj, kOp, "x");
   const py::array out = ember::as_ndarray(out_obj, kOp, "out");
   EMBER_CHECK_TYPE(ember::dtype_of(x) == ember::DType::f32, kOp, "x must be float32, got ",
@@ -30,14 +30,16 @@ void exp_avx2_py(const py::object& x_obj, const py::object& out_obj) {
   bool ok;
   {
     py::gil_scoped_release nogil;
-    ok = ember::exp_avx2(xp, yp, n);
+    ok = W512 ? ember::exp_avx512(xp, yp, n) : ember::exp_avx2(xp, yp, n);
   }
-  if (!ok) ember::runtime_error(kOp, "this CPU or build has no AVX2/FMA");
+  if (!ok) ember::runtime_error(kOp, "this CPU or build has no ", W512 ? "AVX-512F" : "AVX2/FMA");
 }
 
 }  // namespace
 
 EMBER_BIND(vexp) {
-  m.def("_exp_avx2", &exp_avx2_py, py::arg("x"), py::arg("out"),
+  m.def("_exp_avx2", &exp_py<false>, py::arg("x"), py::arg("out"),
         "out = the AVX2 vectorised exp of float32 x (test hook for its accuracy).");
+  m.def("_exp_avx512", &exp_py<true>, py::arg("x"), py::arg("out"),
+        "out = the AVX-512 vectorised exp of float32 x (test hook for its accuracy).");
 }

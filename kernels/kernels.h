@@ -48,6 +48,7 @@ double fma_peak_gflops(int isa, double seconds);
 // y = exp256_ps(x) elementwise (the AVX2 exp the softmax/attention kernels inline), for tests
 // that measure its error. Returns false (nothing written) when the CPU or build lacks AVX2.
 bool exp_avx2(const float* x, float* y, int64_t n);
+bool exp_avx512(const float* x, float* y, int64_t n);  // exp512_ps; false without AVX-512F
 
 // ---- relu (kernels/cpu/relu.cpp, kernels/cuda/relu.cu) -------------------------------------
 // fwd: y = x < 0 ? 0 : x (NaN propagates).  bwd: gx = x > 0 ? gy : 0 (NaN x gives 0).

@@ -26,6 +26,27 @@ def _vexp(x: np.ndarray) -> np.ndarray:
     return out
 
 
+HAS_AVX512 = cpu.capabilities()["avx512f"]
+
+
+@pytest.mark.skipif(not HAS_AVX512, reason="the CPU lacks AVX-512F")
+def test_exp512_is_bit_identical_to_exp256():
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            rng.uniform(-100, 100, 10**6),
+            rng.uniform(-1, 1, 10**5),
+            [-np.inf, np.inf, np.nan, -87.34, -87.33, 88.72, 88.7229, 0.0, -0.0],
+            np.linspace(88.3, 88.73, 1001),  # n = 128: 2^n by vscalefps vs 2 * 2^127
+            np.linspace(-87.4, -86.9, 1001),  # results at the bottom of the normal range
+        ]
+    ).astype(np.float32)
+    for n in (x.size, 1, 7, 15, 16, 17, 33):  # the masked tail too
+        got = np.full(n, np.nan, np.float32)
+        _C._exp_avx512(x[-n:], got)
+        np.testing.assert_array_equal(got.view(np.uint32), _vexp(x[-n:]).view(np.uint32))
+
+
 def test_exp_within_one_ulp_over_the_normal_range():
     # Every 64th float32 bit pattern in [-87.3, 88.7] whose exp is a normal float (35M values),
     # in chunks; the reference is exp in float64 rounded to float32.

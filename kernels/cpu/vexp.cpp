@@ -1,4 +1,4 @@
-// vexp.cpp -- exp_avx2: the vectorised exp of vexp.h over an array, so tests can measure its
+// vexp.cpp -- exp_avx2 / exp_avx512: the vectorised exps of vexp.h over an array, so tests can measure its
 // error directly (the kernels that use exp256_ps inline it; nothing else calls this).
 #include <cmath>
 #include <cstdint>
@@ -20,8 +20,25 @@ EMBER_AVX2 void exp_avx2_impl(const float* x, float* y, int64_t n) {
     for (int64_t k = i; k < n; ++k) y[k] = out[k - i];
   }
 }
+EMBER_AVX512 void exp_avx512_impl(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, cpu::exp512_ps(_mm512_loadu_ps(x + i)));
+  const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+  if (m) _mm512_mask_storeu_ps(y + i, m, cpu::exp512_ps(_mm512_maskz_loadu_ps(m, x + i)));
+}
 }  // namespace
 #endif
+
+bool exp_avx512(const float* x, float* y, int64_t n) {
+#if EMBER_COMPILED_AVX2
+  if (!cpu::cpu_supports_avx512f()) return false;
+  exp_avx512_impl(x, y, n);
+  return true;
+#else
+  (void)x, (void)y, (void)n;
+  return false;
+#endif
+}
 
 bool exp_avx2(const float* x, float* y, int64_t n) {
 #if EMBER_COMPILED_AVX2

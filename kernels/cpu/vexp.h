@@ -12,7 +12,9 @@
 // softmax entries (-inf, -1e30) vanish; x > 88.72 gives +inf; NaN in gives NaN out. Results
 // that would be subnormal are flushed to 0 (e^-87.33 = 1.2e-38 is already negligible next to
 // the 1 that the max element of a softmax row contributes).
-// Header-only and EMBER_AVX2-attributed, so it inlines into any AVX2 kernel that includes it.
+// exp512_ps is the same computation on 16 lanes (AVX-512F; 2^n by vscalefps), bit-identical
+// to exp256_ps lane by lane (tests/test_vexp.py checks), for kernels with an AVX-512 path.
+// Header-only and EMBER_AVX2/EMBER_AVX512-attributed, so they inline into the kernels.
 #pragma once
 
 #include "kernels/cpu/common.h"
@@ -54,6 +56,28 @@ EMBER_AVX2 inline __m256 exp256_ps(__m256 x) {
   y = _mm256_andnot_ps(too_small, y);  // +0
   y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), too_big);
   return y;
+}
+
+EMBER_AVX512 inline __m512 exp512_ps(__m512 x) {
+  const __m512 hi = _mm512_set1_ps(88.72283935546875f);
+  const __m512 lo = _mm512_set1_ps(-87.33654022216797f);
+  const __mmask16 too_small = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  const __mmask16 too_big = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
+  const __m512 xc = _mm512_min_ps(hi, _mm512_max_ps(lo, x));  // NaN survives (second operand)
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  __m512 y = _mm512_scalef_ps(p, n);  // p * 2^n in one exact step, n = 128 included
+  y = _mm512_mask_mov_ps(y, too_small, _mm512_setzero_ps());
+  return _mm512_mask_mov_ps(y, too_big, _mm512_set1_ps(__builtin_inff()));
 }
 
 }  // namespace ember::cpu
