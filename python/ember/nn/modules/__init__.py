@@ -13,6 +13,7 @@ from .activation import (
     Tanh,
 )
 from .batchnorm import BatchNorm1d, BatchNorm2d
+from .conv import Conv1d, Conv2d
 from .container import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout, Dropout2d
 from .flatten import Flatten, Unflatten
@@ -37,6 +38,8 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BCEWithLogitsLoss",
+    "Conv1d",
+    "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
     "Dropout2d",

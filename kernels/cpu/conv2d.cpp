@@ -1,0 +1,707 @@
+// conv2d.cpp -- 2-D convolution on the CPU (NCHW): forward, backward-data, backward-weight and
+// bias gradient, with stride, asymmetric zero padding, dilation and groups.
+//
+// Shapes (Conv2dDims): x [N, C, H, W], w [O, C/G, KH, KW], b [O], y [N, O, OH, OW], all
+// C-contiguous. y[n, o, oh, ow] = b[o] + sum_{c, i, j} w[o, c, i, j] *
+// x[n, g*C/G + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (zero outside the image), g = o / (O/G).
+// ph / pw are the top / left padding; the bottom / right padding is implied by OH / OW (the
+// caller computes them), which is how "same" with an even kernel pads one more on the far side.
+//
+// Variants:
+//  * conv2d_*_cpu<T>   scalar reference (float and double; double is the gradcheck path): one
+//                      output element per loop nest, accumulated in double. Backward-data is a
+//                      gather (each gx element sums its own contributions), so it needs no
+//                      zeroing and no float scatter-adds.
+//  * fast float path (AVX2/FMA, and AVX-512 inside the GEMM) built on our packed GEMM
+//    (gemm_serial: one matrix on the calling thread, with an output row stride):
+//      forward     per (image, group, tile of output rows): y_tile[Og, T] = W_g[Og, K] @
+//                  col[K, T], K = Cg*KH*KW, T = rows*OW. col is an im2col tile in a per-thread
+//                  workspace capped at kColCap floats (never the whole unfolded tensor); 1x1
+//                  stride-1 unpadded convolutions skip im2col: col is x[n, g] itself (row stride
+//                  H*W). The bias is written into the output tile first and the GEMM adds onto
+//                  it (beta = 1) while that tile is in cache.
+//      bwd data    per (image, group, block of input channels): col[cc*KH*KW, T] = W^T @
+//                  gy_tile, then col2im adds the tile into gx (zeroed per block first). Pieces
+//                  own disjoint gx channels, so the scatter needs no atomics; the channel
+//                  blocks give batch-1 problems more than one piece. 1x1 stride 1 writes gx
+//                  directly from the GEMM.
+//      bwd weight  gW_g[Og, K] += gy_tile[Og, T] @ col^T[T, K] over all tiles of all images;
+//                  one accumulator per thread piece (piece 0 writes gw itself, the others a
+//                  per-call-reused scratch), summed at the end.
+//      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
+//                  copied into a zero-padded per-thread buffer, then each output vector of 8 is
+//                  KH*KW FMAs of shifted unaligned loads (GEMM with M = 1, K = 9 would waste
+//                  5/6 of its register tile). Backward-data is the same loop on the padded
+//                  gradient with the flipped kernel; backward-weight accumulates dot products.
+//    Threads: each entry point cuts the work into independent pieces claimed from
+//    cpu::ClaimPool (pool.h); every piece runs gemm_serial on its own thread (calling the
+//    threaded gemm() from a pool worker would nest the pool).
+//    Tile size: kColCap = 256K floats (1 MiB, about the L2): the im2col tile is written and
+//    then read again by the GEMM's B packing, so it should not leave L2. Measured on this
+//    machine (N=32 64->64 32x32 k3, fwd, 1 thread): see bench/bench_conv.py and the notes in
+//    the report of the change that chose it.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/common.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/kernels.h"
+
+namespace ember {
+namespace {
+
+constexpr int64_t kColCap = 256 * 1024;
+
+struct Geo {
+  int64_t Cg, Og, KK, K, HW, OHW;
+  explicit Geo(const Conv2dDims& d)
+      : Cg(d.C / d.G),
+        Og(d.O / d.G),
+        KK(d.KH * d.KW),
+        K(d.C / d.G * d.KH * d.KW),
+        HW(d.H * d.W),
+        OHW(d.OH * d.OW) {}
+};
+
+inline int nthreads_for(double flops) {
+  return flops > 2e6 ? cpu::get_num_threads() : 1;
+}
+
+// ---- scalar reference ------------------------------------------------------------------------
+template <typename T>
+void fwd_ref(const T* x, const T* w, const T* b, T* y, const Conv2dDims& d, int64_t n,
+             int64_t o) {
+  const Geo q(d);
+  const int64_t g = o / q.Og;
+  const T* xn = x + (n * d.C + g * q.Cg) * q.HW;
+  const T* wo = w + o * q.K;
+  T* yo = y + (n * d.O + o) * q.OHW;
+  for (int64_t oh = 0; oh < d.OH; ++oh)
+    for (int64_t ow = 0; ow < d.OW; ++ow) {
+      double acc = b ? static_cast<double>(b[o]) : 0.0;
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t i = 0; i < d.KH; ++i) {
+          const int64_t ih = oh * d.sh - d.ph + i * d.dh;
+          if (ih < 0 || ih >= d.H) continue;
+          for (int64_t j = 0; j < d.KW; ++j) {
+            const int64_t iw = ow * d.sw - d.pw + j * d.dw;
+            if (iw < 0 || iw >= d.W) continue;
+            acc += static_cast<double>(xn[(c * d.H + ih) * d.W + iw]) *
+                   static_cast<double>(wo[(c * d.KH + i) * d.KW + j]);
+          }
+        }
+      yo[oh * d.OW + ow] = static_cast<T>(acc);
+    }
+}
+
+template <typename T>
+void bwd_data_ref(const T* gy, const T* w, T* gx, const Conv2dDims& d, int64_t n, int64_t c) {
+  const Geo q(d);
+  const int64_t g = c / q.Cg, cl = c - g * q.Cg;
+  T* gxc = gx + (n * d.C + c) * q.HW;
+  for (int64_t ih = 0; ih < d.H; ++ih)
+    for (int64_t iw = 0; iw < d.W; ++iw) {
+      double acc = 0.0;
+      for (int64_t ol = 0; ol < q.Og; ++ol) {
+        const int64_t o = g * q.Og + ol;
+        const T* gyo = gy + (n * d.O + o) * q.OHW;
+        const T* wo = w + (o * q.Cg + cl) * q.KK;
+        for (int64_t i = 0; i < d.KH; ++i) {
+          const int64_t th = ih + d.ph - i * d.dh;
+          if (th < 0 || th % d.sh != 0 || th / d.sh >= d.OH) continue;
+          const int64_t oh = th / d.sh;
+          for (int64_t j = 0; j < d.KW; ++j) {
+            const int64_t tw = iw + d.pw - j * d.dw;
+            if (tw < 0 || tw % d.sw != 0 || tw / d.sw >= d.OW) continue;
+            acc += static_cast<double>(gyo[oh * d.OW + tw / d.sw]) *
+                   static_cast<double>(wo[i * d.KW + j]);
+          }
+        }
+      }
+      gxc[ih * d.W + iw] = static_cast<T>(acc);
+    }
+}
+
+template <typename T>
+void bwd_weight_ref(const T* gy, const T* x, T* gw, const Conv2dDims& d, int64_t o) {
+  const Geo q(d);
+  const int64_t g = o / q.Og;
+  for (int64_t c = 0; c < q.Cg; ++c)
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        double acc = 0.0;
+        for (int64_t n = 0; n < d.N; ++n) {
+          const T* gyo = gy + (n * d.O + o) * q.OHW;
+          const T* xc = x + (n * d.C + g * q.Cg + c) * q.HW;
+          for (int64_t oh = 0; oh < d.OH; ++oh) {
+            const int64_t ih = oh * d.sh - d.ph + i * d.dh;
+            if (ih < 0 || ih >= d.H) continue;
+            for (int64_t ow = 0; ow < d.OW; ++ow) {
+              const int64_t iw = ow * d.sw - d.pw + j * d.dw;
+              if (iw < 0 || iw >= d.W) continue;
+              acc += static_cast<double>(gyo[oh * d.OW + ow]) *
+                     static_cast<double>(xc[ih * d.W + iw]);
+            }
+          }
+        }
+        gw[(o * q.Cg + c) * q.KK + i * d.KW + j] = static_cast<T>(acc);
+      }
+}
+
+template <typename T>
+void bias_ref(const T* gy, T* gb, const Conv2dDims& d, int64_t o) {
+  const int64_t OHW = d.OH * d.OW;
+  double acc = 0.0;
+  for (int64_t n = 0; n < d.N; ++n) {
+    const T* p = gy + (n * d.O + o) * OHW;
+    for (int64_t s = 0; s < OHW; ++s) acc += static_cast<double>(p[s]);
+  }
+  gb[o] = static_cast<T>(acc);
+}
+
+double conv_flops(const Conv2dDims& d) {
+  return 2.0 * d.N * d.O * d.OH * d.OW * static_cast<double>(d.C / std::max<int64_t>(d.G, 1)) *
+         d.KH * d.KW;
+}
+
+// ---- per-thread workspace ----------------------------------------------------------------------
+// Grows to the largest size seen and is reused by every later call on that thread (pool
+// threads persist), so steady-state calls allocate nothing.
+struct Workspace {
+  float* p = nullptr;
+  size_t cap = 0;
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      const size_t bytes = (n * sizeof(float) + 63) & ~size_t{63};
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      cap = p ? n : 0;
+    }
+    return p;
+  }
+};
+thread_local Workspace tl_col;      // im2col tiles / padded planes (pool threads and caller)
+thread_local Workspace tl_partial;  // the caller's per-piece weight-gradient accumulators
+
+// Output columns [lo, hi) whose input column iw = ow*s - p + j*dl lies in [0, W).
+inline void valid_range(int64_t OW, int64_t W, int64_t s, int64_t p, int64_t off,
+                        int64_t* lo, int64_t* hi) {
+  const int64_t a = p - off;  // ow*s >= a
+  const int64_t b = W - 1 + p - off;  // ow*s <= b
+  *lo = a <= 0 ? 0 : (a + s - 1) / s;
+  *hi = b < 0 ? 0 : std::min(OW, b / s + 1);
+  if (*hi < *lo) *hi = *lo;
+}
+
+// Rows of output per tile so that rows*OW*krows floats stay under the cap, balanced.
+inline int64_t tile_rows(int64_t OH, int64_t OW, int64_t krows) {
+  int64_t r = std::max<int64_t>(1, kColCap / std::max<int64_t>(1, krows * OW));
+  r = std::min(r, OH);
+  const int64_t nt = (OH + r - 1) / r;
+  return (OH + nt - 1) / nt;
+}
+
+#if EMBER_COMPILED_AVX2
+alignas(32) const int32_t kMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+EMBER_AVX2 inline __m256i tail_mask(int64_t rem) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMask + 8 - rem));
+}
+
+EMBER_AVX2 void add_row(float* dst, const float* src, int64_t n) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    _mm256_storeu_ps(dst + k, _mm256_add_ps(_mm256_loadu_ps(dst + k), _mm256_loadu_ps(src + k)));
+  for (; k < n; ++k) dst[k] += src[k];
+}
+
+// col[(c*KH + i)*KW + j][(oh - oh0)*OW + ow] for the Cg channels at xg (x[n, g*Cg]).
+void im2col_tile(const float* xg, const Conv2dDims& d, int64_t cg, int64_t oh0, int64_t rows,
+                 float* col) {
+  const int64_t T = rows * d.OW, HW = d.H * d.W;
+  for (int64_t c = 0; c < cg; ++c)
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        float* dst = col + ((c * d.KH + i) * d.KW + j) * T;
+        int64_t lo, hi;
+        valid_range(d.OW, d.W, d.sw, d.pw, j * d.dw, &lo, &hi);
+        for (int64_t r = 0; r < rows; ++r, dst += d.OW) {
+          const int64_t ih = (oh0 + r) * d.sh - d.ph + i * d.dh;
+          if (ih < 0 || ih >= d.H || lo >= hi) {
+            std::memset(dst, 0, sizeof(float) * d.OW);
+            continue;
+          }
+          const float* src = xg + c * HW + ih * d.W - d.pw + j * d.dw;
+          if (lo > 0) std::memset(dst, 0, sizeof(float) * lo);
+          if (d.sw == 1)
+            std::memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * d.sw];
+          if (hi < d.OW) std::memset(dst + hi, 0, sizeof(float) * (d.OW - hi));
+        }
+      }
+}
+
+// gx[c0 + c] += col2im(col) for cc channels at gxg (gx[n, g*Cg]).
+void col2im_tile(const float* col, const Conv2dDims& d, int64_t c0, int64_t cc, int64_t oh0,
+                 int64_t rows, float* gxg) {
+  const int64_t T = rows * d.OW, HW = d.H * d.W;
+  for (int64_t c = 0; c < cc; ++c)
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        const float* src = col + ((c * d.KH + i) * d.KW + j) * T;
+        int64_t lo, hi;
+        valid_range(d.OW, d.W, d.sw, d.pw, j * d.dw, &lo, &hi);
+        if (lo >= hi) continue;
+        for (int64_t r = 0; r < rows; ++r, src += d.OW) {
+          const int64_t ih = (oh0 + r) * d.sh - d.ph + i * d.dh;
+          if (ih < 0 || ih >= d.H) continue;
+          float* dst = gxg + (c0 + c) * HW + ih * d.W - d.pw + j * d.dw;
+          if (d.sw == 1)
+            add_row(dst + lo, src + lo, hi - lo);
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * d.sw] += src[ow];
+        }
+      }
+}
+
+bool is_pointwise(const Conv2dDims& d) {
+  return d.KH == 1 && d.KW == 1 && d.sh == 1 && d.sw == 1 && d.ph == 0 && d.pw == 0 &&
+         d.OH == d.H && d.OW == d.W;
+}
+
+// ---- GEMM-based fast paths ----------------------------------------------------------------------
+void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const Geo q(d);
+  const bool direct = is_pointwise(d);
+  const int64_t R = direct ? tile_rows(d.OH, d.OW, 64) : tile_rows(d.OH, d.OW, q.K);
+  const int64_t nt = (d.OH + R - 1) / R;
+  const int64_t pieces = d.N * d.G * nt;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
+    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
+    float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+    if (b)
+      for (int64_t o = 0; o < q.Og; ++o) std::fill(yc + o * q.OHW, yc + o * q.OHW + T, b[g * q.Og + o]);
+    const float* src;
+    int64_t sbk;
+    if (direct) {
+      src = x + (n * d.C + g * q.Cg) * q.HW + oh0 * d.OW;
+      sbk = q.HW;
+    } else {
+      float* col = tl_col.get(static_cast<size_t>(q.K * T));
+      if (!col) return;
+      im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, rows, col);
+      src = col;
+      sbk = T;
+    }
+    gemm_serial(w + g * q.Og * q.K, q.K, 1, src, sbk, 1, yc, q.OHW, q.Og, T, q.K, 1.0f,
+                b ? 1.0f : 0.0f);
+  });
+}
+
+void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  const Geo q(d);
+  const bool direct = is_pointwise(d);
+  const int nth = nthreads_for(conv_flops(d));
+  // Channel blocks: enough pieces for the threads even at batch 1.
+  const int64_t units = d.N * d.G;
+  const int64_t cb = direct ? 1 : std::min<int64_t>(q.Cg, units >= 2 * nth ? 1 : (2 * nth + units - 1) / units);
+  const int64_t cc_max = (q.Cg + cb - 1) / cb;
+  const int64_t R = direct ? tile_rows(d.OH, d.OW, 64) : tile_rows(d.OH, d.OW, cc_max * q.KK);
+  const int64_t nt = (d.OH + R - 1) / R;
+  // Pointwise: tiles are independent pieces too (each writes its own gx columns).
+  const int64_t tp = direct ? nt : 1;
+  const int64_t pieces = units * cb * tp;
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    const int64_t t_piece = p % tp, u = p / tp;
+    const int64_t blk = u % cb, ng = u / cb, n = ng / d.G, g = ng % d.G;
+    const int64_t c0 = blk * cc_max, cc = std::min(cc_max, q.Cg - c0);
+    if (cc <= 0) return;
+    const float* wg = w + g * q.Og * q.K + c0 * q.KK;  // a(m, k) = W[g*Og + k][c0*KK + m]
+    float* gxg = gx + (n * d.C + g * q.Cg) * q.HW;
+    const float* gyg = gy + (n * d.O + g * q.Og) * q.OHW;
+    if (direct) {
+      const int64_t oh0 = t_piece * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
+      gemm_serial(wg, 1, q.K, gyg + oh0 * d.OW, q.OHW, 1, gxg + c0 * q.HW + oh0 * d.OW, q.HW,
+                  cc, T, q.Og, 1.0f, 0.0f);
+      return;
+    }
+    std::memset(gxg + c0 * q.HW, 0, sizeof(float) * cc * q.HW);
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
+      float* col = tl_col.get(static_cast<size_t>(cc * q.KK * T));
+      if (!col) return;
+      gemm_serial(wg, 1, q.K, gyg + oh0 * d.OW, q.OHW, 1, col, T, cc * q.KK, T, q.Og, 1.0f,
+                  0.0f);
+      col2im_tile(col, d, c0, cc, oh0, rows, gxg);
+    }
+  });
+}
+
+void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  const Geo q(d);
+  const bool direct = is_pointwise(d);
+  const int64_t R = direct ? tile_rows(d.OH, d.OW, 64) : tile_rows(d.OH, d.OW, q.K);
+  const int64_t nt = (d.OH + R - 1) / R;
+  const int64_t units = d.N * d.G * nt;
+  const int nth = nthreads_for(conv_flops(d));
+  const int64_t pieces = std::min<int64_t>(nth, units);
+  const int64_t wsize = d.O * q.K;
+  float* scratch = nullptr;
+  if (pieces > 1) {
+    scratch = tl_partial.get(static_cast<size_t>((pieces - 1) * wsize));
+    if (!scratch) return;
+  }
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    float* acc = p == 0 ? gw : scratch + (p - 1) * wsize;
+    std::memset(acc, 0, sizeof(float) * wsize);
+    int64_t u0, u1;
+    cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / (d.G * nt), g = (u / nt) % d.G, t = u % nt;
+      const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
+      const float* gyt = gy + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+      const float* src;
+      int64_t sbn;
+      if (direct) {
+        src = x + (n * d.C + g * q.Cg) * q.HW + oh0 * d.OW;
+        sbn = q.HW;
+      } else {
+        float* col = tl_col.get(static_cast<size_t>(q.K * T));
+        if (!col) return;
+        im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, rows, col);
+        src = col;
+        sbn = T;
+      }
+      // b(t, k) = col[k][t]: the transposed operand.
+      gemm_serial(gyt, q.OHW, 1, src, 1, sbn, acc + g * q.Og * q.K, q.K, q.Og, q.K, T, 1.0f,
+                  1.0f);
+    }
+  });
+  if (pieces > 1) {
+    const int64_t chunks = std::min<int64_t>(nth, (wsize + 4095) / 4096);
+    cpu::ClaimPool::instance().run(nth, chunks, [&](int64_t p) {
+      int64_t lo, hi;
+      cpu::split_range(wsize, 16, static_cast<int>(p), static_cast<int>(chunks), &lo, &hi);
+      for (int64_t k = 1; k < pieces; ++k)
+        if (lo < hi) add_row(gw + lo, scratch + (k - 1) * wsize + lo, hi - lo);
+    });
+  }
+}
+
+// ---- depthwise, stride 1: direct AVX2 loops -------------------------------------------------------
+// P[r][c] = src[r - offh][c - offw] (0 outside [0, SH) x [0, SW)), PH x PW with row stride PW,
+// plus 16 zero floats of slack so the 8-wide loads of the last row stay inside and see zeros.
+void pad_plane(const float* src, int64_t SH, int64_t SW, int64_t offh, int64_t offw,
+               int64_t PH, int64_t PW, float* P) {
+  for (int64_t r = 0; r < PH; ++r) {
+    float* dst = P + r * PW;
+    const int64_t sr = r - offh;
+    if (sr < 0 || sr >= SH) {
+      std::memset(dst, 0, sizeof(float) * PW);
+      continue;
+    }
+    const int64_t lo = std::clamp<int64_t>(offw, 0, PW), hi = std::clamp<int64_t>(offw + SW, 0, PW);
+    if (lo > 0) std::memset(dst, 0, sizeof(float) * lo);
+    if (hi > lo) std::memcpy(dst + lo, src + sr * SW + (lo - offw), sizeof(float) * (hi - lo));
+    if (hi < PW) std::memset(dst + hi, 0, sizeof(float) * (PW - hi));
+  }
+  std::memset(P + PH * PW, 0, sizeof(float) * 16);
+}
+
+// y[oh][ow] = bias + sum_{i,j} k[i*KW + j] * P[oh + i*dh][ow + j*dw] for an OH x OW plane.
+EMBER_AVX2 void dw_plane(const float* P, int64_t PW, const float* k, float bias, float* y,
+                         int64_t OH, int64_t OW, int64_t KH, int64_t KW, int64_t dh, int64_t dw) {
+  const __m256 vb = _mm256_set1_ps(bias);
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    float* yr = y + oh * OW;
+    int64_t ow = 0;
+    for (; ow + 32 <= OW; ow += 32) {
+      __m256 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
+      for (int64_t i = 0; i < KH; ++i) {
+        const float* pr = P + (oh + i * dh) * PW + ow;
+        for (int64_t j = 0; j < KW; ++j) {
+          const __m256 wv = _mm256_set1_ps(k[i * KW + j]);
+          const float* s = pr + j * dw;
+          a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s), a0);
+          a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8), a1);
+          a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 16), a2);
+          a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 24), a3);
+        }
+      }
+      _mm256_storeu_ps(yr + ow, a0);
+      _mm256_storeu_ps(yr + ow + 8, a1);
+      _mm256_storeu_ps(yr + ow + 16, a2);
+      _mm256_storeu_ps(yr + ow + 24, a3);
+    }
+    for (; ow < OW; ow += 8) {
+      __m256 a0 = vb;
+      for (int64_t i = 0; i < KH; ++i) {
+        const float* pr = P + (oh + i * dh) * PW + ow;
+        for (int64_t j = 0; j < KW; ++j)
+          a0 = _mm256_fmadd_ps(_mm256_set1_ps(k[i * KW + j]), _mm256_loadu_ps(pr + j * dw), a0);
+      }
+      const int64_t rem = std::min<int64_t>(8, OW - ow);
+      if (rem == 8)
+        _mm256_storeu_ps(yr + ow, a0);
+      else
+        _mm256_maskstore_ps(yr + ow, tail_mask(rem), a0);
+    }
+  }
+}
+
+// gk[i*KW + j] += sum_{oh, ow} g[oh][ow] * P[oh + i*dh][ow + j*dw] (accumulated in acc, 8 lanes
+// per tap, so the caller reduces once per channel).
+EMBER_AVX2 void dw_plane_wgrad(const float* P, int64_t PW, const float* g, int64_t OH,
+                               int64_t OW, int64_t KH, int64_t KW, int64_t dh, int64_t dw,
+                               __m256* acc) {
+  for (int64_t i = 0; i < KH; ++i)
+    for (int64_t j = 0; j < KW; ++j) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const float* pr = P + (oh + i * dh) * PW + j * dw;
+        const float* gr = g + oh * OW;
+        int64_t ow = 0;
+        for (; ow + 16 <= OW; ow += 16) {
+          a0 = _mm256_fmadd_ps(_mm256_loadu_ps(gr + ow), _mm256_loadu_ps(pr + ow), a0);
+          a1 = _mm256_fmadd_ps(_mm256_loadu_ps(gr + ow + 8), _mm256_loadu_ps(pr + ow + 8), a1);
+        }
+        for (; ow < OW; ow += 8) {
+          const __m256i m = tail_mask(std::min<int64_t>(8, OW - ow));
+          a0 = _mm256_fmadd_ps(_mm256_maskload_ps(gr + ow, m), _mm256_maskload_ps(pr + ow, m), a0);
+        }
+      }
+      acc[i * KW + j] = _mm256_add_ps(acc[i * KW + j], _mm256_add_ps(a0, a1));
+    }
+}
+
+EMBER_AVX2 float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+bool is_depthwise_direct(const Conv2dDims& d) {
+  return d.G == d.C && d.O == d.C && d.sh == 1 && d.sw == 1 && d.KH * d.KW <= 64;
+}
+
+void dw_fwd(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const int64_t PH = d.OH + (d.KH - 1) * d.dh, PW = d.OW + (d.KW - 1) * d.dw;
+  const int64_t HW = d.H * d.W, OHW = d.OH * d.OW, KK = d.KH * d.KW;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), d.N * d.C, [&](int64_t p) {
+    const int64_t c = p % d.C;
+    float* P = tl_col.get(static_cast<size_t>(PH * PW + 16));
+    if (!P) return;
+    pad_plane(x + p * HW, d.H, d.W, d.ph, d.pw, PH, PW, P);
+    dw_plane(P, PW, w + c * KK, b ? b[c] : 0.0f, y + p * OHW, d.OH, d.OW, d.KH, d.KW, d.dh, d.dw);
+  });
+}
+
+void dw_bwd_data(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  const int64_t PH = d.H + (d.KH - 1) * d.dh, PW = d.W + (d.KW - 1) * d.dw;
+  const int64_t qh = (d.KH - 1) * d.dh - d.ph, qw = (d.KW - 1) * d.dw - d.pw;
+  const int64_t HW = d.H * d.W, OHW = d.OH * d.OW, KK = d.KH * d.KW;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), d.N * d.C, [&](int64_t p) {
+    const int64_t c = p % d.C;
+    float* P = tl_col.get(static_cast<size_t>(PH * PW + 16 + KK));
+    if (!P) return;
+    float* kf = P + PH * PW + 16;
+    for (int64_t t = 0; t < KK; ++t) kf[t] = w[c * KK + KK - 1 - t];  // flipped kernel
+    pad_plane(gy + p * OHW, d.OH, d.OW, qh, qw, PH, PW, P);
+    dw_plane(P, PW, kf, 0.0f, gx + p * HW, d.H, d.W, d.KH, d.KW, d.dh, d.dw);
+  });
+}
+
+EMBER_AVX2 void dw_wgrad_channel(const float* gy, const float* x, float* gw, const Conv2dDims& d,
+                                 int64_t c, float* P) {
+  const int64_t PH = d.OH + (d.KH - 1) * d.dh, PW = d.OW + (d.KW - 1) * d.dw;
+  const int64_t HW = d.H * d.W, OHW = d.OH * d.OW, KK = d.KH * d.KW;
+  __m256 acc[64];
+  for (int64_t t = 0; t < KK; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t n = 0; n < d.N; ++n) {
+    pad_plane(x + (n * d.C + c) * HW, d.H, d.W, d.ph, d.pw, PH, PW, P);
+    dw_plane_wgrad(P, PW, gy + (n * d.C + c) * OHW, d.OH, d.OW, d.KH, d.KW, d.dh, d.dw, acc);
+  }
+  for (int64_t t = 0; t < KK; ++t) gw[c * KK + t] = hsum(acc[t]);
+}
+
+void dw_bwd_weight(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  const int64_t PH = d.OH + (d.KH - 1) * d.dh, PW = d.OW + (d.KW - 1) * d.dw;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), d.C, [&](int64_t c) {
+    float* P = tl_col.get(static_cast<size_t>(PH * PW + 16));
+    if (P) dw_wgrad_channel(gy, x, gw, d, c, P);
+  });
+}
+
+// gb[o] for o in [o0, o1): float vector sums per row, accumulated over images in double.
+EMBER_AVX2 void bias_rows_avx2(const float* gy, float* gb, const Conv2dDims& d, int64_t o0,
+                               int64_t o1) {
+  const int64_t OHW = d.OH * d.OW;
+  for (int64_t o = o0; o < o1; ++o) {
+    double total = 0.0;
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* r = gy + (n * d.O + o) * OHW;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+      int64_t s = 0;
+      for (; s + 16 <= OHW; s += 16) {
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(r + s));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(r + s + 8));
+      }
+      double part = hsum(_mm256_add_ps(a0, a1));
+      for (; s < OHW; ++s) part += r[s];
+      total += part;
+    }
+    gb[o] = static_cast<float>(total);
+  }
+}
+
+void bias_grad_avx2(const float* gy, float* gb, const Conv2dDims& d) {
+  const int nth = d.N * d.O * d.OH * d.OW > (1 << 16) ? cpu::get_num_threads() : 1;
+  const int64_t pieces = std::min<int64_t>(d.O, nth * 4);
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    int64_t o0, o1;
+    cpu::split_range(d.O, 1, static_cast<int>(p), static_cast<int>(pieces), &o0, &o1);
+    bias_rows_avx2(gy, gb, d, o0, o1);
+  });
+}
+#endif  // EMBER_COMPILED_AVX2
+
+bool fast_ok() {
+#if EMBER_COMPILED_AVX2
+  return gemm_path() > 0;
+#else
+  return false;
+#endif
+}
+
+int64_t out_numel(const Conv2dDims& d) { return d.N * d.O * d.OH * d.OW; }
+
+}  // namespace
+
+// ---- entry points ------------------------------------------------------------------------------
+template <typename T>
+void conv2d_fwd_cpu(const T* x, const T* w, const T* b, T* y, const Conv2dDims& d) {
+  const int nth = nthreads_for(conv_flops(d));
+  cpu::ClaimPool::instance().run(nth, d.N * d.O, [&](int64_t p) {
+    fwd_ref<T>(x, w, b, y, d, p / d.O, p % d.O);
+  });
+}
+
+template <typename T>
+void conv2d_bwd_data_cpu(const T* gy, const T* w, T* gx, const Conv2dDims& d) {
+  const int nth = nthreads_for(conv_flops(d));
+  cpu::ClaimPool::instance().run(nth, d.N * d.C, [&](int64_t p) {
+    bwd_data_ref<T>(gy, w, gx, d, p / d.C, p % d.C);
+  });
+}
+
+template <typename T>
+void conv2d_bwd_weight_cpu(const T* gy, const T* x, T* gw, T* gb, const Conv2dDims& d) {
+  const int nth = nthreads_for(conv_flops(d));
+  if (gw)
+    cpu::ClaimPool::instance().run(nth, d.O, [&](int64_t o) { bwd_weight_ref<T>(gy, x, gw, d, o); });
+  if (gb)
+    cpu::ClaimPool::instance().run(nth, d.O, [&](int64_t o) { bias_ref<T>(gy, gb, d, o); });
+}
+
+template void conv2d_fwd_cpu<float>(const float*, const float*, const float*, float*,
+                                    const Conv2dDims&);
+template void conv2d_fwd_cpu<double>(const double*, const double*, const double*, double*,
+                                     const Conv2dDims&);
+template void conv2d_bwd_data_cpu<float>(const float*, const float*, float*, const Conv2dDims&);
+template void conv2d_bwd_data_cpu<double>(const double*, const double*, double*,
+                                          const Conv2dDims&);
+template void conv2d_bwd_weight_cpu<float>(const float*, const float*, float*, float*,
+                                           const Conv2dDims&);
+template void conv2d_bwd_weight_cpu<double>(const double*, const double*, double*, double*,
+                                            const Conv2dDims&);
+
+void conv2d_fwd(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  if (out_numel(d) == 0) return;
+#if EMBER_COMPILED_AVX2
+  if (fast_ok()) {
+    const int64_t K = d.C / d.G * d.KH * d.KW;
+    if (K == 0) {  // no input channels: the output is the bias
+      for (int64_t p = 0; p < d.N * d.O; ++p)
+        std::fill(y + p * d.OH * d.OW, y + (p + 1) * d.OH * d.OW, b ? b[p % d.O] : 0.0f);
+      return;
+    }
+    if (is_depthwise_direct(d))
+      dw_fwd(x, w, b, y, d);
+    else
+      fwd_fast(x, w, b, y, d);
+    return;
+  }
+#endif
+  conv2d_fwd_cpu<float>(x, w, b, y, d);
+}
+
+void conv2d_fwd(const double* x, const double* w, const double* b, double* y,
+                const Conv2dDims& d) {
+  if (out_numel(d) == 0) return;
+  conv2d_fwd_cpu<double>(x, w, b, y, d);
+}
+
+void conv2d_bwd_data(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  if (d.N * d.C * d.H * d.W == 0) return;
+#if EMBER_COMPILED_AVX2
+  if (fast_ok()) {
+    if (out_numel(d) == 0 || d.O == 0) {
+      std::memset(gx, 0, sizeof(float) * d.N * d.C * d.H * d.W);
+      return;
+    }
+    if (is_depthwise_direct(d))
+      dw_bwd_data(gy, w, gx, d);
+    else
+      bwd_data_fast(gy, w, gx, d);
+    return;
+  }
+#endif
+  conv2d_bwd_data_cpu<float>(gy, w, gx, d);
+}
+
+void conv2d_bwd_data(const double* gy, const double* w, double* gx, const Conv2dDims& d) {
+  if (d.N * d.C * d.H * d.W == 0) return;
+  conv2d_bwd_data_cpu<double>(gy, w, gx, d);
+}
+
+void conv2d_bwd_weight(const float* gy, const float* x, float* gw, float* gb,
+                       const Conv2dDims& d) {
+#if EMBER_COMPILED_AVX2
+  if (fast_ok()) {
+    const int64_t wsize = d.O * (d.C / d.G) * d.KH * d.KW;
+    if (gw && wsize > 0) {
+      if (out_numel(d) == 0)
+        std::memset(gw, 0, sizeof(float) * wsize);
+      else if (is_depthwise_direct(d))
+        dw_bwd_weight(gy, x, gw, d);
+      else
+        bwd_weight_fast(gy, x, gw, d);
+    }
+    if (gb && d.O > 0) {
+      if (out_numel(d) == 0)
+        std::memset(gb, 0, sizeof(float) * d.O);
+      else
+        bias_grad_avx2(gy, gb, d);
+    }
+    return;
+  }
+#endif
+  conv2d_bwd_weight_cpu<float>(gy, x, gw, gb, d);
+}
+
+void conv2d_bwd_weight(const double* gy, const double* x, double* gw, double* gb,
+                       const Conv2dDims& d) {
+  conv2d_bwd_weight_cpu<double>(gy, x, gw, gb, d);
+}
+
+}  // namespace ember
