@@ -28,11 +28,11 @@ class Conv2d(Function):
         xa, wa = _as4(_c(x._array)), _as4(_c(weight._array))
         ba = None if bias is None else _c(bias._array)
         N, _, H, W = xa.shape
-        O, _, KH, KW = wa.shape
+        Co, _, KH, KW = wa.shape
         pt, pb, pl, pr = padding
         OH = (H + pt + pb - dilation[0] * (KH - 1) - 1) // stride[0] + 1
         OW = (W + pl + pr - dilation[1] * (KW - 1) - 1) // stride[1] + 1
-        out = np.empty((N, O, OH, OW), xa.dtype)
+        out = np.empty((N, Co, OH, OW), xa.dtype)
         _C.conv2d_fwd(xa, wa, ba, out, stride, padding, dilation, groups)
         ctx.save_for_backward(x, weight)
         ctx.params = (stride, padding, dilation, groups)

@@ -995,18 +995,18 @@ def _conv_args(op, input, weight, bias, stride, padding, dilation, groups, nd):
     if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"[{op}] groups must be a positive int, got {groups!r}")
     groups = int(groups)
-    C, O = input.shape[1], weight.shape[0]
+    C, Co = input.shape[1], weight.shape[0]
     if C % groups != 0:
         raise ValueError(f"[{op}] in_channels ({C}) must be divisible by groups ({groups})")
-    if O % groups != 0:
-        raise ValueError(f"[{op}] out_channels ({O}) must be divisible by groups ({groups})")
+    if Co % groups != 0:
+        raise ValueError(f"[{op}] out_channels ({Co}) must be divisible by groups ({groups})")
     if weight.shape[1] * groups != C:
         raise ValueError(
             f"[{op}] input has {C} channels but weight {tuple(weight.shape)} with groups="
             f"{groups} expects {weight.shape[1] * groups}"
         )
-    if bias is not None and tuple(bias.shape) != (O,):
-        raise ValueError(f"[{op}] bias must have shape ({O},), got {tuple(bias.shape)}")
+    if bias is not None and tuple(bias.shape) != (Co,):
+        raise ValueError(f"[{op}] bias must have shape ({Co},), got {tuple(bias.shape)}")
     stride = _conv_tuple(stride, nd, "stride", op, 1)
     dilation = _conv_tuple(dilation, nd, "dilation", op, 1)
     ksize = tuple(weight.shape[2:])

@@ -67,7 +67,9 @@ class _ConvNd(Module):
                     f"[{cls}] padding must be 'same', 'valid', an int or a tuple, got {padding!r}"
                 )
             if padding == "same" and any(s != 1 for s in self.stride):
-                raise ValueError(f"[{cls}] padding='same' is not supported for strided convolutions")
+                raise ValueError(
+                    f"[{cls}] padding='same' is not supported for strided convolutions"
+                )
             self.padding = padding
         else:
             self.padding = _ntuple(padding, nd, "padding", cls)
