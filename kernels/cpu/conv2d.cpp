@@ -179,6 +179,7 @@ struct Workspace {
   Workspace& operator=(const Workspace&) = delete;
   ~Workspace() { std::free(p); }
   float* get(size_t n) {
+    n = std::max<size_t>(n, 16);  // never hand out a null buffer for an empty request
     if (n > cap) {
       std::free(p);
       const size_t bytes = (n * sizeof(float) + 63) & ~size_t{63};
@@ -220,6 +221,13 @@ EMBER_AVX2 void add_row(float* dst, const float* src, int64_t n) {
   for (; k + 8 <= n; k += 8)
     _mm256_storeu_ps(dst + k, _mm256_add_ps(_mm256_loadu_ps(dst + k), _mm256_loadu_ps(src + k)));
   for (; k < n; ++k) dst[k] += src[k];
+}
+
+EMBER_AVX2 void copy_bias_row(float* dst, const float* src, int64_t n, float bias) {
+  const __m256 vb = _mm256_set1_ps(bias);
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_add_ps(_mm256_loadu_ps(src + k), vb));
+  for (; k < n; ++k) dst[k] = src[k] + bias;
 }
 
 // col[(c*KH + i)*KW + j][(oh - oh0)*OW + ow] for the Cg channels at xg (x[n, g*Cg]).
@@ -281,29 +289,33 @@ bool is_pointwise(const Conv2dDims& d) {
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
   const Geo q(d);
   const bool direct = is_pointwise(d);
-  const int64_t R = direct ? tile_rows(d.OH, d.OW, 64) : tile_rows(d.OH, d.OW, q.K);
+  const int64_t R = tile_rows(d.OH, d.OW, q.K);
   const int64_t nt = (d.OH + R - 1) / R;
   const int64_t pieces = d.N * d.G * nt;
   cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
     const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
     const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
     float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
-    if (b)
-      for (int64_t o = 0; o < q.Og; ++o) std::fill(yc + o * q.OHW, yc + o * q.OHW + T, b[g * q.Og + o]);
+    const size_t colsz = direct ? 0 : static_cast<size_t>(q.K * T);
+    float* ws = tl_col.get(colsz + static_cast<size_t>(q.Og * T));
+    if (!ws) return;
     const float* src;
     int64_t sbk;
     if (direct) {
       src = x + (n * d.C + g * q.Cg) * q.HW + oh0 * d.OW;
       sbk = q.HW;
     } else {
-      float* col = tl_col.get(static_cast<size_t>(q.K * T));
-      if (!col) return;
-      im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, rows, col);
-      src = col;
+      im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, rows, ws);
+      src = ws;
       sbk = T;
     }
-    gemm_serial(w + g * q.Og * q.K, q.K, 1, src, sbk, 1, yc, q.OHW, q.Og, T, q.K, 1.0f,
-                b ? 1.0f : 0.0f);
+    // GEMM into a contiguous [Og, T] tile, then copy (+ bias) into y: y's row stride OH*OW
+    // is often a multiple of 4 KiB (32x32 maps), and a C tile whose rows all map to the same
+    // L1 sets thrashes.
+    float* ct = ws + colsz;
+    gemm_serial(w + g * q.Og * q.K, q.K, 1, src, sbk, 1, ct, T, q.Og, T, q.K, 1.0f, 0.0f);
+    for (int64_t o = 0; o < q.Og; ++o)
+      copy_bias_row(yc + o * q.OHW, ct + o * T, T, b ? b[g * q.Og + o] : 0.0f);
   });
 }
 
@@ -349,7 +361,7 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
   const Geo q(d);
   const bool direct = is_pointwise(d);
-  const int64_t R = direct ? tile_rows(d.OH, d.OW, 64) : tile_rows(d.OH, d.OW, q.K);
+  const int64_t R = tile_rows(d.OH, d.OW, q.K);
   const int64_t nt = (d.OH + R - 1) / R;
   const int64_t units = d.N * d.G * nt;
   const int nth = nthreads_for(conv_flops(d));
