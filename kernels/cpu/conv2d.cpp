@@ -332,17 +332,26 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
   // Pointwise: tiles are independent pieces too (each writes its own gx columns).
   const int64_t tp = direct ? nt : 1;
   const int64_t pieces = units * cb * tp;
+  // W^T per group, [G][K][Og], made once per call: the GEMM's A is W_g^T, and packing it from
+  // W itself reads it transposed (a strided scalar loop per tile); from W^T it is the
+  // vectorised row-major packing.
+  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.K * q.Og));
+  if (!wt) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t m = 0; m < q.K; ++m)
+        wt[(g * q.K + m) * q.Og + o] = w[(g * q.Og + o) * q.K + m];
   cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
     const int64_t t_piece = p % tp, u = p / tp;
     const int64_t blk = u % cb, ng = u / cb, n = ng / d.G, g = ng % d.G;
     const int64_t c0 = blk * cc_max, cc = std::min(cc_max, q.Cg - c0);
     if (cc <= 0) return;
-    const float* wg = w + g * q.Og * q.K + c0 * q.KK;  // a(m, k) = W[g*Og + k][c0*KK + m]
+    const float* wg = wt + (g * q.K + c0 * q.KK) * q.Og;  // a(m, k) = W^T[c0*KK + m][k]
     float* gxg = gx + (n * d.C + g * q.Cg) * q.HW;
     const float* gyg = gy + (n * d.O + g * q.Og) * q.OHW;
     if (direct) {
       const int64_t oh0 = t_piece * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
-      gemm_serial(wg, 1, q.K, gyg + oh0 * d.OW, q.OHW, 1, gxg + c0 * q.HW + oh0 * d.OW, q.HW,
+      gemm_serial(wg, q.Og, 1, gyg + oh0 * d.OW, q.OHW, 1, gxg + c0 * q.HW + oh0 * d.OW, q.HW,
                   cc, T, q.Og, 1.0f, 0.0f);
       return;
     }
@@ -351,7 +360,7 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
       const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
       float* col = tl_col.get(static_cast<size_t>(cc * q.KK * T));
       if (!col) return;
-      gemm_serial(wg, 1, q.K, gyg + oh0 * d.OW, q.OHW, 1, col, T, cc * q.KK, T, q.Og, 1.0f,
+      gemm_serial(wg, q.Og, 1, gyg + oh0 * d.OW, q.OHW, 1, col, T, cc * q.KK, T, q.Og, 1.0f,
                   0.0f);
       col2im_tile(col, d, c0, cc, oh0, rows, gxg);
     }
