@@ -366,3 +366,30 @@ def test_vs_torch(case, rng):
     for a, t in ((y.detach(), ty), (xt.grad, tx.grad), (wt.grad, tw.grad), (bt.grad, tb.grad)):
         t = t.detach().numpy()
         np.testing.assert_allclose(a.numpy(), t, rtol=1e-4, atol=1e-4 * np.abs(t).max())
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[6], CASES[7], CASES[8]])
+def test_inf_in_input_stays_local(case, rng, cpu_path):
+    """An inf in x reaches only the outputs and weight-gradient taps that read it (no 0 * inf
+    from a vector lane past a row end)."""
+    N, C, H, W, Co, ks, stride, padding, dilation, groups = case
+    x = _data(rng, (N, C, H, W), np.float32)
+    x[0, 0, H // 2, W - 1] = np.inf
+    x[-1, -1, 0, 0] = -np.inf
+    w = _data(rng, (Co, C // groups) + ks, np.float32)
+    xt, wt = ember.from_numpy(x).requires_grad_(), ember.from_numpy(w).requires_grad_()
+    y = F.conv2d(xt, wt, None, stride, padding, dilation, groups)
+    g = _data(rng, y.shape, np.float32)
+    y.backward(ember.from_numpy(g))
+    args = dict(
+        stride=_pair(stride), padding=_pads(padding, ks, dilation), dilation=_pair(dilation),
+        groups=groups,
+    )  # fmt: skip
+    with np.errstate(invalid="ignore"):
+        ry = R.conv2d(x.astype(np.float64), w.astype(np.float64), **args)
+        _, rgw, _ = R.conv2d_vjp(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64),
+                                 **args)  # fmt: skip
+    for got, ref in ((y.detach().numpy(), ry), (wt.grad.numpy(), rgw)):
+        assert np.array_equal(np.isnan(got), np.isnan(ref))
+        assert np.array_equal(np.isinf(got), np.isinf(ref))
+        assert np.isfinite(ref).any()

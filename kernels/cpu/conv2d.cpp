@@ -438,43 +438,52 @@ void pad_plane(const float* src, int64_t SH, int64_t SW, int64_t offh, int64_t o
   std::memset(P + PH * PW, 0, sizeof(float) * 16);
 }
 
+// Up to NCH*8 outputs of one row, all in registers: every tap is one broadcast and NCH
+// independent FMAs, so the KH*KW-long FMA chains overlap (one 8-wide chain per tap loop was
+// latency-bound: 9 taps x 4 cycles per 8 outputs).
+template <int NCH>
+EMBER_AVX2 void dw_row(const float* P, int64_t PW, const float* k, __m256 vb, float* yr,
+                       int64_t n, int64_t KH, int64_t KW, int64_t dh, int64_t dw) {
+  __m256 a[NCH];
+#pragma GCC unroll 8
+  for (int c = 0; c < NCH; ++c) a[c] = vb;
+  for (int64_t i = 0; i < KH; ++i) {
+    const float* pr = P + i * dh * PW;
+    for (int64_t j = 0; j < KW; ++j) {
+      const __m256 wv = _mm256_set1_ps(k[i * KW + j]);
+      const float* s = pr + j * dw;
+#pragma GCC unroll 8
+      for (int c = 0; c < NCH; ++c) a[c] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8 * c), a[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < NCH; ++c) {
+    if (8 * c + 8 <= n)
+      _mm256_storeu_ps(yr + 8 * c, a[c]);
+    else if (8 * c < n)
+      _mm256_maskstore_ps(yr + 8 * c, tail_mask(n - 8 * c), a[c]);
+  }
+}
+
 // y[oh][ow] = bias + sum_{i,j} k[i*KW + j] * P[oh + i*dh][ow + j*dw] for an OH x OW plane.
 EMBER_AVX2 void dw_plane(const float* P, int64_t PW, const float* k, float bias, float* y,
                          int64_t OH, int64_t OW, int64_t KH, int64_t KW, int64_t dh, int64_t dw) {
   const __m256 vb = _mm256_set1_ps(bias);
   for (int64_t oh = 0; oh < OH; ++oh) {
-    float* yr = y + oh * OW;
-    int64_t ow = 0;
-    for (; ow + 32 <= OW; ow += 32) {
-      __m256 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
-      for (int64_t i = 0; i < KH; ++i) {
-        const float* pr = P + (oh + i * dh) * PW + ow;
-        for (int64_t j = 0; j < KW; ++j) {
-          const __m256 wv = _mm256_set1_ps(k[i * KW + j]);
-          const float* s = pr + j * dw;
-          a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s), a0);
-          a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8), a1);
-          a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 16), a2);
-          a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 24), a3);
-        }
+    for (int64_t ow = 0; ow < OW; ow += 64) {
+      const int64_t n = std::min<int64_t>(64, OW - ow);
+      const float* pr = P + oh * PW + ow;
+      float* yr = y + oh * OW + ow;
+      switch ((n + 7) / 8) {
+        case 1: dw_row<1>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 2: dw_row<2>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 3: dw_row<3>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 4: dw_row<4>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 5: dw_row<5>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 6: dw_row<6>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 7: dw_row<7>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        default: dw_row<8>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
       }
-      _mm256_storeu_ps(yr + ow, a0);
-      _mm256_storeu_ps(yr + ow + 8, a1);
-      _mm256_storeu_ps(yr + ow + 16, a2);
-      _mm256_storeu_ps(yr + ow + 24, a3);
-    }
-    for (; ow < OW; ow += 8) {
-      __m256 a0 = vb;
-      for (int64_t i = 0; i < KH; ++i) {
-        const float* pr = P + (oh + i * dh) * PW + ow;
-        for (int64_t j = 0; j < KW; ++j)
-          a0 = _mm256_fmadd_ps(_mm256_set1_ps(k[i * KW + j]), _mm256_loadu_ps(pr + j * dw), a0);
-      }
-      const int64_t rem = std::min<int64_t>(8, OW - ow);
-      if (rem == 8)
-        _mm256_storeu_ps(yr + ow, a0);
-      else
-        _mm256_maskstore_ps(yr + ow, tail_mask(rem), a0);
     }
   }
 }
@@ -502,6 +511,47 @@ EMBER_AVX2 void dw_plane_wgrad(const float* P, int64_t PW, const float* g, int64
       }
       acc[i * KW + j] = _mm256_add_ps(acc[i * KW + j], _mm256_add_ps(a0, a1));
     }
+}
+
+// The 3x3 case of dw_plane_wgrad in one pass: g is loaded once per 8 outputs for all 9 taps,
+// and the 9 accumulators are 9 independent FMA chains (the tap-by-tap loop above has 2).
+EMBER_AVX2 void dw_plane_wgrad3x3(const float* P, int64_t PW, const float* g, int64_t OH,
+                                  int64_t OW, int64_t dh, int64_t dw, __m256* acc) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+         a7 = a0, a8 = a0;
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    const float* p0 = P + oh * PW;
+    const float* p1 = p0 + dh * PW;
+    const float* p2 = p1 + dh * PW;
+    const float* gr = g + oh * OW;
+    // Full vectors, then the tail with every load masked (a 0 * inf from the next row would
+    // otherwise put a NaN into another tap's sum).
+    const int64_t OW8 = OW & ~int64_t{7};
+    for (int64_t ow = 0; ow < OW; ow += 8) {
+      const __m256i m = tail_mask(ow < OW8 ? 8 : OW - ow);
+#define EMBER_LD(ptr) (ow < OW8 ? _mm256_loadu_ps(ptr) : _mm256_maskload_ps(ptr, m))
+      const __m256 gv = EMBER_LD(gr + ow);
+      a0 = _mm256_fmadd_ps(gv, EMBER_LD(p0 + ow), a0);
+      a1 = _mm256_fmadd_ps(gv, EMBER_LD(p0 + ow + dw), a1);
+      a2 = _mm256_fmadd_ps(gv, EMBER_LD(p0 + ow + 2 * dw), a2);
+      a3 = _mm256_fmadd_ps(gv, EMBER_LD(p1 + ow), a3);
+      a4 = _mm256_fmadd_ps(gv, EMBER_LD(p1 + ow + dw), a4);
+      a5 = _mm256_fmadd_ps(gv, EMBER_LD(p1 + ow + 2 * dw), a5);
+      a6 = _mm256_fmadd_ps(gv, EMBER_LD(p2 + ow), a6);
+      a7 = _mm256_fmadd_ps(gv, EMBER_LD(p2 + ow + dw), a7);
+      a8 = _mm256_fmadd_ps(gv, EMBER_LD(p2 + ow + 2 * dw), a8);
+#undef EMBER_LD
+    }
+  }
+  acc[0] = _mm256_add_ps(acc[0], a0);
+  acc[1] = _mm256_add_ps(acc[1], a1);
+  acc[2] = _mm256_add_ps(acc[2], a2);
+  acc[3] = _mm256_add_ps(acc[3], a3);
+  acc[4] = _mm256_add_ps(acc[4], a4);
+  acc[5] = _mm256_add_ps(acc[5], a5);
+  acc[6] = _mm256_add_ps(acc[6], a6);
+  acc[7] = _mm256_add_ps(acc[7], a7);
+  acc[8] = _mm256_add_ps(acc[8], a8);
 }
 
 EMBER_AVX2 float hsum(__m256 v) {
@@ -550,7 +600,10 @@ EMBER_AVX2 void dw_wgrad_channel(const float* gy, const float* x, float* gw, con
   for (int64_t t = 0; t < KK; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t n = 0; n < d.N; ++n) {
     pad_plane(x + (n * d.C + c) * HW, d.H, d.W, d.ph, d.pw, PH, PW, P);
-    dw_plane_wgrad(P, PW, gy + (n * d.C + c) * OHW, d.OH, d.OW, d.KH, d.KW, d.dh, d.dw, acc);
+    if (d.KH == 3 && d.KW == 3)
+      dw_plane_wgrad3x3(P, PW, gy + (n * d.C + c) * OHW, d.OH, d.OW, d.dh, d.dw, acc);
+    else
+      dw_plane_wgrad(P, PW, gy + (n * d.C + c) * OHW, d.OH, d.OW, d.KH, d.KW, d.dh, d.dw, acc);
   }
   for (int64_t t = 0; t < KK; ++t) gw[c * KK + t] = hsum(acc[t]);
 }
