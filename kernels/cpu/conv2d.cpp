@@ -36,10 +36,24 @@
 //    Threads: each entry point cuts the work into independent pieces claimed from
 //    cpu::ClaimPool (pool.h); every piece runs gemm_serial on its own thread (calling the
 //    threaded gemm() from a pool worker would nest the pool).
-//    Tile size: kColCap = 256K floats (1 MiB, about the L2): the im2col tile is written and
-//    then read again by the GEMM's B packing, so it should not leave L2. Measured on this
-//    machine (N=32 64->64 32x32 k3, fwd, 1 thread): see bench/bench_conv.py and the notes in
-//    the report of the change that chose it.
+//
+// Decisions and the measurements behind them (1 thread, thread CPU time, median of 7-9, on a
+// shared 2-core Xeon with AVX-512 whose FMA peak measured 160-185 GFLOP/s; N=32 64->64 32x32
+// 3x3 unless said otherwise; indicative, the machine was loaded):
+//  * explicit im2col tile + GEMM, not implicit GEMM. An implicit version (the GEMM calling
+//    back for its B panels, built from x one im2col row at a time in L1) was tried: 36-37 ms
+//    vs 35-36 ms explicit, and 9.9 vs 9.0 ms for N=64 32->64 14x14, so it was dropped. Where
+//    the time goes: the GEMM alone on the tiles 25 ms (95 GFLOP/s, what gemm() reaches on the
+//    same [64 x 352 x 576] shape: with M = 64 output channels every packed B element is used
+//    only 64 times), im2col alone 6 ms, both 36 ms (~67 GFLOP/s, ~40% of peak).
+//  * tile cap kColCap = 256K floats (1 MiB, about the L2): 64K / 256K / 1M / 4M floats gave
+//    42-48 / 35-36 / 35-37 / 36-37 ms.
+//  * GEMM into a contiguous [Og, T] tile and copy (+ bias) out: 34-35 vs 36 ms writing y in
+//    place (y's row stride is 4 KiB for 32x32 maps).
+//  * backward-data transposes W once per call (GEMM A packing then vectorised): 72 -> 83
+//    GFLOP/s; 1x1 backward-data stays at ~45 GFLOP/s (K = Og = 64: little work per C element).
+//  * depthwise 3x3, N=32 C=64 56x56: forward 7.7 -> 6.5 ms with a row of outputs in registers;
+//    weight gradient 12.6 -> 9.5 ms with the fused 9-tap pass. These are memory-bound.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
