@@ -39,6 +39,11 @@ CASES = [
     (2, 3, 1, 1, 4, (1, 1), 1, 0, 1, 1),  # 1x1 image
     (2, 3, 1, 1, 4, (3, 3), 1, 1, 1, 1),  # 1x1 image, padded 3x3
     (1, 3, 5, 5, 2, (3, 3), 3, 1, 1, 1),  # stride = kernel
+    # C/G >= 32, stride 1: the shifted-GEMM forward (padded slab, one GEMM per tap)
+    (2, 64, 9, 10, 6, (4, 3), 1, "same", (2, 1), 1),
+    (1, 64, 11, 9, 4, (3, 3), 1, (0, 2), 1, 2),
+    (2, 32, 7, 8, 5, (3, 2), 1, 0, 1, 1),
+    (1, 64, 70, 64, 4, (3, 3), 1, 1, 1, 1),  # several slab tiles
 ]
 
 

@@ -244,6 +244,22 @@ EMBER_AVX2 void copy_bias_row(float* dst, const float* src, int64_t n, float bia
   for (; k < n; ++k) dst[k] = src[k] + bias;
 }
 
+EMBER_AVX2 inline void copy_floats(float* dst, const float* src, int64_t n) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(src + k));
+  if (k < n) {
+    const __m256i m = tail_mask(n - k);
+    _mm256_maskstore_ps(dst + k, m, _mm256_maskload_ps(src + k, m));
+  }
+}
+
+EMBER_AVX2 inline void zero_floats(float* dst, int64_t n) {
+  const __m256 z = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, z);
+  if (k < n) _mm256_maskstore_ps(dst + k, tail_mask(n - k), z);
+}
+
 // col[(c*KH + i)*KW + j][(oh - oh0)*OW + ow] for the Cg channels at xg (x[n, g*Cg]).
 void im2col_tile(const float* xg, const Conv2dDims& d, int64_t cg, int64_t oh0, int64_t rows,
                  float* col) {
@@ -299,8 +315,89 @@ bool is_pointwise(const Conv2dDims& d) {
          d.OH == d.H && d.OW == d.W;
 }
 
+// P[r][c] = src[r - offh][c - offw] (0 outside [0, SH) x [0, SW)) for PH rows of width PW.
+EMBER_AVX2 void pad_plane_rows(const float* src, int64_t SH, int64_t SW, int64_t offh,
+                               int64_t offw, int64_t PH, int64_t PW, float* P) {
+  const int64_t lo = std::clamp<int64_t>(offw, 0, PW), hi = std::clamp<int64_t>(offw + SW, 0, PW);
+  for (int64_t r = 0; r < PH; ++r) {
+    float* dst = P + r * PW;
+    const int64_t sr = r - offh;
+    if (sr < 0 || sr >= SH) {
+      zero_floats(dst, PW);
+      continue;
+    }
+    zero_floats(dst, lo);
+    copy_floats(dst + lo, src + sr * SW + (lo - offw), hi - lo);
+    zero_floats(dst + hi, PW - hi);
+  }
+}
+
 // ---- GEMM-based fast paths ----------------------------------------------------------------------
+// Stride-1 forward without im2col ("shifted GEMMs"): with the input tile copied into a
+// zero-padded slab of row width Wp = OW + (KW-1)*dw, tap (i, j) reads the slab at the constant
+// offset i*dh*Wp + j*dw, so y_wide[Og, rows*Wp] = sum over taps of W[:, :, i, j] @ slab view
+// (a plain strided matrix, packed by the GEMM directly). The Wp - OW extra columns per row are
+// computed and dropped. Needs K = Cg per GEMM to be large enough that re-reading the C tile
+// per tap is cheap (Cg >= kShiftMinC).
+constexpr int64_t kShiftMinC = 32;
+
+bool use_shifted(const Conv2dDims& d) {
+  return d.sh == 1 && d.sw == 1 && d.C / d.G >= kShiftMinC && d.KH * d.KW > 1;
+}
+
+EMBER_AVX2 void copy_bias_rows(float* y, int64_t OW, const float* ct, int64_t Wp, int64_t rows,
+                               float bias) {
+  for (int64_t r = 0; r < rows; ++r) copy_bias_row(y + r * OW, ct + r * Wp, OW, bias);
+}
+
+void fwd_shifted(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  // Weights per tap, [G][KK][Og][Cg], once per call: the GEMM's A for tap t is row-major.
+  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
+  if (!wt) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t t = 0; t < q.KK; ++t)
+          wt[((g * q.KK + t) * q.Og + o) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
+  // Rows per tile: slab (Cg x (rows + eh) x Wp) + output tile (Og x rows x Wp) <= kColCap.
+  int64_t R = std::max<int64_t>(1, (kColCap / Wp - q.Cg * eh) / (q.Cg + q.Og));
+  R = std::min(R, d.OH);
+  const int64_t nt = (d.OH + R - 1) / R;
+  R = (d.OH + nt - 1) / nt;
+  const int64_t pieces = d.N * d.G * nt;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
+    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
+    const int64_t sr = rows + eh;
+    // channel stride: slab rows plus slack for the last taps' overrun, 16-float aligned
+    const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
+    if (!ws) return;
+    const float* xg = x + (n * d.C + g * q.Cg) * q.HW;
+    for (int64_t c = 0; c < q.Cg; ++c) {
+      pad_plane_rows(xg + c * q.HW, d.H, d.W, d.ph - oh0, d.pw, sr, Wp, ws + c * cs);
+      zero_floats(ws + c * cs + sr * Wp, cs - sr * Wp);
+    }
+    float* ct = ws + q.Cg * cs;
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        const int64_t tap = i * d.KW + j;
+        gemm_serial(wt + (g * q.KK + tap) * q.Og * q.Cg, q.Cg, 1, ws + i * d.dh * Wp + j * d.dw,
+                    cs, 1, ct, Tw, q.Og, Tw, q.Cg, 1.0f, tap == 0 ? 0.0f : 1.0f);
+      }
+    float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+    for (int64_t o = 0; o < q.Og; ++o)
+      copy_bias_rows(yc + o * q.OHW, d.OW, ct + o * Tw, Wp, rows, b ? b[g * q.Og + o] : 0.0f);
+  });
+}
+
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  if (use_shifted(d)) {
+    fwd_shifted(x, w, b, y, d);
+    return;
+  }
   const Geo q(d);
   const bool direct = is_pointwise(d);
   const int64_t R = tile_rows(d.OH, d.OW, q.K);
