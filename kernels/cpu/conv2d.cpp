@@ -350,6 +350,37 @@ EMBER_AVX2 void copy_bias_rows(float* y, int64_t OW, const float* ct, int64_t Wp
   for (int64_t r = 0; r < rows; ++r) copy_bias_row(y + r * OW, ct + r * Wp, OW, bias);
 }
 
+// gy rows [oh0, oh0 + rows) of Og channels as [Og, rows*Wp], each row zero-padded from OW to
+// Wp: the row layout of the slab, so the shifted GEMMs can use it as is (the zero columns add
+// nothing).
+EMBER_AVX2 void widen_rows(const float* gyg, int64_t OHW, int64_t OW, int64_t oh0, int64_t rows,
+                           int64_t Og, int64_t Wp, float* out) {
+  for (int64_t o = 0; o < Og; ++o)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* dst = out + (o * rows + r) * Wp;
+      copy_floats(dst, gyg + o * OHW + (oh0 + r) * OW, OW);
+      zero_floats(dst + OW, Wp - OW);
+    }
+}
+
+// Rows per slab tile: slab (Cg x (rows + eh) x Wp) + an [Og, rows*Wp] tile <= kColCap.
+int64_t shifted_rows(const Conv2dDims& d, int64_t Wp, int64_t eh) {
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G;
+  int64_t R = std::max<int64_t>(1, (kColCap / Wp - Cg * eh) / (Cg + Og));
+  R = std::min(R, d.OH);
+  const int64_t nt = (d.OH + R - 1) / R;
+  return (d.OH + nt - 1) / nt;
+}
+
+// Slab of Cg channels for output rows [oh0, oh0 + rows): channel c at ws + c*cs.
+void build_slab(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t oh0, int64_t sr,
+                int64_t Wp, int64_t cs, float* ws) {
+  for (int64_t c = 0; c < Cg; ++c) {
+    pad_plane_rows(xg + c * d.H * d.W, d.H, d.W, d.ph - oh0, d.pw, sr, Wp, ws + c * cs);
+    zero_floats(ws + c * cs + sr * Wp, cs - sr * Wp);
+  }
+}
+
 void fwd_shifted(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
   const Geo q(d);
   const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
@@ -361,11 +392,7 @@ void fwd_shifted(const float* x, const float* w, const float* b, float* y, const
       for (int64_t c = 0; c < q.Cg; ++c)
         for (int64_t t = 0; t < q.KK; ++t)
           wt[((g * q.KK + t) * q.Og + o) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
-  // Rows per tile: slab (Cg x (rows + eh) x Wp) + output tile (Og x rows x Wp) <= kColCap.
-  int64_t R = std::max<int64_t>(1, (kColCap / Wp - q.Cg * eh) / (q.Cg + q.Og));
-  R = std::min(R, d.OH);
-  const int64_t nt = (d.OH + R - 1) / R;
-  R = (d.OH + nt - 1) / nt;
+  const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
   const int64_t pieces = d.N * d.G * nt;
   cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
     const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
@@ -375,11 +402,7 @@ void fwd_shifted(const float* x, const float* w, const float* b, float* y, const
     const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
     float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
     if (!ws) return;
-    const float* xg = x + (n * d.C + g * q.Cg) * q.HW;
-    for (int64_t c = 0; c < q.Cg; ++c) {
-      pad_plane_rows(xg + c * q.HW, d.H, d.W, d.ph - oh0, d.pw, sr, Wp, ws + c * cs);
-      zero_floats(ws + c * cs + sr * Wp, cs - sr * Wp);
-    }
+    build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
     float* ct = ws + q.Cg * cs;
     for (int64_t i = 0; i < d.KH; ++i)
       for (int64_t j = 0; j < d.KW; ++j) {
@@ -478,7 +501,54 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
   });
 }
 
+// Weight gradient with the shifted GEMMs of fwd_shifted: per tap, gW_tap[Og, Cg] += gy_wide
+// [Og, rows*Wp] @ slab_view^T, accumulated tap-major per piece, then reduced and transposed
+// into gw's [O, Cg, KH, KW] layout.
+void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
+  const int64_t units = d.N * d.G * nt;
+  const int nth = nthreads_for(conv_flops(d));
+  const int64_t pieces = std::min<int64_t>(nth, units);
+  const int64_t asize = d.G * q.KK * q.Og * q.Cg;
+  float* accs = tl_partial.get(static_cast<size_t>(pieces * asize));
+  if (!accs) return;
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    float* acc = accs + p * asize;
+    zero_floats(acc, asize);
+    int64_t u0, u1;
+    cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / (d.G * nt), g = (u / nt) % d.G, t = u % nt;
+      const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
+      const int64_t sr = rows + eh, cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+      float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
+      if (!ws) return;
+      build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
+      float* gyw = ws + q.Cg * cs;
+      widen_rows(gy + (n * d.O + g * q.Og) * q.OHW, q.OHW, d.OW, oh0, rows, q.Og, Wp, gyw);
+      for (int64_t i = 0; i < d.KH; ++i)
+        for (int64_t j = 0; j < d.KW; ++j) {
+          const int64_t tap = i * d.KW + j;
+          gemm_serial(gyw, Tw, 1, ws + i * d.dh * Wp + j * d.dw, 1, cs,
+                      acc + (g * q.KK + tap) * q.Og * q.Cg, q.Cg, q.Og, q.Cg, Tw, 1.0f, 1.0f);
+        }
+    }
+  });
+  for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t tap = 0; tap < q.KK; ++tap)
+      for (int64_t o = 0; o < q.Og; ++o)
+        for (int64_t c = 0; c < q.Cg; ++c)
+          gw[((g * q.Og + o) * q.Cg + c) * q.KK + tap] = accs[((g * q.KK + tap) * q.Og + o) * q.Cg + c];
+}
+
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  if (use_shifted(d)) {
+    bwd_weight_shifted(gy, x, gw, d);
+    return;
+  }
   const Geo q(d);
   const bool direct = is_pointwise(d);
   const int64_t R = tile_rows(d.OH, d.OW, q.K);
