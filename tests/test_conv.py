@@ -44,6 +44,7 @@ CASES = [
     (1, 64, 11, 9, 4, (3, 3), 1, (0, 2), 1, 2),
     (2, 32, 7, 8, 5, (3, 2), 1, 0, 1, 1),
     (1, 64, 70, 64, 4, (3, 3), 1, 1, 1, 1),  # several slab tiles
+    (1, 256, 30, 31, 64, (3, 3), 1, 1, 1, 1),  # several slab tiles, shifted input gradient
 ]
 
 
@@ -121,7 +122,9 @@ def test_conv2d_vs_reference(case, dtype, rng, cpu_path, poison):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[6], CASES[15], CASES[16]])
+@pytest.mark.parametrize(
+    "case", [CASES[1], CASES[4], CASES[6], CASES[15], CASES[16], CASES[22], CASES[-1]]
+)
 def test_conv2d_threads_no_bias(case, threads, rng, cpu_path):
     old = ember.get_num_threads()
     ember.set_num_threads(threads)
