@@ -13,26 +13,31 @@
 //                      gather (each gx element sums its own contributions), so it needs no
 //                      zeroing and no float scatter-adds.
 //  * fast float path (AVX2/FMA, and AVX-512 inside the GEMM) built on our packed GEMM
-//    (gemm_serial: one matrix on the calling thread, with an output row stride):
-//      forward     per (image, group, tile of output rows): y_tile[Og, T] = W_g[Og, K] @
-//                  col[K, T], K = Cg*KH*KW, T = rows*OW. col is an im2col tile in a per-thread
-//                  workspace capped at kColCap floats (never the whole unfolded tensor); 1x1
-//                  stride-1 unpadded convolutions skip im2col: col is x[n, g] itself (row stride
-//                  H*W). The bias is written into the output tile first and the GEMM adds onto
-//                  it (beta = 1) while that tile is in cache.
-//      bwd data    per (image, group, block of input channels): col[cc*KH*KW, T] = W^T @
-//                  gy_tile, then col2im adds the tile into gx (zeroed per block first). Pieces
-//                  own disjoint gx channels, so the scatter needs no atomics; the channel
-//                  blocks give batch-1 problems more than one piece. 1x1 stride 1 writes gx
-//                  directly from the GEMM.
-//      bwd weight  gW_g[Og, K] += gy_tile[Og, T] @ col^T[T, K] over all tiles of all images;
-//                  one accumulator per thread piece (piece 0 writes gw itself, the others a
-//                  per-call-reused scratch), summed at the end.
+//    (gemm_serial: one matrix on the calling thread, with an output row stride). Work is cut
+//    into tiles of whole output rows bounded by kColCap floats of workspace per thread, reused
+//    across calls (never the whole unfolded tensor; the bound is one output row at minimum).
+//      shifted GEMMs (stride 1, C/G >= 32; all three passes, input gradient only for maps up
+//                  to 32x32): the input rows of a tile are copied into a zero-padded slab of
+//                  row width Wp = OW + (KW-1)*dw; tap (i, j) then reads the slab at the
+//                  constant offset i*dh*Wp + j*dw, so each tap is one GEMM on a plain strided
+//                  view, no im2col. Outputs come out Wp wide (the Wp - OW extra columns are
+//                  dropped; for the gradients gy is widened with zero columns). Forward: y +=
+//                  W_tap @ slab_view per tap; weight gradient: gW_tap += gy_wide @ slab_view^T;
+//                  input gradient: slab += W_tap^T @ gy_wide, then the slab is added into gx.
+//      im2col (the rest): forward y_tile[Og, T] = W_g[Og, K] @ col[K, T], K = Cg*KH*KW,
+//                  T = rows*OW; 1x1 stride-1 unpadded convolutions use x[n, g] itself as col.
+//                  Input gradient col = W^T @ gy_tile, then col2im adds it into gx. Weight
+//                  gradient gW_g += gy_tile @ col^T over all tiles of all images.
+//      Forward results go to a contiguous [Og, T] tile and are copied (+ bias) into y.
+//      Input-gradient pieces own (image, group, block of input channels): no two pieces
+//      write the same gx element, and batch-1 problems still get several pieces. Weight-
+//      gradient pieces each accumulate a whole gW (one per thread piece), summed at the end.
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
-//                  copied into a zero-padded per-thread buffer, then each output vector of 8 is
-//                  KH*KW FMAs of shifted unaligned loads (GEMM with M = 1, K = 9 would waste
-//                  5/6 of its register tile). Backward-data is the same loop on the padded
-//                  gradient with the flipped kernel; backward-weight accumulates dot products.
+//                  copied into a zero-padded per-thread buffer, then each row of outputs is
+//                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
+//                  K = 9 would waste most of its register tile). Backward-data is the same
+//                  loop on the padded gradient with the flipped kernel; backward-weight
+//                  accumulates the 9 tap dot products in one pass.
 //    Threads: each entry point cuts the work into independent pieces claimed from
 //    cpu::ClaimPool (pool.h); every piece runs gemm_serial on its own thread (calling the
 //    threaded gemm() from a pool worker would nest the pool).
@@ -40,6 +45,10 @@
 // Decisions and the measurements behind them (1 thread, thread CPU time, median of 7-9, on a
 // shared 2-core Xeon with AVX-512 whose FMA peak measured 160-185 GFLOP/s; N=32 64->64 32x32
 // 3x3 unless said otherwise; indicative, the machine was loaded):
+//  * shifted GEMMs over im2col where they apply (C/G >= 32, stride 1): forward 64->64 32x32
+//    36 -> 26 ms, 128->128 16x16 17 -> 13 ms, 64->64 56x56 29 -> 23 ms; weight gradient 5-10%
+//    faster; input gradient see bwd_data_fast (faster up to 32x32 maps, slower at 56x56).
+//    Below 32 input channels per group the per-tap GEMMs have too small a K.
 //  * explicit im2col tile + GEMM, not implicit GEMM. An implicit version (the GEMM calling
 //    back for its B panels, built from x one im2col row at a time in L1) was tried: 36-37 ms
 //    vs 35-36 ms explicit, and 9.9 vs 9.0 ms for N=64 32->64 14x14, so it was dropped. Where
