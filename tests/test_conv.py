@@ -169,6 +169,11 @@ def test_conv2d_gradcheck(case, rng, cpu_path):
         (1, 4, 15, 4, 3, 1, "same", 2, 4),
         (3, 2, 9, 5, 2, 1, "same", 1, 1),
         (2, 6, 20, 3, 1, 1, "valid", 3, 1),
+        # one unfolded row over the workspace cap: tiles of columns within the row
+        (1, 64, 3001, 5, 3, 2, 1, 1, 1),  # im2col, strided
+        (1, 128, 2100, 3, 1, 1, 0, 1, 1),  # pointwise
+        (2, 16, 4000, 4, 5, 1, "same", 2, 1),  # im2col, C < 32
+        (1, 64, 5000, 64, 3, 1, 1, 1, 1),  # the shifted slab row is over the cap too
     ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -233,6 +233,46 @@ inline int64_t tile_rows(int64_t OH, int64_t OW, int64_t krows) {
   return (OH + nt - 1) / nt;
 }
 
+// A tile of output positions of one image: whole rows [oh0, oh0 + rows), or, when one row of
+// the unfolded input is already over the cap (long 1-D signals), a column range [ow0, ow0 +
+// cols) of one row. Either way its T = rows*cols positions are contiguous in the output plane,
+// starting at off.
+struct Tile {
+  int64_t oh0, rows, ow0, cols, off, T;
+};
+
+struct TilePlan {
+  int64_t R = 1, CW = 1, nr = 1, nc = 1;
+  int64_t count() const { return nr * nc; }
+  Tile at(int64_t t, int64_t OH, int64_t OW) const {
+    Tile tl;
+    const int64_t tr = t / nc, tc = t % nc;
+    tl.oh0 = tr * R;
+    tl.rows = std::min(R, OH - tl.oh0);
+    tl.ow0 = tc * CW;
+    tl.cols = std::min(CW, OW - tl.ow0);
+    tl.off = tl.oh0 * OW + tl.ow0;
+    tl.T = tl.rows * tl.cols;
+    return tl;
+  }
+};
+
+// Tiles with krows unfolded rows (floats per output position) under kColCap floats.
+inline TilePlan plan_tiles(int64_t OH, int64_t OW, int64_t krows) {
+  TilePlan p;
+  krows = std::max<int64_t>(1, krows);
+  if (krows * OW <= kColCap) {
+    p.R = tile_rows(OH, OW, krows);
+    p.CW = OW;
+  } else {
+    const int64_t cw = std::min(OW, std::max<int64_t>(1, kColCap / krows));
+    p.nc = (OW + cw - 1) / cw;
+    p.CW = (OW + p.nc - 1) / p.nc;
+  }
+  p.nr = (OH + p.R - 1) / p.R;
+  return p;
+}
+
 #if EMBER_COMPILED_AVX2
 alignas(32) const int32_t kMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 EMBER_AVX2 inline __m256i tail_mask(int64_t rem) {
@@ -269,52 +309,55 @@ EMBER_AVX2 inline void zero_floats(float* dst, int64_t n) {
   if (k < n) _mm256_maskstore_ps(dst + k, tail_mask(n - k), z);
 }
 
-// col[(c*KH + i)*KW + j][(oh - oh0)*OW + ow] for the Cg channels at xg (x[n, g*Cg]).
-void im2col_tile(const float* xg, const Conv2dDims& d, int64_t cg, int64_t oh0, int64_t rows,
-                 float* col) {
-  const int64_t T = rows * d.OW, HW = d.H * d.W;
+// col[(c*KH + i)*KW + j][(oh - oh0)*cols + ow - ow0] over the tile, for the Cg channels at xg
+// (x[n, g*Cg]).
+EMBER_AVX2 void im2col_tile(const float* xg, const Conv2dDims& d, int64_t cg, const Tile& tl,
+                            float* col) {
+  const int64_t HW = d.H * d.W, e = tl.ow0 + tl.cols;
   for (int64_t c = 0; c < cg; ++c)
     for (int64_t i = 0; i < d.KH; ++i)
       for (int64_t j = 0; j < d.KW; ++j) {
-        float* dst = col + ((c * d.KH + i) * d.KW + j) * T;
+        float* dst = col + ((c * d.KH + i) * d.KW + j) * tl.T - tl.ow0;  // dst[ow]
         int64_t lo, hi;
         valid_range(d.OW, d.W, d.sw, d.pw, j * d.dw, &lo, &hi);
-        for (int64_t r = 0; r < rows; ++r, dst += d.OW) {
-          const int64_t ih = (oh0 + r) * d.sh - d.ph + i * d.dh;
-          if (ih < 0 || ih >= d.H || lo >= hi) {
-            std::memset(dst, 0, sizeof(float) * d.OW);
+        const int64_t a = std::clamp(lo, tl.ow0, e), b = std::clamp(hi, a, e);
+        for (int64_t r = 0; r < tl.rows; ++r, dst += tl.cols) {
+          const int64_t ih = (tl.oh0 + r) * d.sh - d.ph + i * d.dh;
+          if (ih < 0 || ih >= d.H || a >= b) {
+            zero_floats(dst + tl.ow0, tl.cols);
             continue;
           }
-          const float* src = xg + c * HW + ih * d.W - d.pw + j * d.dw;
-          if (lo > 0) std::memset(dst, 0, sizeof(float) * lo);
+          const float* src = xg + c * HW + ih * d.W - d.pw + j * d.dw;  // src[ow * sw]
+          zero_floats(dst + tl.ow0, a - tl.ow0);
           if (d.sw == 1)
-            std::memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+            copy_floats(dst + a, src + a, b - a);
           else
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * d.sw];
-          if (hi < d.OW) std::memset(dst + hi, 0, sizeof(float) * (d.OW - hi));
+            for (int64_t ow = a; ow < b; ++ow) dst[ow] = src[ow * d.sw];
+          zero_floats(dst + b, e - b);
         }
       }
 }
 
-// gx[c0 + c] += col2im(col) for cc channels at gxg (gx[n, g*Cg]).
-void col2im_tile(const float* col, const Conv2dDims& d, int64_t c0, int64_t cc, int64_t oh0,
-                 int64_t rows, float* gxg) {
-  const int64_t T = rows * d.OW, HW = d.H * d.W;
+// gx[c0 + c] += col2im(col) over the tile, for cc channels at gxg (gx[n, g*Cg]).
+void col2im_tile(const float* col, const Conv2dDims& d, int64_t c0, int64_t cc, const Tile& tl,
+                 float* gxg) {
+  const int64_t HW = d.H * d.W, e = tl.ow0 + tl.cols;
   for (int64_t c = 0; c < cc; ++c)
     for (int64_t i = 0; i < d.KH; ++i)
       for (int64_t j = 0; j < d.KW; ++j) {
-        const float* src = col + ((c * d.KH + i) * d.KW + j) * T;
+        const float* src = col + ((c * d.KH + i) * d.KW + j) * tl.T - tl.ow0;  // src[ow]
         int64_t lo, hi;
         valid_range(d.OW, d.W, d.sw, d.pw, j * d.dw, &lo, &hi);
-        if (lo >= hi) continue;
-        for (int64_t r = 0; r < rows; ++r, src += d.OW) {
-          const int64_t ih = (oh0 + r) * d.sh - d.ph + i * d.dh;
+        const int64_t a = std::clamp(lo, tl.ow0, e), b = std::clamp(hi, a, e);
+        if (a >= b) continue;
+        for (int64_t r = 0; r < tl.rows; ++r, src += tl.cols) {
+          const int64_t ih = (tl.oh0 + r) * d.sh - d.ph + i * d.dh;
           if (ih < 0 || ih >= d.H) continue;
           float* dst = gxg + (c0 + c) * HW + ih * d.W - d.pw + j * d.dw;
           if (d.sw == 1)
-            add_row(dst + lo, src + lo, hi - lo);
+            add_row(dst + a, src + a, b - a);
           else
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * d.sw] += src[ow];
+            for (int64_t ow = a; ow < b; ++ow) dst[ow * d.sw] += src[ow];
         }
       }
 }
@@ -351,7 +394,10 @@ EMBER_AVX2 void pad_plane_rows(const float* src, int64_t SH, int64_t SW, int64_t
 constexpr int64_t kShiftMinC = 32;
 
 bool use_shifted(const Conv2dDims& d) {
-  return d.sh == 1 && d.sw == 1 && d.C / d.G >= kShiftMinC && d.KH * d.KW > 1;
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G;
+  return d.sh == 1 && d.sw == 1 && Cg >= kShiftMinC && d.KH * d.KW > 1 &&
+         (Cg * (1 + eh) + Og) * Wp <= kColCap;  // one output row's slab fits the cap
 }
 
 EMBER_AVX2 void copy_bias_rows(float* y, int64_t OW, const float* ct, int64_t Wp, int64_t rows,
@@ -432,23 +478,24 @@ void fwd_fast(const float* x, const float* w, const float* b, float* y, const Co
   }
   const Geo q(d);
   const bool direct = is_pointwise(d);
-  const int64_t R = tile_rows(d.OH, d.OW, q.K);
-  const int64_t nt = (d.OH + R - 1) / R;
+  const TilePlan plan = plan_tiles(d.OH, d.OW, q.K);
+  const int64_t nt = plan.count();
   const int64_t pieces = d.N * d.G * nt;
   cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
-    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
-    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
-    float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G;
+    const Tile tl = plan.at(p % nt, d.OH, d.OW);
+    const int64_t T = tl.T;
+    float* yc = y + (n * d.O + g * q.Og) * q.OHW + tl.off;
     const size_t colsz = direct ? 0 : static_cast<size_t>(q.K * T);
     float* ws = tl_col.get(colsz + static_cast<size_t>(q.Og * T));
     if (!ws) return;
     const float* src;
     int64_t sbk;
     if (direct) {
-      src = x + (n * d.C + g * q.Cg) * q.HW + oh0 * d.OW;
+      src = x + (n * d.C + g * q.Cg) * q.HW + tl.off;
       sbk = q.HW;
     } else {
-      im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, rows, ws);
+      im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, tl, ws);
       src = ws;
       sbk = T;
     }
@@ -532,8 +579,8 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
   const int64_t units = d.N * d.G;
   const int64_t cb = direct ? 1 : std::min<int64_t>(q.Cg, units >= 2 * nth ? 1 : (2 * nth + units - 1) / units);
   const int64_t cc_max = (q.Cg + cb - 1) / cb;
-  const int64_t R = direct ? tile_rows(d.OH, d.OW, 64) : tile_rows(d.OH, d.OW, cc_max * q.KK);
-  const int64_t nt = (d.OH + R - 1) / R;
+  const TilePlan plan = plan_tiles(d.OH, d.OW, direct ? q.Cg : cc_max * q.KK);
+  const int64_t nt = plan.count();
   // Pointwise: tiles are independent pieces too (each writes its own gx columns).
   const int64_t tp = direct ? nt : 1;
   const int64_t pieces = units * cb * tp;
@@ -555,19 +602,19 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
     float* gxg = gx + (n * d.C + g * q.Cg) * q.HW;
     const float* gyg = gy + (n * d.O + g * q.Og) * q.OHW;
     if (direct) {
-      const int64_t oh0 = t_piece * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
-      gemm_serial(wg, q.Og, 1, gyg + oh0 * d.OW, q.OHW, 1, gxg + c0 * q.HW + oh0 * d.OW, q.HW,
-                  cc, T, q.Og, 1.0f, 0.0f);
+      const Tile tl = plan.at(t_piece, d.OH, d.OW);
+      gemm_serial(wg, q.Og, 1, gyg + tl.off, q.OHW, 1, gxg + c0 * q.HW + tl.off, q.HW, cc, tl.T,
+                  q.Og, 1.0f, 0.0f);
       return;
     }
     std::memset(gxg + c0 * q.HW, 0, sizeof(float) * cc * q.HW);
     for (int64_t t = 0; t < nt; ++t) {
-      const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
-      float* col = tl_col.get(static_cast<size_t>(cc * q.KK * T));
+      const Tile tl = plan.at(t, d.OH, d.OW);
+      float* col = tl_col.get(static_cast<size_t>(cc * q.KK * tl.T));
       if (!col) return;
-      gemm_serial(wg, q.Og, 1, gyg + oh0 * d.OW, q.OHW, 1, col, T, cc * q.KK, T, q.Og, 1.0f,
+      gemm_serial(wg, q.Og, 1, gyg + tl.off, q.OHW, 1, col, tl.T, cc * q.KK, tl.T, q.Og, 1.0f,
                   0.0f);
-      col2im_tile(col, d, c0, cc, oh0, rows, gxg);
+      col2im_tile(col, d, c0, cc, tl, gxg);
     }
   });
 }
@@ -622,8 +669,8 @@ void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDim
   }
   const Geo q(d);
   const bool direct = is_pointwise(d);
-  const int64_t R = tile_rows(d.OH, d.OW, q.K);
-  const int64_t nt = (d.OH + R - 1) / R;
+  const TilePlan plan = plan_tiles(d.OH, d.OW, q.K);
+  const int64_t nt = plan.count();
   const int64_t units = d.N * d.G * nt;
   const int nth = nthreads_for(conv_flops(d));
   const int64_t pieces = std::min<int64_t>(nth, units);
@@ -639,18 +686,19 @@ void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDim
     int64_t u0, u1;
     cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t n = u / (d.G * nt), g = (u / nt) % d.G, t = u % nt;
-      const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
-      const float* gyt = gy + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+      const int64_t n = u / (d.G * nt), g = (u / nt) % d.G;
+      const Tile tl = plan.at(u % nt, d.OH, d.OW);
+      const int64_t T = tl.T;
+      const float* gyt = gy + (n * d.O + g * q.Og) * q.OHW + tl.off;
       const float* src;
       int64_t sbn;
       if (direct) {
-        src = x + (n * d.C + g * q.Cg) * q.HW + oh0 * d.OW;
+        src = x + (n * d.C + g * q.Cg) * q.HW + tl.off;
         sbn = q.HW;
       } else {
         float* col = tl_col.get(static_cast<size_t>(q.K * T));
         if (!col) return;
-        im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, rows, col);
+        im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, tl, col);
         src = col;
         sbn = T;
       }
