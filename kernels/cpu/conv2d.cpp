@@ -14,8 +14,9 @@
 //                      zeroing and no float scatter-adds.
 //  * fast float path (AVX2/FMA, and AVX-512 inside the GEMM) built on our packed GEMM
 //    (gemm_serial: one matrix on the calling thread, with an output row stride). Work is cut
-//    into tiles of whole output rows bounded by kColCap floats of workspace per thread, reused
-//    across calls (never the whole unfolded tensor; the bound is one output row at minimum).
+//    into tiles of whole output rows, or of columns of one row when a single unfolded row is
+//    already over the cap (long 1-D signals), bounded by kColCap floats of workspace per
+//    thread, reused across calls: never the whole unfolded tensor.
 //      shifted GEMMs (stride 1, C/G >= 32; all three passes, input gradient only for maps up
 //                  to 32x32): the input rows of a tile are copied into a zero-padded slab of
 //                  row width Wp = OW + (KW-1)*dw; tap (i, j) then reads the slab at the
