@@ -45,6 +45,7 @@ CASES = [
     (2, 32, 7, 8, 5, (3, 2), 1, 0, 1, 1),
     (1, 64, 70, 64, 4, (3, 3), 1, 1, 1, 1),  # several slab tiles
     (1, 256, 30, 31, 64, (3, 3), 1, 1, 1, 1),  # several slab tiles, shifted input gradient
+    (2, 8, 20, 45, 6, (3, 3), 2, 1, (1, 2), 1),  # stride 2 on rows wide enough for vectors
 ]
 
 

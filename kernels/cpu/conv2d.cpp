@@ -330,10 +330,22 @@ EMBER_AVX2 void im2col_tile(const float* xg, const Conv2dDims& d, int64_t cg, co
           }
           const float* src = xg + c * HW + ih * d.W - d.pw + j * d.dw;  // src[ow * sw]
           zero_floats(dst + tl.ow0, a - tl.ow0);
-          if (d.sw == 1)
+          if (d.sw == 1) {
             copy_floats(dst + a, src + a, b - a);
-          else
+          } else if (d.sw == 2) {
+            // even elements of 16 loaded floats, while all 16 stay inside the x row
+            int64_t ow = a;
+            const int64_t iw0 = j * d.dw - d.pw;  // input column of output column ow: 2*ow + iw0
+            for (; ow + 8 <= b && 2 * ow + iw0 + 15 <= d.W - 1; ow += 8) {
+              const __m256 ev = _mm256_shuffle_ps(_mm256_loadu_ps(src + 2 * ow),
+                                                  _mm256_loadu_ps(src + 2 * ow + 8), 0x88);
+              _mm256_storeu_ps(dst + ow, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                             _mm256_castps_pd(ev), 0xD8)));
+            }
+            for (; ow < b; ++ow) dst[ow] = src[2 * ow];
+          } else {
             for (int64_t ow = a; ow < b; ++ow) dst[ow] = src[ow * d.sw];
+          }
           zero_floats(dst + b, e - b);
         }
       }
