@@ -615,9 +615,14 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
     float* gxg = gx + (n * d.C + g * q.Cg) * q.HW;
     const float* gyg = gy + (n * d.O + g * q.Og) * q.OHW;
     if (direct) {
+      // Through a contiguous tile, then copied into gx: 13.5 vs 18 ms writing gx in place for
+      // N=8 256->64 56x56 (1 thread), as for the forward's output tile.
       const Tile tl = plan.at(t_piece, d.OH, d.OW);
-      gemm_serial(wg, q.Og, 1, gyg + tl.off, q.OHW, 1, gxg + c0 * q.HW + tl.off, q.HW, cc, tl.T,
-                  q.Og, 1.0f, 0.0f);
+      float* ct = tl_col.get(static_cast<size_t>(cc * tl.T));
+      if (!ct) return;
+      gemm_serial(wg, q.Og, 1, gyg + tl.off, q.OHW, 1, ct, tl.T, cc, tl.T, q.Og, 1.0f, 0.0f);
+      for (int64_t c = 0; c < cc; ++c)
+        copy_floats(gxg + (c0 + c) * q.HW + tl.off, ct + c * tl.T, tl.T);
       return;
     }
     std::memset(gxg + c0 * q.HW, 0, sizeof(float) * cc * q.HW);
