@@ -46,6 +46,9 @@ CASES = [
     (1, 64, 70, 64, 4, (3, 3), 1, 1, 1, 1),  # several slab tiles
     (1, 256, 30, 31, 64, (3, 3), 1, 1, 1, 1),  # several slab tiles, shifted input gradient
     (2, 8, 20, 45, 6, (3, 3), 2, 1, (1, 2), 1),  # stride 2 on rows wide enough for vectors
+    (2, 32, 5, 6, 4, (3, 3), 1, 4, 1, 1),  # padding > kernel: all-zero windows (shifted)
+    (2, 4, 5, 6, 4, (3, 3), 1, (4, 3), 1, 4),  # the same, depthwise
+    (2, 4, 5, 6, 4, (2, 3), 3, 4, 1, 1),  # the same, im2col
 ]
 
 
