@@ -410,3 +410,15 @@ def test_inf_in_input_stays_local(case, rng, cpu_path):
         assert np.array_equal(np.isnan(got), np.isnan(ref))
         assert np.array_equal(np.isinf(got), np.isinf(ref))
         assert np.isfinite(ref).any()
+
+
+def test_misaligned_input(rng):
+    """A float32 view at an odd byte offset (e.g. from a packed buffer) is copied, not refused."""
+    raw = np.zeros(2 * 3 * 6 * 6 * 4 + 1, np.uint8)
+    x = raw[1:].view(np.float32).reshape(2, 3, 6, 6)
+    assert not x.flags.aligned
+    x[...] = rng.standard_normal(x.shape)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = F.conv2d(ember.from_numpy(x), ember.from_numpy(w), None, 1, 1)
+    ref = R.conv2d(x.astype(np.float64), w.astype(np.float64), padding=(1, 1, 1, 1))
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-5, atol=1e-5)

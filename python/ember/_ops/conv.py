@@ -15,7 +15,9 @@ from ..tensor import Tensor
 
 
 def _c(a):
-    return a if a.flags.c_contiguous and a.flags.aligned else np.ascontiguousarray(a)
+    """a itself when the kernels can read it (C-contiguous, aligned), else an aligned copy
+    (np.ascontiguousarray would return a misaligned contiguous view unchanged)."""
+    return a if a.flags.c_contiguous and a.flags.aligned else np.array(a, order="C", copy=True)
 
 
 def _as4(a):
