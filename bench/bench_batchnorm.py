@@ -11,6 +11,7 @@ in the same run at the same buffer size. Two levels are timed:
   (+ ``backward``), both through their autograd layers, outputs allocated per call.
 
     python bench/bench_batchnorm.py [--threads 1 2] [--markdown results.md]
+    python bench/bench_batchnorm.py --api-overhead   # api fwd+bwd: engine copy vs move, malloc
 """
 
 from __future__ import annotations
@@ -202,11 +203,78 @@ def main() -> None:
                 "GB/s at the floor byte count (fwd 8 B/elem: read x, write y; fwd+bwd 20 B/elem:"
                 " + read x, grad_out, write grad_in). % copy: of numpy copy bandwidth at the same"
                 " buffer size, measured in this run by one numpy thread (2-thread rows can exceed"
-                " 100%). api fwd+bwd includes the autograd engine copying each fresh gradient"
-                " into .grad (grads are reset to None every call).\n\n"
+                " 100%). api fwd+bwd: grads are reset to None every call; the engine moves each"
+                " fresh gradient into .grad (no copy) and freed pages are kept for reuse"
+                " (ember.backends.cpu.keep_freed_memory); see --api-overhead.\n\n"
             )
             f.write(tab + "\n")
 
 
+def api_overhead(threads, rounds: int = 4, reps: int = 8) -> None:
+    """``--api-overhead``: where api fwd+bwd time goes beyond the kernels. Interleaved rounds
+    (so machine load hits every variant alike), min and median over rounds x reps calls:
+    kernel fwd+bwd on warm buffers; api with the old engine (copy each first gradient into
+    .grad) and glibc's default malloc policy; api with the move; api with the move and
+    keep_freed_memory (ember's default)."""
+    import time
+
+    import ember.autograd.engine as E
+
+    move_acc = E._accumulate_leaf
+
+    def copy_acc(t, g, fresh=False):
+        return move_acc(t, g, False)
+
+    def times(fn):
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    rows = []
+    variants = [("copy, glibc default", copy_acc, False), ("move, glibc default", move_acc, False),
+                ("move, keep freed (default)", move_acc, True)]  # fmt: skip
+    try:
+        for th in threads:
+            ember.set_num_threads(th)
+            for shape in SHAPES:
+                rng = np.random.default_rng(0)
+                C = shape[1]
+                x = rng.standard_normal(shape, dtype=np.float32)
+                g = rng.standard_normal(shape, dtype=np.float32)
+                w = rng.uniform(0.5, 1.5, C).astype(np.float32)
+                b = rng.standard_normal(C).astype(np.float32)
+                k_fb = cases(x, w, b, g)[1][2]
+                xg, we, be = (ember.from_numpy(a).requires_grad_() for a in (x, w, b))
+                ge, rm, rv = ember.from_numpy(g), ember.zeros(C), ember.ones(C)
+
+                def a_fb(xg=xg, we=we, be=be, ge=ge, rm=rm, rv=rv):
+                    xg.grad = we.grad = be.grad = None
+                    F.batch_norm(xg, rm, rv, we, be, training=True).backward(ge)
+
+                res = {"kernel fwd+bwd": []} | {v[0]: [] for v in variants}
+                for _ in range(rounds):
+                    res["kernel fwd+bwd"] += times(k_fb)
+                    for name, acc, keep in variants:
+                        E._accumulate_leaf = acc
+                        ember.backends.cpu.keep_freed_memory(keep)
+                        a_fb()
+                        a_fb()
+                        res[name] += times(a_fb)
+                for name, ts in res.items():
+                    rows.append([th, "x".join(map(str, shape)), name,
+                                 f"{min(ts) * 1e3:.2f}", f"{np.median(ts) * 1e3:.2f}"])  # fmt: skip
+                    print(" | ".join(map(str, rows[-1])), flush=True)
+    finally:
+        E._accumulate_leaf = move_acc
+        ember.backends.cpu.keep_freed_memory(True)
+    print("\n" + table(rows, ["threads", "shape", "variant", "min ms", "median ms"]))
+
+
 if __name__ == "__main__":
-    main()
+    if "--api-overhead" in sys.argv:
+        api_overhead([1, 2])
+    else:
+        main()

@@ -191,6 +191,151 @@ void conv2d_bwd_weight(const float* gy, const float* x, float* gw, float* gb,
 void conv2d_bwd_weight(const double* gy, const double* x, double* gw, double* gb,
                        const Conv2dDims& d);
 
+// ---- softmax, log-softmax, cross-entropy (kernels/cpu/softmax.cpp) ------------------------
+// x, y, g, gx: C-contiguous [rows, n], over the last dim. log selects log-softmax.
+// fwd: y = softmax(x) or log_softmax(x). bwd takes the forward output y: softmax
+// gx = y * (g - sum(g * y)); log-softmax gx = g - exp(y) * sum(g). A row holding +inf or NaN,
+// or only -inf, gives NaN (as PyTorch).
+void softmax_fwd(const float* x, float* y, int64_t rows, int64_t n, bool log);
+void softmax_fwd(const double* x, double* y, int64_t rows, int64_t n, bool log);
+void softmax_bwd(const float* y, const float* g, float* gx, int64_t rows, int64_t n, bool log);
+void softmax_bwd(const double* y, const double* g, double* gx, int64_t rows, int64_t n,
+                 bool log);
+// Cross-entropy of logits x [N, C] with class targets [N] (each in [0, C) or ignore_index:
+// the caller checks), class weights w [C] (null: 1), label smoothing in [0, 1]. fwd writes the
+// per-row loss [N] (0 for ignored rows) and stats [N, 2] = (row max, log-sum-exp - max).
+// bwd: gx = grow[r] * d loss_r / d x_r from x and stats (ignored rows: 0).
+void cross_entropy_fwd(const float* x, const int64_t* target, const float* w, int64_t N,
+                       int64_t C, int64_t ignore_index, double smoothing, float* loss,
+                       float* stats);
+void cross_entropy_fwd(const double* x, const int64_t* target, const double* w, int64_t N,
+                       int64_t C, int64_t ignore_index, double smoothing, double* loss,
+                       double* stats);
+void cross_entropy_bwd(const float* x, const int64_t* target, const float* w, const float* stats,
+                       const float* grow, int64_t N, int64_t C, int64_t ignore_index,
+                       double smoothing, float* gx);
+void cross_entropy_bwd(const double* x, const int64_t* target, const double* w,
+                       const double* stats, const double* grow, int64_t N, int64_t C,
+                       int64_t ignore_index, double smoothing, double* gx);
+
+// ---- layer norm and RMS norm (kernels/cpu/layernorm.cpp) -----------------------------------
+// x, y, g, gx: C-contiguous [rows, n] (n = the product of normalized_shape); w, b, gw, gb: [n]
+// (w, b null: 1, 0). fwd writes mean [rows] (layer norm; ignored and may be null for rms) and
+// rstd [rows] = 1/sqrt(var + eps) (rms: 1/sqrt(mean(x^2) + eps)). bwd: gx (may be null),
+// gw = sum over rows of g * xhat, gb = sum of g (each may be null).
+void layernorm_fwd(const float* x, float* y, int64_t rows, int64_t n, const float* w,
+                   const float* b, double eps, bool rms, float* mean, float* rstd);
+void layernorm_fwd(const double* x, double* y, int64_t rows, int64_t n, const double* w,
+                   const double* b, double eps, bool rms, double* mean, double* rstd);
+void layernorm_bwd(const float* g, const float* x, int64_t rows, int64_t n, const float* mean,
+                   const float* rstd, const float* w, bool rms, float* gx, float* gw, float* gb);
+void layernorm_bwd(const double* g, const double* x, int64_t rows, int64_t n,
+                   const double* mean, const double* rstd, const double* w, bool rms,
+                   double* gx, double* gw, double* gb);
+
+// ---- recurrent cells (kernels/cpu/rnn.cpp) --------------------------------------------------
+// One time step's gate math, fused; the GEMMs around it are the caller's. All buffers
+// C-contiguous, rows of B; gate order as PyTorch (LSTM i, f, g, o; GRU r, z, n). See rnn.cpp.
+// LSTM fwd: gates [B,4H] pre-activations (all projections and biases summed), c_prev [B,H] ->
+//   c, h [B,H]; act [B,4H] <- (i, f, g, o) activations (may alias gates; null: not saved).
+// LSTM bwd: dh [B,H] (recurrent grad), dy [B,H] (output grad, may be null), dc [B,H] in/out
+//   (dc_t in, dc_{t-1} out) -> dgates [B,4H] pre-activation grads (may alias act).
+// GRU fwd: xg [B,3H] = x W_ih^T + b_ih, hg [B,3H] = h W_hh^T + b_hh, h_prev -> h;
+//   save [B,4H] <- (r, z, n, hn) (null: not saved).
+// GRU bwd: -> dxg [B,3H] (grad of xg), dhg [B,3H] (grad of hg), dh_prev [B,H] = (dh+dy) z
+//   (the W_hh part is the caller's GEMM).
+// RNN fwd: h = tanh(pre) / relu(pre) over n elements; bwd: dpre = (dh + dy) * act'(h).
+void lstm_cell_fwd(const float* gates, const float* c_prev, float* act, float* c, float* h,
+                   int64_t B, int64_t H);
+void lstm_cell_fwd(const double* gates, const double* c_prev, double* act, double* c, double* h,
+                   int64_t B, int64_t H);
+void lstm_cell_bwd(const float* act, const float* c_prev, const float* c, const float* dh,
+                   const float* dy, float* dc, float* dgates, int64_t B, int64_t H);
+void lstm_cell_bwd(const double* act, const double* c_prev, const double* c, const double* dh,
+                   const double* dy, double* dc, double* dgates, int64_t B, int64_t H);
+void gru_cell_fwd(const float* xg, const float* hg, const float* h_prev, float* h, float* save,
+                  int64_t B, int64_t H);
+void gru_cell_fwd(const double* xg, const double* hg, const double* h_prev, double* h,
+                  double* save, int64_t B, int64_t H);
+void gru_cell_bwd(const float* save, const float* h_prev, const float* dh, const float* dy,
+                  float* dxg, float* dhg, float* dh_prev, int64_t B, int64_t H);
+void gru_cell_bwd(const double* save, const double* h_prev, const double* dh, const double* dy,
+                  double* dxg, double* dhg, double* dh_prev, int64_t B, int64_t H);
+void rnn_cell_fwd(const float* pre, float* h, int64_t n, bool relu);
+void rnn_cell_fwd(const double* pre, double* h, int64_t n, bool relu);
+void rnn_cell_bwd(const float* h, const float* dh, const float* dy, float* dpre, int64_t n,
+                  bool relu);
+void rnn_cell_bwd(const double* h, const double* dh, const double* dy, double* dpre, int64_t n,
+                  bool relu);
+// ---- pooling (kernels/cpu/pool2d.cpp) -----------------------------------------------------
+// NCHW C-contiguous, seen as NC planes of [H, W] -> [OH, OW] (the caller computes OH, OW with
+// PyTorch's rules incl. ceil_mode). Max pool: y and the argmax idx (flat h*W + w within the
+// plane, int64; -1 for a window with no in-bounds element). Backwards write all of gx.
+struct Pool2dDims {
+  int64_t NC, H, W, OH, OW;
+  int64_t kH, kW, sH, sW, pH, pW, dH, dW;  // kernel, stride, padding, dilation (1 for avg)
+};
+void maxpool2d_fwd(const float* x, float* y, int64_t* idx, const Pool2dDims& d);
+void maxpool2d_fwd(const double* x, double* y, int64_t* idx, const Pool2dDims& d);
+// gx[p, idx[p, o]] += g[p, o] over NC planes of in_plane (input) / out_plane (output) elements.
+void maxpool2d_bwd(const float* g, const int64_t* idx, float* gx, int64_t NC, int64_t in_plane,
+                   int64_t out_plane);
+void maxpool2d_bwd(const double* g, const int64_t* idx, double* gx, int64_t NC, int64_t in_plane,
+                   int64_t out_plane);
+// divisor_override == 0: none (any other value, even negative, divides as PyTorch's).
+void avgpool2d_fwd(const float* x, float* y, const Pool2dDims& d, bool count_include_pad,
+                   int64_t divisor_override);
+void avgpool2d_fwd(const double* x, double* y, const Pool2dDims& d, bool count_include_pad,
+                   int64_t divisor_override);
+void avgpool2d_bwd(const float* g, float* gx, const Pool2dDims& d, bool count_include_pad,
+                   int64_t divisor_override);
+void avgpool2d_bwd(const double* g, double* gx, const Pool2dDims& d, bool count_include_pad,
+                   int64_t divisor_override);
+// Adaptive windows [floor(i*H/OH), ceil((i+1)*H/OH)); OH = OW = 1 is the global average.
+void adaptive_avgpool2d_fwd(const float* x, float* y, int64_t NC, int64_t H, int64_t W,
+                            int64_t OH, int64_t OW);
+void adaptive_avgpool2d_fwd(const double* x, double* y, int64_t NC, int64_t H, int64_t W,
+                            int64_t OH, int64_t OW);
+void adaptive_avgpool2d_bwd(const float* g, float* gx, int64_t NC, int64_t H, int64_t W,
+                            int64_t OH, int64_t OW);
+void adaptive_avgpool2d_bwd(const double* g, double* gx, int64_t NC, int64_t H, int64_t W,
+                            int64_t OH, int64_t OW);
+// Backward: maxpool2d_bwd with the returned idx.
+void adaptive_maxpool2d_fwd(const float* x, float* y, int64_t* idx, int64_t NC, int64_t H,
+                            int64_t W, int64_t OH, int64_t OW);
+void adaptive_maxpool2d_fwd(const double* x, double* y, int64_t* idx, int64_t NC, int64_t H,
+                            int64_t W, int64_t OH, int64_t OW);
+
+// ---- scaled-dot-product attention (kernels/cpu/attention.cpp) -------------------------------
+// q [N, Lq, D], k [N, Lk, D], v [N, Lk, Dv], out [N, Lq, Dv], all C-contiguous; lse [N, Lq, 2]
+// the rows' log-sum-exp as hi + lo (written by fwd, read by bwd).
+// s = scale * q k^T + mask; causal: query i sees keys j <= i (top-left). mask (may be null) is
+// additive, batch n at mask + ((n / mask_div) % mask_mod) * mask_bs, row i at + i * mask_rs.
+// Fully-masked rows: out = 0, lse hi = +inf, zero gradients (PyTorch gives NaN; we differ).
+// Backward writes every element of gq [N, Lq, D], gk [N, Lk, D], gv [N, Lk, Dv].
+struct AttnDims {
+  int64_t N, Lq, Lk, D, Dv;
+  double scale;
+  bool causal;
+  int64_t mask_div = 1, mask_mod = 1, mask_bs = 0, mask_rs = 0;
+};
+template <typename T>
+void attention_fwd_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const AttnDims& d,
+                       const T* mask);
+template <typename T>
+void attention_bwd_cpu(const T* q, const T* k, const T* v, const T* out, const T* lse,
+                       const T* gout, T* gq, T* gk, T* gv, const AttnDims& d, const T* mask);
+void attention_fwd(const float* q, const float* k, const float* v, float* out, float* lse,
+                   const AttnDims& d, const float* mask);
+void attention_fwd(const double* q, const double* k, const double* v, double* out, double* lse,
+                   const AttnDims& d, const double* mask);
+void attention_bwd(const float* q, const float* k, const float* v, const float* out,
+                   const float* lse, const float* gout, float* gq, float* gk, float* gv,
+                   const AttnDims& d, const float* mask);
+void attention_bwd(const double* q, const double* k, const double* v, const double* out,
+                   const double* lse, const double* gout, double* gq, double* gk, double* gv,
+                   const AttnDims& d, const double* mask);
+
 // ---- CUDA launchers (kernels/cuda/*.cu; only with EMBER_WITH_CUDA) -------------------------
 // Launch on `stream` (a cudaStream_t passed as void*) and return the cudaError_t as int
 // (0 = success); they never throw and never synchronise.

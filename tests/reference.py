@@ -697,6 +697,282 @@ def conv2d_vjp(g, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1
     return gx, gw, gb
 
 
+# softmax family and normalisation over trailing dims
+# ---------------------------------------------------------------------------------------------
+
+
+def softmax(x, dim=-1):
+    with _errstate():
+        e = np.exp(x - np.max(x, axis=dim, keepdims=True))
+        return e / e.sum(axis=dim, keepdims=True)
+
+
+def softmax_vjp(g, x, dim=-1):
+    y = softmax(x, dim)
+    return (y * (g - (g * y).sum(axis=dim, keepdims=True)),)
+
+
+def log_softmax(x, dim=-1):
+    with _errstate():
+        s = x - np.max(x, axis=dim, keepdims=True)
+        return s - np.log(np.exp(s).sum(axis=dim, keepdims=True))
+
+
+def log_softmax_vjp(g, x, dim=-1):
+    return (g - softmax(x, dim) * g.sum(axis=dim, keepdims=True),)
+
+
+def cross_entropy(x, t, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """PyTorch's cross_entropy with class-index targets: x [N, C, *], t [N, *] integers.
+
+    loss_i = (1 - s) w[t_i] (-logp[i, t_i]) + (s / C) sum_c w[c] (-logp[i, c]), 0 where
+    t_i == ignore_index; 'mean' divides the sum by the summed w[t_i] of non-ignored i (both
+    terms), giving NaN when every target is ignored."""
+    C = x.shape[1]
+    logp = np.moveaxis(log_softmax(x, 1), 1, -1).reshape(-1, C)
+    t = np.asarray(t).reshape(-1)
+    w = np.ones(C, x.dtype) if weight is None else np.asarray(weight, x.dtype)
+    valid = t != ignore_index
+    safe = np.where(valid, t, 0)
+    rows = np.arange(t.size)
+    with _errstate():
+        nll = np.where(valid, -logp[rows, safe] * w[safe], 0).astype(x.dtype)
+        smooth = np.where(valid, -(logp * w).sum(1), 0).astype(x.dtype)
+        loss = (1 - label_smoothing) * nll + (label_smoothing / C) * smooth
+        if reduction == "none":
+            return loss.reshape((x.shape[0],) + x.shape[2:])
+        if reduction == "sum":
+            return loss.sum()
+        return loss.sum() / np.where(valid, w[safe], 0).sum()
+
+
+def cross_entropy_vjp(g, x, t, weight=None, ignore_index=-100, reduction="mean",
+                      label_smoothing=0.0):  # fmt: skip
+    """d/dx of cross_entropy: per row i, gi * ((1 - s) w_t (p - onehot) + (s/C)(W p - w))."""
+    C = x.shape[1]
+    xr = np.moveaxis(x, 1, -1).reshape(-1, C)
+    p = softmax(xr, 1)
+    t = np.asarray(t).reshape(-1)
+    w = np.ones(C, x.dtype) if weight is None else np.asarray(weight, x.dtype)
+    valid = t != ignore_index
+    safe = np.where(valid, t, 0)
+    rows = np.arange(t.size)
+    g = np.asarray(g, x.dtype)
+    if reduction == "none":
+        gi = g.reshape(-1)
+    elif reduction == "sum":
+        gi = np.full(t.size, g)
+    else:
+        with _errstate():
+            gi = np.full(t.size, g / np.where(valid, w[safe], 0).sum())
+    onehot = np.zeros_like(xr)
+    onehot[rows, safe] = 1
+    s = label_smoothing
+    wt = w[safe][:, None]
+    with _errstate():
+        d = (1 - s) * wt * (p - onehot) + (s / C) * (w.sum() * p - w[None, :])
+        gx = np.where(valid[:, None], gi[:, None] * d, 0).astype(x.dtype)
+    moved = (x.shape[0],) + x.shape[2:] + (C,)
+    return (np.moveaxis(gx.reshape(moved), -1, 1),)
+
+
+def _trailing(x, k):
+    return tuple(range(x.ndim - k, x.ndim))
+
+
+def layer_norm(x, k, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last k dims (biased variance), then * weight + bias."""
+    ax = _trailing(x, k)
+    mean = x.mean(axis=ax, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=ax, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def layer_norm_vjp(g, x, k, weight=None, bias=None, eps=1e-5):
+    """(gx, gweight, gbias); gweight / gbias None when the parameter is None."""
+    ax = _trailing(x, k)
+    lead = tuple(range(x.ndim - k))
+    mean = x.mean(axis=ax, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(axis=ax, keepdims=True) + eps)
+    xhat = (x - mean) * rstd
+    gh = g if weight is None else g * weight
+    gx = rstd * (
+        gh - gh.mean(axis=ax, keepdims=True) - xhat * (gh * xhat).mean(axis=ax, keepdims=True)
+    )
+    gw = None if weight is None else (g * xhat).sum(axis=lead)
+    gb = None if bias is None else g.sum(axis=lead)
+    return gx, gw, gb
+
+
+def rms_norm(x, k, weight=None, eps=None):
+    eps = np.finfo(x.dtype).eps if eps is None else eps
+    ax = _trailing(x, k)
+    y = x / np.sqrt((x * x).mean(axis=ax, keepdims=True) + eps)
+    return y if weight is None else y * weight
+
+
+def rms_norm_vjp(g, x, k, weight=None, eps=None):
+    eps = np.finfo(x.dtype).eps if eps is None else eps
+    ax = _trailing(x, k)
+    lead = tuple(range(x.ndim - k))
+    rstd = 1 / np.sqrt((x * x).mean(axis=ax, keepdims=True) + eps)
+    xhat = x * rstd
+    gh = g if weight is None else g * weight
+    gx = rstd * (gh - xhat * (gh * xhat).mean(axis=ax, keepdims=True))
+    gw = None if weight is None else (g * xhat).sum(axis=lead)
+    return gx, gw
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling (NCHW; PyTorch's window rules; max: first maximum in row-major order, a NaN wins)
+# ---------------------------------------------------------------------------------------------
+
+
+def pool_output_size(n, k, s, p, d=1, ceil_mode=False):
+    """Output length along one dim: floor or ceil of (n + 2p - (d(k-1) + 1)) / s, plus 1; in
+    ceil mode a last window starting beyond the input and left padding is dropped."""
+    span = n + 2 * p - (d * (k - 1) + 1)
+    o = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (o - 1) * s >= n + p:
+        o -= 1
+    return o
+
+
+def _max_window_positions(o, n, k, s, p, d):
+    return [i for i in (o * s - p + j * d for j in range(k)) if 0 <= i < n]
+
+
+def max_pool2d(x, kernel, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False):
+    """(y, indices): the maximum of each window (padding excluded) and its flat h*W + w."""
+    N, C, H, W = x.shape
+    OH, OW = (
+        pool_output_size(n, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip((H, W), kernel, stride, padding, dilation)
+    )
+    y = np.empty((N, C, OH, OW), x.dtype)
+    idx = np.empty((N, C, OH, OW), np.int64)
+    for oh in range(OH):
+        hs = _max_window_positions(oh, H, kernel[0], stride[0], padding[0], dilation[0])
+        for ow in range(OW):
+            ws = _max_window_positions(ow, W, kernel[1], stride[1], padding[1], dilation[1])
+            flat = np.array([h * W + w for h in hs for w in ws], np.int64)
+            vals = x.reshape(N, C, H * W)[:, :, flat]
+            nan = np.isnan(vals)
+            last_nan = vals.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+            first_max = np.argmax(np.where(nan, -np.inf, vals), axis=2)
+            pick = np.where(nan.any(axis=2), last_nan, first_max)
+            idx[:, :, oh, ow] = flat[pick]
+            y[:, :, oh, ow] = np.take_along_axis(vals, pick[:, :, None], axis=2)[:, :, 0]
+    return y, idx
+
+
+def max_pool2d_vjp(g, x, indices):
+    """The upstream gradient added at each window's argmax."""
+    N, C, H, W = x.shape
+    gx = np.zeros((N * C, H * W), g.dtype)
+    rows = np.repeat(np.arange(N * C), indices[0, 0].size)
+    np.add.at(gx, (rows, indices.reshape(-1)), g.reshape(-1))
+    return (gx.reshape(x.shape),)
+
+
+def _avg_windows(H, W, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
+    """[(oh, ow, rows, cols, divisor)] of average pooling."""
+    out = []
+    OH, OW = (
+        pool_output_size(n, k, s, p, 1, ceil_mode)
+        for n, k, s, p in zip((H, W), kernel, stride, padding)
+    )
+    for oh in range(OH):
+        h0 = oh * stride[0] - padding[0]
+        h1 = builtins.min(h0 + kernel[0], H + padding[0])
+        for ow in range(OW):
+            w0 = ow * stride[1] - padding[1]
+            w1 = builtins.min(w0 + kernel[1], W + padding[1])
+            rows = range(builtins.max(h0, 0), builtins.min(h1, H))
+            cols = range(builtins.max(w0, 0), builtins.min(w1, W))
+            if divisor:
+                div = divisor
+            elif count_include_pad:
+                div = (h1 - h0) * (w1 - w0)
+            else:
+                div = len(rows) * len(cols)
+            out.append((oh, ow, rows, cols, div))
+    return out, (OH, OW)
+
+
+def avg_pool2d(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True,
+               divisor_override=None):  # fmt: skip
+    N, C, H, W = x.shape
+    wins, (OH, OW) = _avg_windows(H, W, kernel, stride, padding, ceil_mode, count_include_pad,
+                                  divisor_override)  # fmt: skip
+    y = np.empty((N, C, OH, OW), x.dtype)
+    for oh, ow, rows, cols, div in wins:
+        win = x[:, :, rows.start : rows.stop, cols.start : cols.stop]
+        y[:, :, oh, ow] = win.sum(axis=(2, 3)) / x.dtype.type(div)
+    return y
+
+
+def avg_pool2d_vjp(g, x, kernel, stride, padding=(0, 0), ceil_mode=False,
+                   count_include_pad=True, divisor_override=None):  # fmt: skip
+    N, C, H, W = x.shape
+    wins, _ = _avg_windows(H, W, kernel, stride, padding, ceil_mode, count_include_pad,
+                           divisor_override)  # fmt: skip
+    gx = np.zeros(x.shape, g.dtype)
+    for oh, ow, rows, cols, div in wins:
+        gx[:, :, rows.start : rows.stop, cols.start : cols.stop] += g[:, :, oh, ow][
+            :, :, None, None
+        ] / g.dtype.type(div)
+    return (gx,)
+
+
+def _adaptive_ranges(n, o):
+    return [range((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
+
+
+def adaptive_avg_pool2d(x, out_hw):
+    N, C, H, W = x.shape
+    y = np.empty((N, C) + tuple(out_hw), x.dtype)
+    for i, rows in enumerate(_adaptive_ranges(H, out_hw[0])):
+        for j, cols in enumerate(_adaptive_ranges(W, out_hw[1])):
+            y[:, :, i, j] = x[:, :, rows.start : rows.stop, cols.start : cols.stop].mean(
+                axis=(2, 3)
+            )
+    return y
+
+
+def adaptive_avg_pool2d_vjp(g, x, out_hw):
+    gx = np.zeros(x.shape, g.dtype)
+    for i, rows in enumerate(_adaptive_ranges(x.shape[2], out_hw[0])):
+        for j, cols in enumerate(_adaptive_ranges(x.shape[3], out_hw[1])):
+            n = len(rows) * len(cols)
+            gx[:, :, rows.start : rows.stop, cols.start : cols.stop] += g[:, :, i, j][
+                :, :, None, None
+            ] / g.dtype.type(n)
+    return (gx,)
+
+
+def adaptive_max_pool2d(x, out_hw):
+    """(y, indices) over the adaptive windows; max rules as max_pool2d."""
+    N, C, H, W = x.shape
+    y = np.empty((N, C) + tuple(out_hw), x.dtype)
+    idx = np.empty((N, C) + tuple(out_hw), np.int64)
+    for i, rows in enumerate(_adaptive_ranges(H, out_hw[0])):
+        for j, cols in enumerate(_adaptive_ranges(W, out_hw[1])):
+            flat = np.array([h * W + w for h in rows for w in cols], np.int64)
+            vals = x.reshape(N, C, H * W)[:, :, flat]
+            nan = np.isnan(vals)
+            last_nan = vals.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+            pick = np.where(nan.any(axis=2), last_nan, np.argmax(np.where(nan, -np.inf, vals), 2))
+            idx[:, :, i, j] = flat[pick]
+            y[:, :, i, j] = np.take_along_axis(vals, pick[:, :, None], axis=2)[:, :, 0]
+    return y, idx
+
+
 # ---------------------------------------------------------------------------------------------
 # comparison helpers: the tolerances of shared/DESIGN.md section 4
 # ---------------------------------------------------------------------------------------------
@@ -799,3 +1075,97 @@ def assert_exact(actual, expected, what=""):
             else actual == expected
         )
         raise AssertionError(_report(actual, expected, bad, 0.0, what))
+
+
+# ---------------------------------------------------------------------------------------------
+# scaled-dot-product attention
+# ---------------------------------------------------------------------------------------------
+
+
+def attention_probs(q, k, mask=None, causal=False, scale=None, dtype=np.float64):
+    """softmax(q k^T * scale + mask) over the keys, in ``dtype``. mask: bool (True = take part)
+    or additive float, broadcastable to [..., Lq, Lk]. Rows where every key is masked give 0
+    (ember's rule; PyTorch gives NaN)."""
+    q, k = q.astype(dtype), k.astype(dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q @ np.swapaxes(k, -1, -2)) * dtype(scale)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask.astype(dtype)
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    with _errstate():
+        e = np.exp(s - np.where(np.isfinite(m), m, 0))
+    den = e.sum(-1, keepdims=True)
+    return np.where(den > 0, e / np.where(den > 0, den, 1), 0).astype(dtype)
+
+
+def attention(q, k, v, mask=None, causal=False, scale=None, dtype=np.float64):
+    """softmax(q k^T * scale + mask) v: [..., Lq, D], [..., Lk, D], [..., Lk, Dv] -> [..., Lq, Dv]
+    (float64 unless ``dtype`` says otherwise)."""
+    p = attention_probs(q, k, mask, causal, scale, dtype)
+    return p @ v.astype(dtype)
+
+
+def attention_vjp(g, q, k, v, mask=None, causal=False, scale=None, dtype=np.float64):
+    """(dq, dk, dv) for upstream g, summed back over broadcast batch dims. The softmax VJP's
+    row term sum_j dP_ij P_ij is written as rowsum(g * out) (equal; FlashAttention-2's form),
+    so the float32 version rounds like the flash backward does."""
+    scale = dtype(1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    q, k, v, g = (a.astype(dtype) for a in (q, k, v, g))
+    p = attention_probs(q, k, mask, causal, scale, dtype)
+    dv = np.swapaxes(p, -1, -2) @ g
+    dp = g @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (g * (p @ v)).sum(-1, keepdims=True)) * scale
+    return (
+        sum_to(ds @ k, q.shape),
+        sum_to(np.swapaxes(ds, -1, -2) @ q, k.shape),
+        sum_to(dv, v.shape),
+    )
+
+
+def multihead_attention(query, key, value, wq, wk, wv, bq, bk, bv, wo, bo, num_heads,
+                        key_padding_mask=None, attn_mask=None, bias_k=None, bias_v=None,
+                        add_zero_attn=False):  # fmt: skip
+    """torch.nn.MultiheadAttention's forward (batch first [N, L, E], no dropout) in float64:
+    returns (output [N, L, E], per-head weights [N, H, L, S]). Masks: bool True = NOT allowed,
+    float = added; attn_mask [L, S] or [N*H, L, S], key_padding_mask [N, S]."""
+    f = np.float64
+    q = query.astype(f) @ wq.T.astype(f) + (0 if bq is None else bq)
+    k = key.astype(f) @ wk.T.astype(f) + (0 if bk is None else bk)
+    v = value.astype(f) @ wv.T.astype(f) + (0 if bv is None else bv)
+    n, lq, e = q.shape
+    h = num_heads
+    hd = e // h
+
+    def additive(m):
+        if m is None:
+            return None
+        return np.where(m, -np.inf, 0.0) if m.dtype == np.bool_ else m.astype(f)
+
+    am, kpm = additive(attn_mask), additive(key_padding_mask)
+
+    def pad(m):
+        return None if m is None else np.concatenate([m, np.zeros(m.shape[:-1] + (1,))], -1)
+
+    if bias_k is not None:
+        k = np.concatenate([k, np.broadcast_to(bias_k.astype(f), (n, 1, e))], 1)
+        v = np.concatenate([v, np.broadcast_to(bias_v.astype(f), (n, 1, e))], 1)
+        am, kpm = pad(am), pad(kpm)
+    s_len = k.shape[1]
+    q = q.reshape(n, lq, h, hd).transpose(0, 2, 1, 3)
+    k = k.reshape(n, s_len, h, hd).transpose(0, 2, 1, 3)
+    v = v.reshape(n, s_len, h, hd).transpose(0, 2, 1, 3)
+    if add_zero_attn:
+        k = np.concatenate([k, np.zeros((n, h, 1, hd))], 2)
+        v = np.concatenate([v, np.zeros((n, h, 1, hd))], 2)
+        am, kpm = pad(am), pad(kpm)
+        s_len += 1
+    mask = np.zeros((n, h, lq, s_len))
+    if am is not None:
+        mask = mask + (am.reshape(n, h, lq, s_len) if am.ndim == 3 else am)
+    if kpm is not None:
+        mask = mask + kpm.reshape(n, 1, 1, s_len)
+    p = attention_probs(q, k, mask)
+    o = (p @ v).transpose(0, 2, 1, 3).reshape(n, lq, e)
+    return o @ wo.T.astype(f) + (0 if bo is None else bo), p

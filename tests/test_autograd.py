@@ -523,3 +523,58 @@ def test_augmented_assignment_in_model_code(rng):
     c_id = id(c)
     c += 1.0
     assert id(c) == c_id and c.tolist() == [1.0, 1.0]
+
+
+# ---- first accumulation into .grad: move a fresh gradient, copy a shared one -----------------
+class _Fresh(ember.autograd.Function):
+    """Backward returns a newly allocated array; remembers its address (not the array)."""
+
+    addr = None
+    keep = None
+
+    @staticmethod
+    def forward(ctx, x):
+        return x._array * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        out = g._array * 2
+        _Fresh.addr = out.ctypes.data
+        if _Fresh.keep is not None:
+            _Fresh.keep.append(out)  # someone else holds it: must be copied
+        return out
+
+
+def test_fresh_gradient_becomes_grad_without_copy():
+    x = ember.ones(5, requires_grad=True)
+    _Fresh.keep = None
+    _Fresh.apply(x).sum().backward()
+    assert x.grad._array.ctypes.data == _Fresh.addr
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(5, 2.0, np.float32))
+
+
+def test_held_gradient_is_copied_into_grad():
+    x = ember.ones(5, requires_grad=True)
+    _Fresh.keep = []
+    try:
+        _Fresh.apply(x).sum().backward()
+        kept = _Fresh.keep[0]
+    finally:
+        _Fresh.keep = None
+    assert not np.shares_memory(x.grad._array, kept)
+    x.grad._array += 1  # accumulating into .grad must not reach the array another holds
+    np.testing.assert_array_equal(kept, np.full(5, 2.0, np.float32))
+
+
+def test_shared_and_upstream_gradients_are_not_aliased():
+    a, b = ember.ones(4, requires_grad=True), ember.ones(4, requires_grad=True)
+    (a + b).backward(ember.ones(4))  # add hands the same array to both inputs
+    assert not np.shares_memory(a.grad._array, b.grad._array)
+    a.grad._array += 1
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones(4, np.float32))
+    up = np.full(4, 3.0, np.float32)
+    c = ember.ones(4, requires_grad=True)
+    c.reshape(2, 2).reshape(4).backward(ember.from_numpy(up))  # upstream passed through
+    assert not np.shares_memory(c.grad._array, up)
+    c.grad._array += 1
+    np.testing.assert_array_equal(up, np.full(4, 3.0, np.float32))

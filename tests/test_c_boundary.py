@@ -689,3 +689,23 @@ def test_cuda_relu_matches_numpy(dtype, n, offset):
     _C.relu_fwd_cuda(x, x, stream)  # in place
     np.testing.assert_array_equal(cp.asnumpy(x), _relu_ref(xh[offset:]))
     _C.cuda_synchronize()
+
+
+def test_keep_freed_memory_toggles_and_reuses_pages():
+    """glibc: keep_freed_memory tunes mallopt (ember does it at import unless
+    EMBER_KEEP_FREED_MEMORY=0); a freed 8 MiB block is then reused instead of unmapped."""
+    import sys
+
+    from ember.backends import cpu
+
+    if not sys.platform.startswith("linux") or not cpu.keep_freed_memory(True):
+        pytest.skip("not glibc")
+    try:
+        a = np.ones(2 << 20, np.float32)
+        addr = a.ctypes.data
+        del a
+        b = np.ones(2 << 20, np.float32)
+        assert b.ctypes.data == addr  # the same block, its pages already faulted in
+        assert cpu.keep_freed_memory(False) is True
+    finally:
+        cpu.keep_freed_memory(True)

@@ -75,6 +75,9 @@ from .tensor import Tensor
 
 __version__ = "0.1.0"
 
+if __import__("os").environ.get("EMBER_KEEP_FREED_MEMORY", "1") != "0":
+    backends.cpu.keep_freed_memory(True)  # warm pages for steady-state steps (see there)
+
 
 def set_num_threads(n: int) -> None:
     """Threads used by ember's CPU kernels (OpenMP; default: OMP_NUM_THREADS or all cores)."""

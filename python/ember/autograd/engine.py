@@ -8,6 +8,8 @@ dict keyed by the node; leaf tensors accumulate into ``.grad``.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .grad_mode import no_grad
@@ -64,7 +66,7 @@ def run_backward(roots, grad_roots, retain_graph=False, capture=None):
     captured = {id(t): None for t in capture} if capture is not None else None
     pending = {}  # node -> list of per-output grads (arrays or None)
 
-    def deliver(t, g):
+    def deliver(t, g, fresh=False):
         if captured is not None and id(t) in captured:
             prev = captured[id(t)]
             captured[id(t)] = g if prev is None else prev + g
@@ -73,7 +75,7 @@ def run_backward(roots, grad_roots, retain_graph=False, capture=None):
         node = t.grad_fn
         if node is None:
             if captured is None and t.requires_grad:
-                _accumulate_leaf(t, g)
+                _accumulate_leaf(t, g, fresh)
             return
         slots = pending.get(node)
         if slots is None:
@@ -117,10 +119,17 @@ def run_backward(roots, grad_roots, retain_graph=False, capture=None):
                     f"[{node.name}] backward returned {len(result)} gradients but forward had "
                     f"{len(node._inputs)} inputs, and a missing one requires grad"
                 )
-            for i, (inp, g) in enumerate(zip(node._inputs, result)):
-                if inp is None or g is None:
-                    continue
-                deliver(inp, _as_array(g, inp, node.name, i))
+            arrays = [
+                None if inp is None or g is None else _as_array(g, inp, node.name, i)
+                for i, (inp, g) in enumerate(zip(node._inputs, result))
+            ]
+            result = g = None  # drop references: _is_fresh counts them
+            for i, inp in enumerate(node._inputs[: len(arrays)]):
+                g, arrays[i] = arrays[i], None
+                if g is not None:
+                    fresh = _is_fresh(g)  # a statement of its own: no argument on the stack
+                    deliver(inp, g, fresh)
+            g = None
             if not retain_graph:
                 node._release()
 
@@ -129,15 +138,29 @@ def run_backward(roots, grad_roots, retain_graph=False, capture=None):
     return None
 
 
-def _accumulate_leaf(t, g):
-    """``t.grad += g``, in place once a buffer exists (reusing it avoids fresh pages)."""
+def _is_fresh(g) -> bool:
+    """Whether nothing but the caller's one local variable refers to the numpy array ``g`` and
+    it owns its memory: a gradient a backward allocated and returned once (not the upstream
+    gradient, not an array kept in ctx, not handed to two inputs, not a view). Such an array
+    can become ``.grad`` itself instead of being copied (PyTorch's AccumulateGrad steals a
+    gradient on the same use-count test). ``sys.getrefcount`` sees 3 references then: the
+    caller's variable, this function's parameter and its own argument; any other holder makes
+    it more, and an interpreter that counts fewer only loses the shortcut."""
+    return type(g) is np.ndarray and g.flags.owndata and sys.getrefcount(g) == 3
+
+
+def _accumulate_leaf(t, g, fresh=False):
+    """``t.grad += g``, in place once a buffer exists (reusing it avoids fresh pages).
+
+    The first gradient becomes ``.grad``: moved when ``fresh`` (see ``_is_fresh``), else
+    copied, since the incoming array may be shared (add's backward hands the same array to
+    both sides, the upstream gradient may be the user's array)."""
     from ..tensor import Tensor
 
     if g.dtype != t._array.dtype:
         g = g.astype(t._array.dtype)
+        fresh = True
     if t.grad is None:
-        # The incoming array may be shared with another input's gradient (add's backward
-        # hands the same array to both sides), so the buffer we will add into is our own copy.
-        t.grad = Tensor._wrap(g.copy())
+        t.grad = Tensor._wrap(g if fresh else g.copy())
     else:
         t.grad._array += g

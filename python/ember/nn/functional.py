@@ -1,12 +1,16 @@
 """``ember.nn.functional``: stateless layers, activations and losses (``torch.nn.functional``).
 
-Everything here is composite: built from ember ops that already have kernels and backwards
-(matmul on our GEMM, relu on our element-wise kernel, logsumexp ...), so no new backward is
-written. ``log_softmax`` is ``x - logsumexp(x)`` (after shifting x by its maximum), stable
-and accurate for any finite logits.
+Most of it is composite: built from ember ops that already have kernels and backwards
+(matmul on our GEMM, relu on our element-wise kernel, ...), so no new backward is written.
+``softmax``, ``log_softmax`` and class-index ``cross_entropy`` (float32/float64 CPU tensors),
+``batch_norm``, ``group_norm``, ``layer_norm`` and ``rms_norm`` run our own kernels with
+their own backwards (python/ember/_ops/softmax.py, batchnorm.py, layernorm.py); softmax and
+cross-entropy fall back to the composite versions for other dtypes and CUDA tensors.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -32,12 +36,14 @@ __all__ = [
     "huber_loss",
     "kl_div",
     "l1_loss",
+    "layer_norm",
     "leaky_relu",
     "linear",
     "log_softmax",
     "mse_loss",
     "nll_loss",
     "relu",
+    "rms_norm",
     "sigmoid",
     "silu",
     "smooth_l1_loss",
@@ -223,10 +229,14 @@ def _softmax_input(input, dim, dtype, op):
 def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """exp(x) / sum(exp(x)) along ``dim`` (any shape; output has the input's shape).
 
-    The row maximum is subtracted first (softmax is shift invariant, so the shift is a
-    constant for autograd), so large logits don't overflow. ``dtype`` casts the input first.
+    float32/float64 CPU tensors run our softmax kernel (one online max+sum pass and one
+    output pass per row, see kernels/cpu/softmax.cpp); other dtypes and CUDA tensors the
+    composite x - max(x) version. Large logits don't overflow; a row of only -inf, or one
+    holding +inf or NaN, gives NaN (as PyTorch). ``dtype`` casts the input first.
     """
     x, d = _softmax_input(input, dim, dtype, "softmax")
+    if _on_kernels(x) and x.ndim > 0:
+        return _softmax_kernel(x, d, False)
     e = _ops.exp(_shift_by_max(x, d))
     return e / e.sum(d, keepdim=True)
 
@@ -235,12 +245,27 @@ def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """x - logsumexp(x) along ``dim`` (output has the input's shape), finite for any finite
     logits.
 
-    Computed as s - logsumexp(s) with s = x - max(x): subtracting logsumexp(x) directly
-    would round it to the precision of |x| (for logits near 1000, float32 results off by
-    3e-5), while s is exact and logsumexp(s) lies in [0, log n]."""
+    Computed as (x - max) - log(sum(exp(x - max))): subtracting logsumexp(x) directly would
+    round it to the precision of |x| (for logits near 1000, float32 results off by 3e-5),
+    while x - max is exact and the log-sum lies in [0, log n]. float32/float64 CPU tensors
+    run our kernel (one online max+sum pass, one output pass per row); others the composite
+    version."""
     x, d = _softmax_input(input, dim, dtype, "log_softmax")
+    if _on_kernels(x) and x.ndim > 0:
+        return _softmax_kernel(x, d, True)
     s = _shift_by_max(x, d)
     return s - _ops.logsumexp(s, d, keepdim=True)
+
+
+def _on_kernels(x: Tensor) -> bool:
+    """Whether our CPU kernels take x: a float32/float64 numpy-backed tensor."""
+    return isinstance(x._array, np.ndarray) and x._array.dtype in (np.float32, np.float64)
+
+
+def _softmax_kernel(x: Tensor, d: int, log: bool) -> Tensor:
+    from .._ops.softmax import softmax as _softmax
+
+    return _softmax(x, d, log)
 
 
 def _shift_by_max(x: Tensor, d: int) -> Tensor:
@@ -388,8 +413,12 @@ def cross_entropy(
     weight: [C] per-class rescaling. label_smoothing in [0, 1]: the target becomes
     (1 - s) * one_hot + s / C, computed as PyTorch does:
     ``(1 - s) * nll + (s / C) * smooth`` where smooth = -sum_c weight[c] * logp[c].
-    reduction 'mean' (index targets) divides by the summed weights of non-ignored targets;
-    with probability targets it divides by N * d1 * ...; 'sum'; 'none' keeps [N, d1, ...].
+    reduction 'mean' (index targets) divides by the summed weights of non-ignored targets
+    (NaN when every target is ignored, as PyTorch); with probability targets it divides by
+    N * d1 * ...; 'sum'; 'none' keeps [N, d1, ...].
+    Class-index targets on float32/float64 CPU logits run our fused kernel: one pass over the
+    logits forward (saving each row's max and log-sum-exp), one backward pass that recomputes
+    the softmax; probability targets, other dtypes and CUDA use the composite version.
     """
     op = "cross_entropy"
     reduction = _reduction(size_average, reduce, reduction, op)
@@ -407,6 +436,10 @@ def cross_entropy(
             f"[{op}] input must be [N, C] or [N, C, d1, ...] (or [C] unbatched), "
             f"got shape {tuple(input.shape)}"
         )
+    if _on_kernels(input):
+        return _cross_entropy_kernel(
+            input, target, weight, ignore_index, reduction, label_smoothing, unbatched
+        )
     logp = log_softmax(input, 1)
     loss, valid, all_valid, denom = _nll(op, logp, target, weight, ignore_index, reduction)
     if label_smoothing > 0:
@@ -420,6 +453,22 @@ def cross_entropy(
         elif reduction == "mean":
             smooth = smooth.sum() / denom
         loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
+    return loss.reshape(()) if unbatched and reduction == "none" else loss
+
+
+def _cross_entropy_kernel(input, target, weight, ignore_index, reduction, smoothing, unbatched):
+    """Class-index cross-entropy on our fused kernel (float32/float64 CPU logits): one pass
+    over the logits forward (per-row loss and log-sum-exp), one backward."""
+    op = "cross_entropy"
+    valid, safe = _check_class_target(op, input, target, weight, ignore_index)
+    t = target._array
+    w = None if weight is None else weight._array
+    denom = 0.0
+    if reduction == "mean":  # PyTorch: the summed weights of the non-ignored targets
+        denom = float(valid.sum()) if w is None else float(w.astype(np.float64)[safe][valid].sum())
+    from .._ops.softmax import cross_entropy as _ce
+
+    loss = _ce(input, t, w, ignore_index, float(smoothing), reduction, denom)
     return loss.reshape(()) if unbatched and reduction == "none" else loss
 
 
@@ -1089,3 +1138,476 @@ def conv1d(
 
 
 __all__ += ["conv1d", "conv2d"]
+
+# ---- layer_norm / rms_norm ----
+
+
+def _norm_shape_args(op, input, normalized_shape, params):
+    """Checks for layer_norm / rms_norm: returns normalized_shape as a tuple."""
+    _float_arg(input, "input", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    dims = (normalized_shape,) if is_int(normalized_shape) else normalized_shape
+    if not isinstance(dims, (tuple, list)) or not all(is_int(v) for v in dims):
+        raise TypeError(
+            f"[{op}] normalized_shape must be an int or a sequence of ints, "
+            f"got {normalized_shape!r}"
+        )
+    shape = tuple(int(v) for v in dims)
+    k = len(shape)
+    if k == 0 or input.ndim < k or tuple(input.shape[input.ndim - k :]) != shape:
+        raise ValueError(
+            f"[{op}] expected input with shape [*, {', '.join(map(str, shape))}], got input of "
+            f"shape {tuple(input.shape)}"
+        )
+    for name, t in params:
+        if t is None:
+            continue
+        _tensor_arg(t, name, op)
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"[{op}] {name} must have shape {shape} (normalized_shape), got {tuple(t.shape)}"
+            )
+        if t.dtype is not input.dtype:
+            raise TypeError(f"[{op}] {name} is {t.dtype} but input is {input.dtype}")
+    _same_device(op, input, *(t for _, t in params))
+    if not isinstance(input._array, np.ndarray):
+        raise NotImplementedError(f"[{op}] only CPU tensors are supported for now")
+    return shape
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Layer normalisation over the trailing dims (PyTorch's signature and semantics).
+
+    input [*, *normalized_shape]; each trailing block is normalised with its own mean and
+    biased variance: y = (x - mean) / sqrt(var + eps) * weight + bias. weight, bias:
+    normalized_shape or None, the input's dtype (float32/float64). Gradients flow to input,
+    weight and bias. Our kernel (one statistics pass + one output pass per row, statistics in
+    double); CPU only for now (a CUDA input raises NotImplementedError).
+    """
+    op = "layer_norm"
+    shape = _norm_shape_args(op, input, normalized_shape, (("weight", weight), ("bias", bias)))
+    from .._ops.layernorm import layer_norm as _ln
+
+    return _ln(input, weight, bias, shape, float(eps), rms=False)
+
+
+def rms_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Tensor | None = None,
+    eps: float | None = None,
+) -> Tensor:
+    """RMS normalisation over the trailing dims (PyTorch's signature and semantics):
+    y = x / sqrt(mean(x^2) + eps) * weight. ``eps=None`` uses the machine epsilon of the
+    input's dtype (``finfo(dtype).eps``, as PyTorch). weight: normalized_shape or None.
+    CPU only for now."""
+    op = "rms_norm"
+    shape = _norm_shape_args(op, input, normalized_shape, (("weight", weight),))
+    if eps is None:
+        eps = float(np.finfo(input._array.dtype).eps)
+    from .._ops.layernorm import layer_norm as _ln
+
+    return _ln(input, weight, None, shape, float(eps), rms=True)
+
+
+# ---- pooling ----
+# Max / average / adaptive pooling on our kernels (ember/_ops/pool.py, kernels/cpu/pool2d.cpp).
+# Inputs [N, C, H, W] or unbatched [C, H, W]; the 1-D forms run the 2-D kernels with H = 1.
+
+__all__ += [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "max_pool1d",
+    "max_pool2d",
+]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _pool_tuple(op: str, name: str, v, n: int) -> tuple:
+    """An int or a sequence of 1 or ``n`` ints -> an n-tuple (PyTorch's _pair/_single)."""
+    if isinstance(v, (list, tuple)) and len(v) == 1:
+        v = v[0]
+    if _is_int(v):
+        return (int(v),) * n
+    if isinstance(v, (list, tuple)) and len(v) == n:
+        if all(_is_int(e) for e in v):
+            return tuple(int(e) for e in v)
+    raise ValueError(f"[{op}] {name} must be an int or a tuple of {n} ints, got {v!r}")
+
+
+def _pool_input(op: str, input: Tensor, spatial: int) -> Tensor:
+    """Checks a pooling input ([N, C, *S] or [C, *S], float32/float64, CPU) and returns it as
+    [N, C, H, W] (H = 1 for the 1-D forms)."""
+    _float_arg(input, "input", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+    if input.ndim not in (spatial + 1, spatial + 2):
+        names = "L" if spatial == 1 else "H, W"
+        raise ValueError(
+            f"[{op}] input must be {spatial + 1}-D [C, {names}] or {spatial + 2}-D "
+            f"[N, C, {names}], got shape {tuple(input.shape)}"
+        )
+    if any(n == 0 for n in input.shape[-spatial - 1 :]):
+        raise ValueError(
+            f"[{op}] input must have non-zero channel and spatial sizes, got shape "
+            f"{tuple(input.shape)}"
+        )
+    if not isinstance(input._array, np.ndarray):
+        raise NotImplementedError(f"[{op}] only CPU tensors are supported for now")
+    x = input if input.ndim == spatial + 2 else input.unsqueeze(0)
+    return x.unsqueeze(2) if spatial == 1 else x
+
+
+def _pool_output(t: Tensor, input: Tensor, spatial: int) -> Tensor:
+    """The [N, C, OH, OW] result back in the input's form (unbatched, 1-D)."""
+    if spatial == 1:
+        t = t.squeeze(2)
+    return t if input.ndim == spatial + 2 else t.squeeze(0)
+
+
+def _pool_window(op, x, kernel_size, stride, padding, dilation, ceil_mode, spatial):
+    """Checked 2-D window arguments (the 1-D ones padded with a 1-row window) and the output
+    size, with PyTorch's rules and messages naming the op."""
+    k = _pool_tuple(op, "kernel_size", kernel_size, spatial)
+    no_stride = stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+    s = k if no_stride else _pool_tuple(op, "stride", stride, spatial)
+    p = _pool_tuple(op, "padding", padding, spatial)
+    d = _pool_tuple(op, "dilation", dilation, spatial)
+    if spatial == 1:
+        k, s, p, d = (1,) + k, (1,) + s, (0,) + p, (1,) + d
+    if min(k) <= 0:
+        raise ValueError(f"[{op}] kernel_size must be positive, got {kernel_size!r}")
+    if min(s) <= 0:
+        raise ValueError(f"[{op}] stride must be positive, got {stride!r}")
+    if min(d) <= 0:
+        raise ValueError(f"[{op}] dilation must be positive, got {dilation!r}")
+    if min(p) < 0 or any(pi > ki // 2 for pi, ki in zip(p, k)):
+        raise ValueError(
+            f"[{op}] padding must be between 0 and half the kernel size, got padding "
+            f"{padding!r} for kernel_size {kernel_size!r}"
+        )
+    from .._ops.pool import output_size
+
+    hw = tuple(
+        output_size(n, ki, si, pi, di, ceil_mode)
+        for n, ki, si, pi, di in zip(x.shape[2:], k, s, p, d)
+    )
+    if min(hw) < 1:
+        size = tuple(x.shape[2:]) if spatial == 2 else (x.shape[3],)
+        raise ValueError(
+            f"[{op}] input of spatial size {size} gives an output of size "
+            f"{hw if spatial == 2 else hw[1:]}: too small for kernel_size {kernel_size!r} with "
+            f"padding {padding!r} and dilation {dilation!r}"
+        )
+    return k, s, p, d, hw
+
+
+def _max_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, sp):
+    x = _pool_input(op, input, sp)
+    k, s, p, d, hw = _pool_window(op, x, kernel_size, stride, padding, dilation, ceil_mode, sp)
+    from .._ops.pool import MaxPool2d
+
+    out, idx = MaxPool2d.apply(x, k, s, p, d, bool(ceil_mode), hw, bool(return_indices))
+    out = _pool_output(out, input, sp)
+    return (out, _pool_output(idx, input, sp)) if return_indices else out
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """2-D max pooling over [N, C, H, W] or [C, H, W] (PyTorch's signature and semantics).
+
+    Windows of ``kernel_size`` spaced ``dilation`` apart, moved by ``stride`` (default: the
+    kernel), over the input padded implicitly with -inf by ``padding`` (at most half the
+    kernel). ``ceil_mode`` rounds the output size up, keeping only windows that start inside
+    the input or the left padding. NaN propagates (a window holding a NaN gives NaN). With
+    ``return_indices`` also returns the int64 argmax, a flat index h*W + w within each input
+    plane (the first maximum in row-major window order, as PyTorch). Gradients flow to the
+    argmax. Differs from PyTorch only in a window that holds no input element at all
+    (possible with dilation on tiny inputs): -inf with index -1 instead of an out-of-range one.
+    """
+    return _max_pool(
+        "max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 2
+    )
+
+
+def max_pool1d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """1-D max pooling over [N, C, L] or [C, L] (max_pool2d with a one-row window; indices
+    are positions along L)."""
+    return _max_pool(
+        "max_pool1d", input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 1
+    )
+
+
+def _avg_pool(op, input, kernel_size, stride, padding, ceil_mode, count_include_pad, div, sp):
+    if div is not None and (not _is_int(div) or div == 0):
+        raise ValueError(f"[{op}] divisor_override must be a non-zero int or None, got {div!r}")
+    x = _pool_input(op, input, sp)
+    k, s, p, _, hw = _pool_window(op, x, kernel_size, stride, padding, 1, ceil_mode, sp)
+    from .._ops.pool import AvgPool2d
+
+    out = AvgPool2d.apply(x, k, s, p, bool(ceil_mode), bool(count_include_pad), int(div or 0), hw)
+    return _pool_output(out, input, sp)
+
+
+def avg_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    """2-D average pooling over [N, C, H, W] or [C, H, W] (PyTorch's signature and semantics).
+
+    Each output is the sum of the input elements in its window divided by the window size
+    counted with the zero ``padding`` (``count_include_pad=True``; windows that ceil_mode
+    extends past the padding are clipped first) or without it, or by ``divisor_override``.
+    """
+    return _avg_pool(
+        "avg_pool2d",
+        input,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+        2,
+    )
+
+
+def avg_pool1d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Tensor:
+    """1-D average pooling over [N, C, L] or [C, L] (avg_pool2d with a one-row window)."""
+    return _avg_pool(
+        "avg_pool1d", input, kernel_size, stride, padding, ceil_mode, count_include_pad, None, 1
+    )
+
+
+def _adaptive_size(op: str, x: Tensor, output_size, sp: int) -> tuple:
+    """output_size (int, or a tuple whose None entries keep the input size) -> (OH, OW)."""
+    in_size = tuple(x.shape[4 - sp :])
+    if isinstance(output_size, (list, tuple)) and len(output_size) == 1:
+        output_size = output_size[0]
+    if output_size is None or (_is_int(output_size)):
+        size = (output_size,) * sp
+    elif isinstance(output_size, (list, tuple)) and len(output_size) == sp:
+        size = tuple(output_size)
+    else:
+        raise ValueError(
+            f"[{op}] output_size must be an int or a tuple of {sp}, got {output_size!r}"
+        )
+    size = tuple(n if o is None else o for o, n in zip(size, in_size))
+    if not all(_is_int(o) and o >= 1 for o in size):
+        raise ValueError(f"[{op}] output_size must be positive, got {output_size!r}")
+    return (1,) + tuple(int(o) for o in size) if sp == 1 else tuple(int(o) for o in size)
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    """Adaptive average pooling of [N, C, H, W] or [C, H, W] to ``output_size`` (int, or a pair
+    whose None entries keep that input size). Output (i, j) averages rows
+    [floor(i*H/OH), ceil((i+1)*H/OH)) and likewise columns (PyTorch's windows); output size 1
+    is the global average pool (a fast path)."""
+    op = "adaptive_avg_pool2d"
+    x = _pool_input(op, input, 2)
+    hw = _adaptive_size(op, x, output_size, 2)
+    from .._ops.pool import AdaptiveAvgPool2d
+
+    return _pool_output(AdaptiveAvgPool2d.apply(x, hw), input, 2)
+
+
+def adaptive_avg_pool1d(input: Tensor, output_size) -> Tensor:
+    """Adaptive average pooling of [N, C, L] or [C, L] to ``output_size`` positions."""
+    op = "adaptive_avg_pool1d"
+    x = _pool_input(op, input, 1)
+    hw = _adaptive_size(op, x, output_size, 1)
+    from .._ops.pool import AdaptiveAvgPool2d
+
+    return _pool_output(AdaptiveAvgPool2d.apply(x, hw), input, 1)
+
+
+def _adaptive_max(op, input, output_size, return_indices, sp):
+    x = _pool_input(op, input, sp)
+    hw = _adaptive_size(op, x, output_size, sp)
+    from .._ops.pool import AdaptiveMaxPool2d
+
+    out, idx = AdaptiveMaxPool2d.apply(x, hw)
+    out = _pool_output(out, input, sp)
+    return (out, _pool_output(idx, input, sp)) if return_indices else out
+
+
+def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
+    """Adaptive max pooling of [N, C, H, W] or [C, H, W] (windows as adaptive_avg_pool2d; max,
+    NaN and index rules as max_pool2d)."""
+    return _adaptive_max("adaptive_max_pool2d", input, output_size, return_indices, 2)
+
+
+def adaptive_max_pool1d(input: Tensor, output_size, return_indices: bool = False):
+    """Adaptive max pooling of [N, C, L] or [C, L]."""
+    return _adaptive_max("adaptive_max_pool1d", input, output_size, return_indices, 1)
+
+
+# ---- scaled_dot_product_attention ----
+
+__all__.append("scaled_dot_product_attention")
+
+
+def _attn_dense_mask(mask, causal: bool, lq: int, lk: int, dtype):
+    """Additive float mask (numpy, broadcastable to [..., Lq, Lk]) and a 0/1 array marking the
+    rows that have at least one key, for the composite attention path (None, None: no mask)."""
+    m = None
+    if mask is not None:
+        m = (
+            np.where(mask, dtype.type(0), dtype.type(-np.inf))
+            if mask.dtype == np.bool_
+            else mask.astype(dtype)
+        )
+    if causal:
+        c = np.where(np.tril(np.ones((lq, lk), bool)), dtype.type(0), dtype.type(-np.inf))
+        m = c if m is None else m + c
+    if m is None:
+        return None, None
+    valid = np.any(m > -np.inf, axis=-1, keepdims=True)
+    return np.where(valid, m, dtype.type(0)), valid.astype(dtype)
+
+
+def _attention_composite(q, k, v, mask, causal, dropout_p, scale, training=True):
+    """softmax(q k^T * scale + mask) v from ember ops (matmul, softmax, dropout): the path
+    for dropout_p > 0, CUDA tensors and MultiheadAttention's need_weights=True. Stores the
+    [..., Lq, Lk] weights. Fully-masked rows give 0 (as the fused kernel). Returns
+    (output, weights)."""
+    from .._device import move
+
+    lq, lk = q.shape[-2], k.shape[-2]
+    s = _ops.matmul(q, k.transpose(-2, -1)) * scale
+    m, valid = _attn_dense_mask(mask, causal, lq, lk, q._array.dtype)
+    if m is not None:
+        s = s + Tensor._wrap(move(m, q.device) if q.is_cuda else m)
+    w = softmax(s, -1)
+    if valid is not None:
+        w = w * Tensor._wrap(move(valid, q.device) if q.is_cuda else valid)
+    w = dropout(w, dropout_p, training)
+    return _ops.matmul(w, v), w
+
+
+def _mask_array(attn_mask, op: str):
+    if attn_mask is None:
+        return None
+    if isinstance(attn_mask, Tensor):
+        return attn_mask.cpu()._array if attn_mask.is_cuda else attn_mask._array
+    if isinstance(attn_mask, np.ndarray):
+        return attn_mask
+    raise TypeError(f"[{op}] attn_mask must be a Tensor or None, got {type(attn_mask).__name__}")
+
+
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
+    """softmax(query @ key^T * scale + mask) @ value (``torch.nn.functional``'s signature).
+
+    query [..., Lq, D], key [..., Lk, D], value [..., Lk, Dv] -> [..., Lq, Dv]; the leading
+    dims broadcast. ``attn_mask``: bool (True = the key takes part, as PyTorch) or float
+    (added to the scores), broadcastable to [..., Lq, Lk]; it receives no gradient.
+    ``is_causal``: query i sees keys j <= i (top-left aligned, as PyTorch); not together with
+    ``attn_mask``. ``scale`` defaults to 1/sqrt(D).
+
+    CPU float32/float64 runs our flash-style kernel: tiles with an online softmax, O(L*D)
+    memory (no Lq x Lk matrix), and a backward that recomputes the scores from the saved
+    log-sum-exp. ``dropout_p > 0`` (and CUDA tensors) run a non-fused composite path
+    (matmul, softmax, ember's dropout on the weights, drawn from ember's global generator),
+    which stores the [..., Lq, Lk] weights.
+
+    Differs from PyTorch: a fully-masked row (no key takes part) gives 0 output and 0
+    gradient instead of NaN.
+    """
+    op = "scaled_dot_product_attention"
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _float_arg(t, name, op)
+        if t.ndim < 2:
+            raise ValueError(f"[{op}] {name} must have at least 2 dims [..., L, D], got {t.shape}")
+    _same_device(op, query, key, value)
+    if not (query.dtype == key.dtype == value.dtype):
+        raise TypeError(
+            f"[{op}] query, key and value must have the same dtype, got "
+            f"{query.dtype}, {key.dtype} and {value.dtype}"
+        )
+    if key.shape[-1] != query.shape[-1]:
+        raise ValueError(f"[{op}] query has head dim {query.shape[-1]} but key has {key.shape[-1]}")
+    if value.shape[-2] != key.shape[-2]:
+        raise ValueError(
+            f"[{op}] key has {key.shape[-2]} positions but value has {value.shape[-2]}"
+        )
+    try:
+        bshape = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"[{op}] batch dims of query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+            f"{tuple(value.shape)} do not broadcast"
+        ) from None
+    if is_causal and attn_mask is not None:
+        raise ValueError(f"[{op}] attn_mask must be None when is_causal=True")
+    _check_p(op, dropout_p)
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] > 0 else 1.0
+    scale = float(scale)
+    mask = _mask_array(attn_mask, op)
+    if isinstance(attn_mask, Tensor):
+        _same_device(op, query, attn_mask)
+    lq, lk = query.shape[-2], key.shape[-2]
+    if dropout_p > 0.0 or query.is_cuda:
+        from .._ops.attention import prepare_mask
+
+        if mask is not None and not query.is_cuda:  # same shape checks as the kernel path
+            prepare_mask(mask, bshape, lq, lk, query._array.dtype)
+        return _attention_composite(query, key, value, mask, is_causal, dropout_p, scale)[0]
+    from .._ops.attention import prepare_mask
+    from .._ops.attention import scaled_dot_product_attention as _sdpa
+
+    m, div = prepare_mask(mask, bshape, lq, lk, query._array.dtype)
+    return _sdpa(query, key, value, m, div, scale, is_causal)

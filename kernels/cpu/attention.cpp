@@ -1,0 +1,674 @@
+// attention.cpp -- scaled-dot-product attention, forward and backward, flash style (CPU).
+//
+// out[n, i, :] = sum_j softmax_j(s[n, i, :]) v[n, j, :],  s[n, i, j] = scale * q_i . k_j + mask
+// q: [N, Lq, D], k: [N, Lk, D], v: [N, Lk, Dv], out: [N, Lq, Dv], all C-contiguous; N is every
+// leading dim flattened (batch * heads); query and key lengths differ freely.
+// lse: [N, Lq, 2], the rows' log-sum-exp saved for the backward as a hi + lo pair of T: lse is
+// near the row's largest score, and P = exp(s - lse) through one rounded float lse would carry
+// the absolute error ulp(|lse|) in its exponent; (s - hi) - lo keeps P as accurate as the
+// forward's.
+// Masks: `mask` (may be null) is additive and already in the data dtype (the Python layer turns
+// a boolean mask into 0 / -inf). Batch n reads mask + ((n / mask_div) % mask_mod) * mask_bs,
+// row i at + i * mask_rs (mask_rs = 0: one row for every query), columns contiguous; the
+// div/mod pair expresses [B, 1] / [1, H] / [B, H] / [1, 1] broadcasts of a [B, H] batch.
+// causal: PyTorch's is_causal, top-left aligned: query i sees keys j <= i.
+// Fully-masked rows (every key masked, or Lk == 0) give out = 0 and lse hi = +inf, so the
+// backward's recomputed P = exp(s - lse) is 0 there and every gradient is 0 -- never NaN.
+// (PyTorch returns NaN for such rows; ember differs on purpose.)
+//
+// Variants:
+// * AVX2 float (the fast path). Forward: a piece is one (n, 64-query tile); it walks 64-key
+//   tiles with an online softmax (running max m and sum l per row, the accumulator rescaled by
+//   exp(m_old - m_new) when the max grows), so the only score storage is a 64x64 tile in a
+//   per-thread workspace that is reused across calls -- memory stays O(L * D). Causal skips the
+//   key tiles entirely above the diagonal, and on diagonal tiles the column panels and keys
+//   past each row block's diagonal. The tile products (Q K^T and P V; five in the backward) run
+//   on one register-blocked FMA micro-kernel -- 6x16 AVX2, or its 8x32 AVX-512 twin where the
+//   GEMM would pick AVX-512 -- whose A operand is addressed by (row, k) strides, so it also
+//   reads P^T and dS^T without a transpose. K and V tiles are transposed per tile with 8x8
+//   register transposes so Q K^T and dO V^T have contiguous B rows. The softmax parts use
+//   exp256_ps (vexp.h); on AVX-512 machines they are about a third of the forward's time.
+//   Backward (FlashAttention-2): D_i = rowsum(dO_i * O_i) first, then per key tile j: recompute
+//   S = Q K_j^T, P = exp(S - lse), dP = dO V_j^T, dS = scale * P * (dP - D_i), and accumulate
+//   dV_j += P^T dO, dK_j += dS^T Q, dQ_i += dS K_j. A piece is one n (all its key tiles), so dQ
+//   has one writer and needs no atomics or per-thread copies; this caps the backward's
+//   parallelism at N pieces (N = batch * heads is >= 8 in every realistic case).
+//   Why not gemm() per tile: its packing and dispatch would be paid per 64x64 tile product and
+//   it would open the thread pool inside a pool piece (not measured against it).
+// * Scalar template (float and double; double is the gradcheck path, float runs under
+//   EMBER_NO_AVX2): per query row, the row's scores in an Lk-long per-thread buffer (O(L), not
+//   O(L^2)), an exact max, then the sums; dot products accumulate in double. Backward per n,
+//   row by row.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/common.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/cpu/vexp.h"
+#include "kernels/kernels.h"
+
+namespace ember {
+
+namespace {
+
+template <typename T>
+const T* mask_batch(const AttnDims& d, const T* mask, int64_t n) {
+  return mask ? mask + ((n / d.mask_div) % d.mask_mod) * d.mask_bs : nullptr;
+}
+
+// Accumulated in double: the scalar float path's one-accumulator sums over D (up to 256)
+// would otherwise round well above a blocked float32 BLAS dot, and dP - D_i cancels.
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
+  return static_cast<T>(s);
+}
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// lse = m + log(l) in double, stored as hi + lo (lo = 0 for a fully-masked row, m = +inf).
+template <typename T>
+void put_lse(T* dst, T m, T l) {
+  if (std::isinf(m)) {
+    dst[0] = m;
+    dst[1] = 0;
+    return;
+  }
+  const double x = static_cast<double>(m) + std::log(static_cast<double>(l));
+  dst[0] = static_cast<T>(x);
+  dst[1] = static_cast<T>(x - static_cast<double>(dst[0]));
+}
+
+}  // namespace
+
+// ---- scalar reference ---------------------------------------------------------------------
+
+template <typename T>
+void attention_fwd_rows_cpu(const T* q, const T* k, const T* v, T* out, T* lse,
+                            const AttnDims& d, const T* mask, int64_t n, int64_t i0,
+                            int64_t i1) {
+  static thread_local std::vector<T> srow;
+  if (static_cast<int64_t>(srow.size()) < d.Lk) srow.resize(d.Lk);
+  T* s = srow.data();
+  const T inf = std::numeric_limits<T>::infinity();
+  const T scale = static_cast<T>(d.scale);
+  const T* mb = mask_batch(d, mask, n);
+  for (int64_t i = i0; i < i1; ++i) {
+    const T* qi = q + (n * d.Lq + i) * d.D;
+    T* oi = out + (n * d.Lq + i) * d.Dv;
+    const int64_t kend = d.causal ? std::min(d.Lk, i + 1) : d.Lk;
+    const T* mrow = mb ? mb + i * d.mask_rs : nullptr;
+    T m = -inf;
+    for (int64_t j = 0; j < kend; ++j) {
+      T sj = dot(qi, k + (n * d.Lk + j) * d.D, d.D) * scale;
+      if (mrow) sj += mrow[j];
+      s[j] = sj;
+      m = std::max(m, sj);
+    }
+    std::fill(oi, oi + d.Dv, T(0));
+    if (m == -inf) {  // fully masked (or no keys): 0 out, +inf lse -> zero gradients
+      put_lse(lse + 2 * (n * d.Lq + i), inf, T(0));
+      continue;
+    }
+    T l = 0;
+    for (int64_t j = 0; j < kend; ++j) {
+      const T p = std::exp(s[j] - m);
+      if (p == T(0)) continue;
+      l += p;
+      const T* vj = v + (n * d.Lk + j) * d.Dv;
+      for (int64_t c = 0; c < d.Dv; ++c) oi[c] += p * vj[c];
+    }
+    const T inv = T(1) / l;
+    for (int64_t c = 0; c < d.Dv; ++c) oi[c] *= inv;
+    put_lse(lse + 2 * (n * d.Lq + i), m, l);
+  }
+}
+
+template <typename T>
+void attention_bwd_batch_cpu(const T* q, const T* k, const T* v, const T* out, const T* lse,
+                             const T* gout, T* gq, T* gk, T* gv, const AttnDims& d,
+                             const T* mask, int64_t n) {
+  const T scale = static_cast<T>(d.scale);
+  const T* mb = mask_batch(d, mask, n);
+  std::fill(gq + n * d.Lq * d.D, gq + (n + 1) * d.Lq * d.D, T(0));
+  std::fill(gk + n * d.Lk * d.D, gk + (n + 1) * d.Lk * d.D, T(0));
+  std::fill(gv + n * d.Lk * d.Dv, gv + (n + 1) * d.Lk * d.Dv, T(0));
+  for (int64_t i = 0; i < d.Lq; ++i) {
+    const int64_t r = n * d.Lq + i;
+    const T* qi = q + r * d.D;
+    const T* goi = gout + r * d.Dv;
+    T* gqi = gq + r * d.D;
+    const T di = dot(goi, out + r * d.Dv, d.Dv);
+    const int64_t kend = d.causal ? std::min(d.Lk, i + 1) : d.Lk;
+    const T* mrow = mb ? mb + i * d.mask_rs : nullptr;
+    for (int64_t j = 0; j < kend; ++j) {
+      const T* kj = k + (n * d.Lk + j) * d.D;
+      const T* vj = v + (n * d.Lk + j) * d.Dv;
+      T s = dot(qi, kj, d.D) * scale;
+      if (mrow) s += mrow[j];
+      const T p = std::exp((s - lse[2 * r]) - lse[2 * r + 1]);
+      if (!(p > T(0))) continue;  // masked key or fully-masked row (lse = +inf)
+      const T ds = p * (dot(goi, vj, d.Dv) - di) * scale;
+      T* gkj = gk + (n * d.Lk + j) * d.D;
+      T* gvj = gv + (n * d.Lk + j) * d.Dv;
+      for (int64_t c = 0; c < d.D; ++c) {
+        gqi[c] += ds * kj[c];
+        gkj[c] += ds * qi[c];
+      }
+      for (int64_t c = 0; c < d.Dv; ++c) gvj[c] += p * goi[c];
+    }
+  }
+}
+
+template <typename T>
+void attention_fwd_cpu(const T* q, const T* k, const T* v, T* out, T* lse, const AttnDims& d,
+                       const T* mask) {
+  constexpr int64_t kRows = 16;
+  const int64_t tiles = (d.Lq + kRows - 1) / kRows;
+  cpu::ClaimPool::instance().run(cpu::get_num_threads(), d.N * tiles, [&](int64_t p) {
+    const int64_t n = p / tiles, i0 = (p % tiles) * kRows;
+    attention_fwd_rows_cpu(q, k, v, out, lse, d, mask, n, i0, std::min(d.Lq, i0 + kRows));
+  });
+}
+
+template <typename T>
+void attention_bwd_cpu(const T* q, const T* k, const T* v, const T* out, const T* lse,
+                       const T* gout, T* gq, T* gk, T* gv, const AttnDims& d, const T* mask) {
+  cpu::ClaimPool::instance().run(cpu::get_num_threads(), d.N, [&](int64_t n) {
+    attention_bwd_batch_cpu(q, k, v, out, lse, gout, gq, gk, gv, d, mask, n);
+  });
+}
+
+template void attention_fwd_cpu<float>(const float*, const float*, const float*, float*, float*,
+                                       const AttnDims&, const float*);
+template void attention_fwd_cpu<double>(const double*, const double*, const double*, double*,
+                                        double*, const AttnDims&, const double*);
+template void attention_bwd_cpu<float>(const float*, const float*, const float*, const float*,
+                                       const float*, const float*, float*, float*, float*,
+                                       const AttnDims&, const float*);
+template void attention_bwd_cpu<double>(const double*, const double*, const double*,
+                                        const double*, const double*, const double*, double*,
+                                        double*, double*, const AttnDims&, const double*);
+
+// ---- AVX2 float path ----------------------------------------------------------------------
+#if EMBER_COMPILED_AVX2
+namespace {
+
+constexpr int64_t kBq = 64;  // query rows per tile
+constexpr int64_t kBk = 64;  // keys per tile (row stride of the score tiles)
+
+EMBER_AVX2 inline __m256i tail_mask(int64_t rem) {  // first rem lanes on (1 <= rem <= 8)
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), idx);
+}
+
+// K is summed in chunks of kKc whose partial sums are added into C: one FMA chain over
+// D = 256 rounded ~3x worse (RMS) than float32 BLAS; chunks of 32 bring it back to BLAS level
+// (tests/test_attention.py) for ~5% more C loads and stores.
+constexpr int64_t kKc = 32;
+
+// C[R x (8*NV)] (+)= A[R x K] B[K x 8*NV]. A[r][k] = A[r*ars + k*aks] (broadcast), B rows
+// ldb apart, C rows ldc apart; MASK: the last 8-lane vector of B and C is partial (tm).
+template <int R, int NV, bool MASK>
+EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
+                      int64_t ldb, float* C, int64_t ldc, __m256i tm, bool accum) {
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
+    const int64_t k1 = std::min(K, k0 + kKc);
+    __m256 c[R][NV];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      const float* a = A + kk * aks;
+      const float* b = B + kk * ldb;
+      __m256 bv[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v)
+        bv[v] = (MASK && v == NV - 1) ? _mm256_maskload_ps(b + 8 * v, tm)
+                                      : _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        const __m256 ar = _mm256_broadcast_ss(a + r * ars);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(ar, bv[v], c[r][v]);
+      }
+    }
+    const bool add = accum || k0 > 0;
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        float* cp = C + r * ldc + 8 * v;
+        __m256 x = c[r][v];
+        if (MASK && v == NV - 1) {
+          if (add) x = _mm256_add_ps(x, _mm256_maskload_ps(cp, tm));
+          _mm256_maskstore_ps(cp, tm, x);
+        } else {
+          if (add) x = _mm256_add_ps(x, _mm256_loadu_ps(cp));
+          _mm256_storeu_ps(cp, x);
+        }
+      }
+    }
+  }
+}
+
+using MicroFn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*,
+                         int64_t, __m256i, bool);
+
+template <int NV, bool MASK>
+constexpr MicroFn micro_for(int r) {
+  return r == 1   ? &micro<1, NV, MASK>
+         : r == 2 ? &micro<2, NV, MASK>
+         : r == 3 ? &micro<3, NV, MASK>
+         : r == 4 ? &micro<4, NV, MASK>
+         : r == 5 ? &micro<5, NV, MASK>
+                  : &micro<6, NV, MASK>;
+}
+
+// The AVX-512 twin (selected with the GEMM's rule, cpu::avx512_selected()): 8 rows x 32
+// columns, 16 zmm accumulators; masked loads/stores (__mmask16) for the column tail.
+template <int R, int NV, bool MASK>
+EMBER_AVX512 void micro512(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
+                           int64_t ldb, float* C, int64_t ldc, __mmask16 tm, bool accum) {
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
+    const int64_t k1 = std::min(K, k0 + kKc);
+    __m512 c[R][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      const float* a = A + kk * aks;
+      const float* b = B + kk * ldb;
+      __m512 bv[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v)
+        bv[v] = (MASK && v == NV - 1) ? _mm512_maskz_loadu_ps(tm, b + 16 * v)
+                                      : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 ar = _mm512_set1_ps(a[r * ars]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[r][v] = _mm512_fmadd_ps(ar, bv[v], c[r][v]);
+      }
+    }
+    const bool add = accum || k0 > 0;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        float* cp = C + r * ldc + 16 * v;
+        __m512 x = c[r][v];
+        if (MASK && v == NV - 1) {
+          if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(tm, cp));
+          _mm512_mask_storeu_ps(cp, tm, x);
+        } else {
+          if (add) x = _mm512_add_ps(x, _mm512_loadu_ps(cp));
+          _mm512_storeu_ps(cp, x);
+        }
+      }
+    }
+  }
+}
+
+using Micro512Fn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
+                            float*, int64_t, __mmask16, bool);
+
+template <int NV, bool MASK>
+constexpr Micro512Fn micro512_for(int r) {
+  return r == 1   ? &micro512<1, NV, MASK>
+         : r == 2 ? &micro512<2, NV, MASK>
+         : r == 3 ? &micro512<3, NV, MASK>
+         : r == 4 ? &micro512<4, NV, MASK>
+         : r == 5 ? &micro512<5, NV, MASK>
+         : r == 6 ? &micro512<6, NV, MASK>
+         : r == 7 ? &micro512<7, NV, MASK>
+                  : &micro512<8, NV, MASK>;
+}
+
+// Causal diagonal tiles (row r of the tile sees key columns <= r + diag): kNoDiag = all.
+constexpr int64_t kNoDiag = INT64_MAX / 4;
+enum class Diag { none, cols, inner };
+
+// C[M x N] (+)= A[M x K] B[K x N] on the micro-kernels: column panels outer (the K x 16 or
+// K x 32 B panel stays in L1 while row blocks of A stream past it). On a causal diagonal tile,
+// Diag::cols skips the column panels wholly right of a row block's diagonal (Q K^T: those
+// scores are masked anyway) and Diag::inner stops K at the block's diagonal (P V: the P
+// entries past it are 0), so a diagonal tile costs about half of a full one.
+EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars,
+                        int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
+                        bool accum, Diag dmode = Diag::none, int64_t diag = kNoDiag) {
+  if (cpu::avx512_selected()) {
+    for (int64_t c0 = 0; c0 < N; c0 += 32) {
+      const int64_t nc = std::min<int64_t>(32, N - c0);
+      const int nv = nc > 16 ? 2 : 1;
+      const int64_t rem = nc - 16 * (nv - 1);
+      const bool mask = rem < 16;
+      const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
+      for (int64_t r0 = 0; r0 < M; r0 += 8) {
+        const int r = static_cast<int>(std::min<int64_t>(8, M - r0));
+        const int64_t last = r0 + r - 1 + diag;  // the block's last row's diagonal column
+        if (dmode == Diag::cols && c0 > last) continue;
+        const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
+        Micro512Fn f = nv == 2 ? (mask ? micro512_for<2, true>(r) : micro512_for<2, false>(r))
+                               : (mask ? micro512_for<1, true>(r) : micro512_for<1, false>(r));
+        f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
+      }
+    }
+    return;
+  }
+  for (int64_t c0 = 0; c0 < N; c0 += 16) {
+    const int64_t nc = std::min<int64_t>(16, N - c0);
+    const int nv = nc > 8 ? 2 : 1;
+    const int64_t rem = nc - 8 * (nv - 1);
+    const bool mask = rem < 8;
+    const __m256i tm = tail_mask(rem);
+    for (int64_t r0 = 0; r0 < M; r0 += 6) {
+      const int r = static_cast<int>(std::min<int64_t>(6, M - r0));
+      const int64_t last = r0 + r - 1 + diag;
+      if (dmode == Diag::cols && c0 > last) continue;
+      const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
+      MicroFn f = nv == 2 ? (mask ? micro_for<2, true>(r) : micro_for<2, false>(r))
+                          : (mask ? micro_for<1, true>(r) : micro_for<1, false>(r));
+      f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
+    }
+  }
+}
+
+// dst[c][j] = src[j][c] for an 8 x 8 block (rows lds / ldd floats apart).
+EMBER_AVX2 inline void tr8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+
+// kt[c][j] = src[j][c] for j < nk, c < cols: a key tile transposed, rows kBk floats apart.
+// 8 x 8 register transposes (a scalar transpose of a 64 x 64 tile cost about half as much as
+// the tile's two products), scalar for the edges.
+EMBER_AVX2 void pack_t(const float* src, int64_t nk, int64_t cols, float* kt) {
+  const int64_t nk8 = nk / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t j = 0; j < nk8; j += 8)
+    for (int64_t c = 0; c < c8; c += 8) tr8x8(src + j * cols + c, cols, kt + c * kBk + j, kBk);
+  for (int64_t j = 0; j < nk; ++j) {
+    const float* s = src + j * cols;
+    for (int64_t c = j < nk8 ? c8 : 0; c < cols; ++c) kt[c * kBk + j] = s[c];
+  }
+}
+
+EMBER_AVX2 float hmax(__m256 x) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+EMBER_AVX2 float hsum(__m256 x) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// s[0..nv) = s * scale + mrow (mrow may be null) and s[nv..nk) = -inf (keys past the causal
+// diagonal); returns max(s[0..nv)) (-inf when nv == 0). One pass: the row is in L1 once.
+EMBER_AVX2 float score_row(float* s, int64_t nk, int64_t nv, float scale, const float* mrow) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  __m256 vm = _mm256_set1_ps(-kInf);
+  int64_t j = 0;
+  if (mrow) {
+    for (; j + 8 <= nv; j += 8) {
+      const __m256 x = _mm256_fmadd_ps(_mm256_loadu_ps(s + j), vs, _mm256_loadu_ps(mrow + j));
+      _mm256_storeu_ps(s + j, x);
+      vm = _mm256_max_ps(x, vm);
+    }
+  } else {
+    for (; j + 8 <= nv; j += 8) {
+      const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vs);
+      _mm256_storeu_ps(s + j, x);
+      vm = _mm256_max_ps(x, vm);
+    }
+  }
+  float mx = hmax(vm);
+  for (; j < nv; ++j) {
+    s[j] = mrow ? std::fma(s[j], scale, mrow[j]) : s[j] * scale;
+    mx = std::max(mx, s[j]);
+  }
+  for (; j < nk; ++j) s[j] = -kInf;
+  return mx;
+}
+
+struct FwdWs {
+  std::vector<float> kt, s, acc, m, l, mu, alpha;
+  std::vector<int64_t> nv;
+};
+
+EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, float* out,
+                              float* lse, const AttnDims& d, const float* mask, int64_t n,
+                              int64_t i0) {
+  static thread_local FwdWs ws;
+  const int64_t D = d.D, Dv = d.Dv;
+  const int64_t ldacc = (Dv + 7) / 8 * 8;
+  if (static_cast<int64_t>(ws.kt.size()) < D * kBk) ws.kt.resize(D * kBk);
+  if (static_cast<int64_t>(ws.s.size()) < kBq * kBk) ws.s.resize(kBq * kBk);
+  if (static_cast<int64_t>(ws.acc.size()) < kBq * ldacc) ws.acc.resize(kBq * ldacc);
+  if (ws.m.size() < static_cast<size_t>(kBq)) {
+    for (auto* v : {&ws.m, &ws.l, &ws.mu, &ws.alpha}) v->resize(kBq);
+    ws.nv.resize(kBq);
+  }
+  float *kt = ws.kt.data(), *S = ws.s.data(), *acc = ws.acc.data(), *m = ws.m.data(),
+        *l = ws.l.data(), *mu = ws.mu.data(), *alpha = ws.alpha.data();
+  int64_t* nvs = ws.nv.data();
+  const float scale = static_cast<float>(d.scale);
+  const int64_t nq = std::min(kBq, d.Lq - i0);
+  const float* qt = q + (n * d.Lq + i0) * D;
+  const float* kb = k + n * d.Lk * D;
+  const float* vb = v + n * d.Lk * Dv;
+  const float* mb = mask_batch(d, mask, n);
+  std::fill(acc, acc + nq * ldacc, 0.0f);
+  std::fill(m, m + nq, -kInf);
+  std::fill(l, l + nq, 0.0f);
+  const int64_t kend = d.causal ? std::min(d.Lk, i0 + nq) : d.Lk;
+  for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
+    const int64_t nk = std::min(kBk, kend - j0);
+    pack_t(kb + j0 * D, nk, D, kt);
+    const bool diag = d.causal && j0 + nk - 1 > i0;
+    const Diag dc = diag ? Diag::cols : Diag::none, di = diag ? Diag::inner : Diag::none;
+    tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0);
+    // pass 1 per row: scores and their max; then the new running max and the rescale factor
+    // alpha = exp(m_old - m_new) for 8 rows at a time; pass 2 per row: P and its sum
+    for (int64_t r = 0; r < nq; ++r) {
+      const int64_t i = i0 + r;
+      nvs[r] = diag ? std::clamp<int64_t>(i - j0 + 1, 0, nk) : nk;
+      const float mx =
+          score_row(S + r * kBk, nk, nvs[r], scale, mb ? mb + i * d.mask_rs + j0 : nullptr);
+      const float mnew = std::max(m[r], mx);
+      mu[r] = mnew == -kInf ? 0.0f : mnew;  // all -inf so far: keep exp() finite
+      alpha[r] = m[r] - mu[r];
+      m[r] = mnew;
+    }
+    for (int64_t r = 0; r < nq; r += 8)  // the arrays hold kBq (a multiple of 8) floats
+      _mm256_storeu_ps(alpha + r, cpu::exp256_ps(_mm256_loadu_ps(alpha + r)));
+    for (int64_t r = 0; r < nq; ++r) {
+      float* s = S + r * kBk;
+      const int64_t nv = nvs[r];
+      const __m256 vmu = _mm256_set1_ps(mu[r]);
+      __m256 vsum = _mm256_setzero_ps();
+      int64_t j = 0;
+      for (; j + 8 <= nv; j += 8) {
+        const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmu));
+        vsum = _mm256_add_ps(vsum, p);
+        _mm256_storeu_ps(s + j, p);
+      }
+      float sum = hsum(vsum);
+      for (; j < nv; ++j) {
+        s[j] = std::exp(s[j] - mu[r]);
+        sum += s[j];
+      }
+      for (; j < nk; ++j) s[j] = 0.0f;
+      l[r] = l[r] * alpha[r] + sum;
+      if (alpha[r] != 1.0f) {
+        float* a = acc + r * ldacc;
+        const __m256 va = _mm256_set1_ps(alpha[r]);
+        for (int64_t c = 0; c < ldacc; c += 8)
+          _mm256_storeu_ps(a + c, _mm256_mul_ps(_mm256_loadu_ps(a + c), va));
+      }
+    }
+    tile_mm(nq, Dv, nk, S, kBk, 1, vb + j0 * Dv, Dv, acc, ldacc, true, di, i0 - j0);
+  }
+  for (int64_t r = 0; r < nq; ++r) {
+    float* o = out + (n * d.Lq + i0 + r) * Dv;
+    const float* a = acc + r * ldacc;
+    const bool empty = !(l[r] > 0.0f);
+    const float inv = empty ? 0.0f : 1.0f / l[r];
+    for (int64_t c = 0; c < Dv; ++c) o[c] = a[c] * inv;
+    put_lse(lse + 2 * (n * d.Lq + i0 + r), empty ? kInf : m[r], empty ? 0.0f : l[r]);
+  }
+}
+
+struct BwdWs {
+  std::vector<float> kt, vt, s, dp, di;
+};
+
+EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, const float* out,
+                               const float* lse, const float* gout, float* gq, float* gk,
+                               float* gv, const AttnDims& d, const float* mask, int64_t n) {
+  static thread_local BwdWs ws;
+  const int64_t D = d.D, Dv = d.Dv, Lq = d.Lq, Lk = d.Lk;
+  if (static_cast<int64_t>(ws.kt.size()) < D * kBk) ws.kt.resize(D * kBk);
+  if (static_cast<int64_t>(ws.vt.size()) < Dv * kBk) ws.vt.resize(Dv * kBk);
+  if (static_cast<int64_t>(ws.s.size()) < kBq * kBk) {
+    ws.s.resize(kBq * kBk);
+    ws.dp.resize(kBq * kBk);
+  }
+  if (static_cast<int64_t>(ws.di.size()) < Lq) ws.di.resize(Lq);
+  float *kt = ws.kt.data(), *vt = ws.vt.data(), *S = ws.s.data(), *dP = ws.dp.data(),
+        *di = ws.di.data();
+  const float scale = static_cast<float>(d.scale);
+  const float* qb = q + n * Lq * D;
+  const float* kb = k + n * Lk * D;
+  const float* vb = v + n * Lk * Dv;
+  const float* gob = gout + n * Lq * Dv;
+  const float* lb = lse + 2 * n * Lq;
+  float* gqb = gq + n * Lq * D;
+  float* gkb = gk + n * Lk * D;
+  float* gvb = gv + n * Lk * Dv;
+  const float* mb = mask_batch(d, mask, n);
+  for (int64_t i = 0; i < Lq; ++i) {
+    const float* o = out + (n * Lq + i) * Dv;
+    const float* g = gob + i * Dv;
+    di[i] = dot(o, g, Dv);  // in double: Lq * Dv work, next to Lq * Lk * D
+  }
+  std::fill(gqb, gqb + Lq * D, 0.0f);
+  std::fill(gkb, gkb + Lk * D, 0.0f);
+  std::fill(gvb, gvb + Lk * Dv, 0.0f);
+  for (int64_t j0 = 0; j0 < Lk; j0 += kBk) {
+    const int64_t nk = std::min(kBk, Lk - j0);
+    pack_t(kb + j0 * D, nk, D, kt);
+    pack_t(vb + j0 * Dv, nk, Dv, vt);
+    // causal: query tiles whose last row is before j0 see none of these keys
+    const int64_t qstart = d.causal ? j0 / kBq * kBq : 0;
+    for (int64_t i0 = qstart; i0 < Lq; i0 += kBq) {
+      const int64_t nq = std::min(kBq, Lq - i0);
+      const float* qt = qb + i0 * D;
+      const float* got = gob + i0 * Dv;
+      const bool diag = d.causal && j0 + nk - 1 > i0;
+      const Diag dc = diag ? Diag::cols : Diag::none, di_ = diag ? Diag::inner : Diag::none;
+      tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0);
+      tile_mm(nq, nk, Dv, got, Dv, 1, vt, kBk, dP, kBk, false, dc, i0 - j0);
+      for (int64_t r = 0; r < nq; ++r) {
+        const int64_t i = i0 + r;
+        float* s = S + r * kBk;
+        float* dp = dP + r * kBk;
+        const int64_t nv = diag ? std::clamp<int64_t>(i - j0 + 1, 0, nk) : nk;
+        score_row(s, nk, nv, scale, mb ? mb + i * d.mask_rs + j0 : nullptr);
+        const __m256 vhi = _mm256_set1_ps(lb[2 * i]), vlo = _mm256_set1_ps(lb[2 * i + 1]);
+        const __m256 vd = _mm256_set1_ps(di[i]);
+        const __m256 vs = _mm256_set1_ps(scale);
+        int64_t j = 0;
+        for (; j + 8 <= nv; j += 8) {
+          const __m256 p =
+              cpu::exp256_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vhi), vlo));
+          const __m256 t = _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd));
+          _mm256_storeu_ps(s + j, p);
+          _mm256_storeu_ps(dp + j, _mm256_mul_ps(t, vs));
+        }
+        for (; j < nv; ++j) {
+          const float p = std::exp((s[j] - lb[2 * i]) - lb[2 * i + 1]);
+          s[j] = p;
+          dp[j] = p * (dp[j] - di[i]) * scale;
+        }
+        for (; j < nk; ++j) s[j] = dp[j] = 0.0f;  // past the causal diagonal (maybe not computed)
+      }
+      tile_mm(nk, Dv, nq, S, 1, kBk, got, Dv, gvb + j0 * Dv, Dv, true);    // dV += P^T dO
+      tile_mm(nk, D, nq, dP, 1, kBk, qt, D, gkb + j0 * D, D, true);        // dK += dS^T Q
+      tile_mm(nq, D, nk, dP, kBk, 1, kb + j0 * D, D, gqb + i0 * D, D, true, di_,
+              i0 - j0);  // dQ += dS K
+    }
+  }
+}
+
+}  // namespace
+#endif
+
+// ---- entry points -------------------------------------------------------------------------
+
+void attention_fwd(const float* q, const float* k, const float* v, float* out, float* lse,
+                   const AttnDims& d, const float* mask) {
+#if EMBER_COMPILED_AVX2
+  if (cpu::avx2_selected()) {
+    const int64_t tiles = (d.Lq + kBq - 1) / kBq;
+    cpu::ClaimPool::instance().run(cpu::get_num_threads(), d.N * tiles, [&](int64_t p) {
+      int64_t t = p % tiles;
+      if (d.causal) t = tiles - 1 - t;  // causal: the longest tiles first, for balance
+      fwd_tile_avx2(q, k, v, out, lse, d, mask, p / tiles, t * kBq);
+    });
+    return;
+  }
+#endif
+  attention_fwd_cpu(q, k, v, out, lse, d, mask);
+}
+
+void attention_fwd(const double* q, const double* k, const double* v, double* out, double* lse,
+                   const AttnDims& d, const double* mask) {
+  attention_fwd_cpu(q, k, v, out, lse, d, mask);
+}
+
+void attention_bwd(const float* q, const float* k, const float* v, const float* out,
+                   const float* lse, const float* gout, float* gq, float* gk, float* gv,
+                   const AttnDims& d, const float* mask) {
+#if EMBER_COMPILED_AVX2
+  if (cpu::avx2_selected()) {
+    cpu::ClaimPool::instance().run(cpu::get_num_threads(), d.N, [&](int64_t n) {
+      bwd_batch_avx2(q, k, v, out, lse, gout, gq, gk, gv, d, mask, n);
+    });
+    return;
+  }
+#endif
+  attention_bwd_cpu(q, k, v, out, lse, gout, gq, gk, gv, d, mask);
+}
+
+void attention_bwd(const double* q, const double* k, const double* v, const double* out,
+                   const double* lse, const double* gout, double* gq, double* gk, double* gv,
+                   const AttnDims& d, const double* mask) {
+  attention_bwd_cpu(q, k, v, out, lse, gout, gq, gk, gv, d, mask);
+}
+
+}  // namespace ember

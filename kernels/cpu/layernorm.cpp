@@ -1,0 +1,371 @@
+// layernorm.cpp -- layer norm and RMS norm forward/backward over the trailing dims, on the CPU.
+//
+// Layout: x viewed as C-contiguous [rows, n], n = the product of normalized_shape; weight and
+// bias (and their gradients) are [n]; per-row statistics mean and rstd are [rows].
+//
+// Forward, per row (one read of the row for the statistics, one for y, back to back so the
+// second is served from L1/L2 for rows up to ~256k floats: DRAM sees 1 read + 1 write):
+//   layer norm: k = x[0] (a shift taken from the row); D = sum(x - k), Q = sum((x - k)^2) in
+//     double; mean = k + D/n, var = max(0, (Q - D*D/n) / n) (biased). A constant row gives
+//     D = Q = 0: variance exactly 0, mean exactly the constant (no E[x^2] - E[x]^2
+//     cancellation; the shift keeps the rest at a few double ulps, as in batchnorm.cpp).
+//     rstd = 1/sqrt(var + eps); y = (x - mean) * rstd * w + b.
+//   RMS norm: rstd = 1/sqrt(sum(x^2)/n + eps) (Q in double); y = x * rstd * w.
+// Backward, per row, xhat = (x - mean) * rstd (rms: x * rstd), gh = g * w:
+//   pass 1: A = sum(gh), B = sum(gh * xhat) in double;
+//   pass 2: gx = rstd * (gh - A/n - xhat * B/n) (rms: without the A term), and the weight /
+//   bias partial sums gw += g * xhat, gb += g of this piece of rows.
+//   Compulsory traffic: read g and x, write gx (the per-piece partials are [pieces, n]).
+//
+// Threads (claim pool): pieces are blocks of whole rows. The weight/bias gradients are summed
+// per piece into a [pieces, n] workspace (float for the float path: a piece's rows are added in
+// row order) and the pieces are added in double at the end, in piece order. The piece count
+// depends only on the shape, so results are bit-identical for any thread count. The workspace
+// is thread_local to the calling thread and reused across calls (no page faults per call).
+//
+// Variants: <step>_cpu<T> scalar references (float, double; sums in double); AVX2/FMA float
+// paths (8 floats per vector, sums converted to 4-double lanes). double runs the reference.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/common.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/kernels.h"
+
+namespace ember {
+namespace {
+constexpr int64_t kParallelN = int64_t{1} << 15;  // elements; below this, one thread
+constexpr int64_t kPieceN = int64_t{1} << 15;     // elements per piece (whole rows)
+constexpr int64_t kMaxPieces = 32;                // bounds the [pieces, n] gradient workspace
+
+struct Sums {
+  double a = 0, b = 0;
+};
+
+// ---- scalar references ----------------------------------------------------------------------
+// layer norm: a = sum(x - k), b = sum((x - k)^2); rms (k = 0): b = sum(x^2)
+template <typename T>
+Sums stats_row_cpu(const T* x, int64_t n, double k) {
+  Sums s;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(x[i]) - k;
+    s.a += d;
+    s.b += d * d;
+  }
+  return s;
+}
+
+template <typename T>
+void apply_row_cpu(const T* x, T* y, int64_t n, const T* w, const T* b, T mean, T rstd) {
+  for (int64_t i = 0; i < n; ++i) {
+    T v = (x[i] - mean) * rstd;
+    if (w) v *= w[i];
+    if (b) v += b[i];
+    y[i] = v;
+  }
+}
+
+// a = sum(g * w), b = sum(g * w * xhat)
+template <typename T>
+Sums bsums_row_cpu(const T* g, const T* x, int64_t n, const T* w, T mean, T rstd) {
+  Sums s;
+  for (int64_t i = 0; i < n; ++i) {
+    const double gh = double(g[i]) * (w ? double(w[i]) : 1.0);
+    s.a += gh;
+    s.b += gh * double((x[i] - mean) * rstd);
+  }
+  return s;
+}
+
+// gx = rstd * (g*w - ca - xhat * cb); pw += g * xhat, pb += g (each may be null)
+template <typename T>
+void bgrad_row_cpu(const T* g, const T* x, T* gx, int64_t n, const T* w, T mean, T rstd, T ca,
+                   T cb, T* pw, T* pb) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T xh = (x[i] - mean) * rstd;
+    if (gx) gx[i] = rstd * ((w ? g[i] * w[i] : g[i]) - ca - xh * cb);
+    if (pw) pw[i] += g[i] * xh;
+    if (pb) pb[i] += g[i];
+  }
+}
+
+// ---- AVX2 (float) -------------------------------------------------------------------------
+#if EMBER_COMPILED_AVX2
+EMBER_AVX2 inline double hsum(__m256d v) {
+  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+EMBER_AVX2 inline __m256d lo_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
+EMBER_AVX2 inline __m256d hi_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+
+EMBER_AVX2 Sums stats_row_avx2(const float* x, int64_t n, double k) {
+  const __m256d kv = _mm256_set1_pd(k);
+  __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
+  __m256d q0 = s0, q1 = s0, q2 = s0, q3 = s0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+    const __m256d d0 = _mm256_sub_pd(lo_pd(v0), kv), d1 = _mm256_sub_pd(hi_pd(v0), kv);
+    const __m256d d2 = _mm256_sub_pd(lo_pd(v1), kv), d3 = _mm256_sub_pd(hi_pd(v1), kv);
+    s0 = _mm256_add_pd(s0, d0);
+    s1 = _mm256_add_pd(s1, d1);
+    s2 = _mm256_add_pd(s2, d2);
+    s3 = _mm256_add_pd(s3, d3);
+    q0 = _mm256_fmadd_pd(d0, d0, q0);
+    q1 = _mm256_fmadd_pd(d1, d1, q1);
+    q2 = _mm256_fmadd_pd(d2, d2, q2);
+    q3 = _mm256_fmadd_pd(d3, d3, q3);
+  }
+  Sums s;
+  for (; i < n; ++i) {
+    const double d = double(x[i]) - k;
+    s.a += d;
+    s.b += d * d;
+  }
+  s.a += hsum(_mm256_add_pd(_mm256_add_pd(s0, s1), _mm256_add_pd(s2, s3)));
+  s.b += hsum(_mm256_add_pd(_mm256_add_pd(q0, q1), _mm256_add_pd(q2, q3)));
+  return s;
+}
+
+EMBER_AVX2 void apply_row_avx2(const float* x, float* y, int64_t n, const float* w,
+                               const float* b, float mean, float rstd) {
+  const __m256 m = _mm256_set1_ps(mean), r = _mm256_set1_ps(rstd);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), r);
+    if (w && b)
+      v = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i));
+    else if (w)
+      v = _mm256_mul_ps(v, _mm256_loadu_ps(w + i));
+    else if (b)
+      v = _mm256_add_ps(v, _mm256_loadu_ps(b + i));
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (; i < n; ++i) {
+    float v = (x[i] - mean) * rstd;
+    if (w && b)
+      v = std::fma(v, w[i], b[i]);
+    else if (w)
+      v *= w[i];
+    else if (b)
+      v += b[i];
+    y[i] = v;
+  }
+}
+
+EMBER_AVX2 Sums bsums_row_avx2(const float* g, const float* x, int64_t n, const float* w,
+                               float mean, float rstd) {
+  const __m256 m = _mm256_set1_ps(mean), r = _mm256_set1_ps(rstd);
+  __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 gh = _mm256_loadu_ps(g + i);
+    if (w) gh = _mm256_mul_ps(gh, _mm256_loadu_ps(w + i));
+    const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), r);
+    const __m256d gl = lo_pd(gh), gu = hi_pd(gh);
+    a0 = _mm256_add_pd(a0, gl);
+    a1 = _mm256_add_pd(a1, gu);
+    b0 = _mm256_fmadd_pd(gl, lo_pd(xh), b0);
+    b1 = _mm256_fmadd_pd(gu, hi_pd(xh), b1);
+  }
+  Sums s;
+  for (; i < n; ++i) {
+    const double gh = double(g[i]) * (w ? double(w[i]) : 1.0);
+    s.a += gh;
+    s.b += gh * double((x[i] - mean) * rstd);
+  }
+  s.a += hsum(_mm256_add_pd(a0, a1));
+  s.b += hsum(_mm256_add_pd(b0, b1));
+  return s;
+}
+
+EMBER_AVX2 void bgrad_row_avx2(const float* g, const float* x, float* gx, int64_t n,
+                               const float* w, float mean, float rstd, float ca, float cb,
+                               float* pw, float* pb) {
+  const __m256 m = _mm256_set1_ps(mean), r = _mm256_set1_ps(rstd), av = _mm256_set1_ps(ca),
+               bv = _mm256_set1_ps(cb);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), r);
+    if (gx) {
+      const __m256 gh = w ? _mm256_mul_ps(gv, _mm256_loadu_ps(w + i)) : gv;
+      const __m256 t = _mm256_fnmadd_ps(xh, bv, _mm256_sub_ps(gh, av));
+      _mm256_storeu_ps(gx + i, _mm256_mul_ps(r, t));
+    }
+    if (pw) _mm256_storeu_ps(pw + i, _mm256_fmadd_ps(gv, xh, _mm256_loadu_ps(pw + i)));
+    if (pb) _mm256_storeu_ps(pb + i, _mm256_add_ps(gv, _mm256_loadu_ps(pb + i)));
+  }
+  for (; i < n; ++i) {
+    const float xh = (x[i] - mean) * rstd;
+    if (gx) gx[i] = rstd * std::fma(-xh, cb, (w ? g[i] * w[i] : g[i]) - ca);
+    if (pw) pw[i] = std::fma(g[i], xh, pw[i]);
+    if (pb) pb[i] += g[i];
+  }
+}
+#endif
+
+// ---- row dispatch ---------------------------------------------------------------------------
+template <typename T>
+Sums stats_row(bool avx2, const T* x, int64_t n, double k) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2) return stats_row_avx2(x, n, k);
+#endif
+  (void)avx2;
+  return stats_row_cpu(x, n, k);
+}
+template <typename T>
+void apply_row(bool avx2, const T* x, T* y, int64_t n, const T* w, const T* b, T mean, T rstd) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2) return apply_row_avx2(x, y, n, w, b, mean, rstd);
+#endif
+  (void)avx2;
+  apply_row_cpu(x, y, n, w, b, mean, rstd);
+}
+template <typename T>
+Sums bsums_row(bool avx2, const T* g, const T* x, int64_t n, const T* w, T mean, T rstd) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2) return bsums_row_avx2(g, x, n, w, mean, rstd);
+#endif
+  (void)avx2;
+  return bsums_row_cpu(g, x, n, w, mean, rstd);
+}
+template <typename T>
+void bgrad_row(bool avx2, const T* g, const T* x, T* gx, int64_t n, const T* w, T mean, T rstd,
+               T ca, T cb, T* pw, T* pb) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2) return bgrad_row_avx2(g, x, gx, n, w, mean, rstd, ca, cb, pw, pb);
+#endif
+  (void)avx2;
+  bgrad_row_cpu(g, x, gx, n, w, mean, rstd, ca, cb, pw, pb);
+}
+
+// Pieces of whole rows: shape-only (see the header).
+struct Split {
+  int64_t rows, per, pieces;
+  int nth;
+};
+Split make_split(int64_t rows, int64_t n) {
+  Split s;
+  s.rows = rows;
+  const int64_t want = std::clamp<int64_t>(rows * n / kPieceN, 1, kMaxPieces);
+  s.pieces = std::min(rows, want);
+  s.per = (rows + s.pieces - 1) / s.pieces;
+  s.pieces = (rows + s.per - 1) / s.per;
+  s.nth = rows * n >= kParallelN ? cpu::get_num_threads() : 1;
+  return s;
+}
+
+template <typename Fn>
+void run_pieces(const Split& sp, Fn&& fn) {
+  auto piece = [&](int64_t p) { fn(p, p * sp.per, std::min(sp.rows, (p + 1) * sp.per)); };
+  if (sp.nth <= 1 || sp.pieces <= 1) {
+    for (int64_t p = 0; p < sp.pieces; ++p) piece(p);
+    return;
+  }
+  cpu::ClaimPool::instance().run(sp.nth, sp.pieces, piece);
+}
+
+template <typename T>
+void fwd(const T* x, T* y, int64_t rows, int64_t n, const T* w, const T* b, double eps, bool rms,
+         T* mean_out, T* rstd_out) {
+  if (rows <= 0 || n <= 0) return;  // the caller handles empty rows
+  const bool avx2 = cpu::avx2_selected();
+  const Split sp = make_split(rows, n);
+  run_pieces(sp, [&](int64_t, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * n;
+      double mean = 0, var;
+      if (rms) {
+        var = stats_row<T>(avx2, xr, n, 0.0).b / double(n);
+      } else {
+        const double k = double(xr[0]);
+        const Sums s = stats_row<T>(avx2, xr, n, k);
+        mean = k + s.a / double(n);
+        var = std::max(0.0, (s.b - s.a * (s.a / double(n))) / double(n));
+        mean_out[r] = T(mean);
+      }
+      const double rstd = 1.0 / std::sqrt(var + eps);
+      rstd_out[r] = T(rstd);
+      apply_row<T>(avx2, xr, y + r * n, n, w, rms ? nullptr : b, T(mean), T(rstd));
+    }
+  });
+}
+
+template <typename T>
+void bwd(const T* g, const T* x, int64_t rows, int64_t n, const T* mean, const T* rstd,
+         const T* w, bool rms, T* gx, T* gw, T* gb) {
+  if (rows <= 0 || n <= 0) {
+    if (gw) std::fill(gw, gw + std::max<int64_t>(n, 0), T(0));
+    if (gb) std::fill(gb, gb + std::max<int64_t>(n, 0), T(0));
+    return;
+  }
+  const bool avx2 = cpu::avx2_selected();
+  const Split sp = make_split(rows, n);
+  thread_local std::vector<T> work;  // [pieces, n] for gw, then [pieces, n] for gb
+  const int64_t nw = gw ? sp.pieces * n : 0, nb = gb ? sp.pieces * n : 0;
+  if (work.size() < size_t(nw + nb)) work.resize(size_t(nw + nb));
+  T* const pw_all = gw ? work.data() : nullptr;
+  T* const pb_all = gb ? work.data() + nw : nullptr;
+  run_pieces(sp, [&](int64_t p, int64_t r0, int64_t r1) {
+    T* pw = pw_all ? pw_all + p * n : nullptr;
+    T* pb = pb_all ? pb_all + p * n : nullptr;
+    if (pw) std::fill(pw, pw + n, T(0));
+    if (pb) std::fill(pb, pb + n, T(0));
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* gr = g + r * n;
+      const T* xr = x + r * n;
+      if (n == 1 && !rms) {  // x - mean = 0 exactly: xhat = 0, gx = 0, gw += 0, gb += g
+        if (gx) gx[r] = T(0);
+        if (pb) pb[0] += gr[0];
+        continue;
+      }
+      const T mu = rms ? T(0) : mean[r], rs = rstd[r];
+      T ca = 0, cb = 0;
+      if (gx) {
+        const Sums s = bsums_row<T>(avx2, gr, xr, n, w, mu, rs);
+        ca = rms ? T(0) : T(s.a / double(n));
+        cb = T(s.b / double(n));
+      }
+      bgrad_row<T>(avx2, gr, xr, gx ? gx + r * n : nullptr, n, w, mu, rs, ca, cb, pw, pb);
+    }
+  });
+  auto reduce = [&](const T* part, T* out) {
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t p = 0; p < sp.pieces; ++p) s += double(part[p * n + j]);
+      out[j] = T(s);
+    }
+  };
+  if (gw) reduce(pw_all, gw);
+  if (gb) reduce(pb_all, gb);
+}
+}  // namespace
+
+// ---- entry points -------------------------------------------------------------------------
+void layernorm_fwd(const float* x, float* y, int64_t rows, int64_t n, const float* w,
+                   const float* b, double eps, bool rms, float* mean, float* rstd) {
+  fwd(x, y, rows, n, w, b, eps, rms, mean, rstd);
+}
+void layernorm_fwd(const double* x, double* y, int64_t rows, int64_t n, const double* w,
+                   const double* b, double eps, bool rms, double* mean, double* rstd) {
+  fwd(x, y, rows, n, w, b, eps, rms, mean, rstd);
+}
+void layernorm_bwd(const float* g, const float* x, int64_t rows, int64_t n, const float* mean,
+                   const float* rstd, const float* w, bool rms, float* gx, float* gw, float* gb) {
+  bwd(g, x, rows, n, mean, rstd, w, rms, gx, gw, gb);
+}
+void layernorm_bwd(const double* g, const double* x, int64_t rows, int64_t n,
+                   const double* mean, const double* rstd, const double* w, bool rms,
+                   double* gx, double* gw, double* gb) {
+  bwd(g, x, rows, n, mean, rstd, w, rms, gx, gw, gb);
+}
+
+}  // namespace ember

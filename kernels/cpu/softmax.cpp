@@ -1,0 +1,511 @@
+// softmax.cpp -- softmax / log-softmax forward and backward, and cross-entropy fused with
+// log-softmax, over the last dimension of a C-contiguous [rows, n] array, on the CPU.
+//
+// Row statistics (every op here starts with them): m = max(x), S = sum(exp(x - m)), and the
+// log-sum ls = log(S) in [0, log n], so log-sum-exp(x) = m + ls. Keeping m and ls apart (instead
+// of one lse) matters in float32: x - m is exact for x near m, then (x - m) - ls loses nothing,
+// whereas x - lse rounds lse to the precision of |x| (logits near 1000: errors of 3e-5).
+//   AVX2: ONE pass, the online max+sum: per lane a running max m and a sum s in double;
+//   a block of 32 floats first takes its own max, and only when that exceeds a lane's m is s
+//   rescaled by exp(m - m_new) (rare after the first blocks), so the pass costs one exp per
+//   element. The 32 exps of a block are added in float (4 terms per lane) and then into the
+//   double sums, so a 32000-long row sums with double accuracy at float speed. Lanes start at
+//   m = -FLT_MAX (not -inf): a lane that sees only -inf keeps s = 0 instead of exp(-inf + inf)
+//   = NaN, and a row of only -inf ends with S = 0, i.e. NaN results, as PyTorch gives.
+//   +inf or NaN in a row make that row NaN (as PyTorch).
+//   Scalar reference (float and double; double is the gradcheck path): max, then sum.
+//
+// softmax fwd:      y = exp(x - m) / S   (AVX2: a max pass, an exp pass storing exp(x - m)
+//                   into y and summing, a scaling pass over y: still one exp per element,
+//                   where the online pass + exp(x - m) / S would take two)
+// log-softmax fwd:  y = (x - m) - ls     (2nd pass, no exp)
+// softmax bwd:      gx = y * (g - sum(g * y))      (pass 1 the dot, pass 2 gx)
+// log-softmax bwd:  gx = g - exp(y) * sum(g)
+// Both passes of a row run back to back, so rows up to L2 size (~256k floats) are read from
+// DRAM once: compulsory traffic is read x + write y (fwd), read y, g + write gx (bwd).
+//
+// Cross-entropy (class-index targets t, class weights w (or 1), smoothing s, C classes,
+// W = sum(w)), the loss of row i, PyTorch's definition:
+//   loss_i = (1 - s) * w_t * (lse - x_t) + (s / C) * sum_c w_c * (lse - x_c)
+//          = (1 - s) * w_t * (ls + m - x_t) + (s / C) * (W * (ls + m - k) - sum_c w_c (x_c - k))
+//   (k = a finite value of the row, a shift that keeps the weighted sum free of cancellation;
+//   it is accumulated in the same pass only when s > 0). Ignored rows (t == ignore_index) give
+//   loss 0 and are not read. The forward writes loss_i and the row statistics (m, ls) -- the
+//   only thing the backward needs; the reduction ('mean' divides by sum of w_t over
+//   non-ignored rows) is done by the caller, which passes the backward one scale per row:
+//   gx_ic = gi * ((1 - s) * w_t * (p_c - [c == t]) + (s / C) * (W * p_c - w_c)),
+//   p_c = exp((x_c - m) - ls) recomputed from the logits: one read of x and one write of gx.
+//
+// Threads (claim pool): pieces are blocks of whole rows (~16k elements each); rows are
+// independent, so results do not depend on the thread count.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "kernels/cpu/common.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/cpu/vexp.h"
+#include "kernels/kernels.h"
+
+namespace ember {
+namespace {
+constexpr int64_t kParallelN = int64_t{1} << 15;  // elements; below this, one thread
+constexpr int64_t kPieceN = int64_t{1} << 14;     // elements per piece (whole rows)
+
+struct RowStats {
+  double m = 0;   // max
+  double s = 0;   // sum(exp(x - m))
+  double ls = 0;  // log(s)
+  double wx = 0;  // sum_c w_c * (x_c - k) (cross-entropy smoothing only)
+};
+
+// ---- scalar references ----------------------------------------------------------------------
+template <typename T>
+T row_max(const T* x, int64_t n) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] > m || x[i] != x[i]) m = x[i];  // a NaN sticks (nothing compares above it)
+  return m;
+}
+
+template <typename T>
+RowStats row_stats_cpu(const T* x, int64_t n, const T* w, bool want_wx, double k) {
+  RowStats st;
+  const T m = row_max(x, n);
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(std::exp(x[i] - m));
+  st.m = double(m);
+  st.s = s;
+  st.ls = std::log(s);
+  if (want_wx) {
+    double a = 0;
+    for (int64_t i = 0; i < n; ++i) a += (w ? double(w[i]) : 1.0) * (double(x[i]) - k);
+    st.wx = a;
+  }
+  return st;
+}
+
+template <typename T>
+void softmax_row_cpu(const T* x, T* y, int64_t n, bool log) {
+  const RowStats st = row_stats_cpu<T>(x, n, nullptr, false, 0);
+  const T m = T(st.m), ls = T(st.ls);
+  if (log) {
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m) - ls;
+  } else {
+    const T inv = T(1.0 / st.s);
+    for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i] - m) * inv;
+  }
+}
+
+template <typename T>
+void softmax_bwd_row_cpu(const T* y, const T* g, T* gx, int64_t n, bool log) {
+  double s = 0;
+  if (log) {
+    for (int64_t i = 0; i < n; ++i) s += double(g[i]);
+    const T sv = T(s);
+    for (int64_t i = 0; i < n; ++i) gx[i] = g[i] - std::exp(y[i]) * sv;
+  } else {
+    for (int64_t i = 0; i < n; ++i) s += double(g[i]) * double(y[i]);
+    const T sv = T(s);
+    for (int64_t i = 0; i < n; ++i) gx[i] = y[i] * (g[i] - sv);
+  }
+}
+
+template <typename T>
+void ce_grad_row_cpu(const T* x, T* gx, int64_t n, const T* w, T m, T ls, T a, T b) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T p = std::exp((x[i] - m) - ls);
+    gx[i] = a * p - (w ? b * w[i] : b);
+  }
+}
+
+// ---- AVX2 (float) -------------------------------------------------------------------------
+#if EMBER_COMPILED_AVX2
+EMBER_AVX2 inline double hsum_pd(__m256d v) {
+  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+// Lane mask for the last n (< 8) elements of a row.
+EMBER_AVX2 inline __m256i tail_mask(int64_t n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), idx);
+}
+
+EMBER_AVX2 inline void add_pd8(__m256d* lo, __m256d* hi, __m256 v) {
+  *lo = _mm256_add_pd(*lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+  *hi = _mm256_add_pd(*hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+
+// The online max+sum state of 8 lanes (see the header).
+struct Online {
+  __m256 m;
+  __m256d slo, shi;
+};
+
+// Raise the lanes' max to at least bm, rescaling their sums (only when some lane grows).
+EMBER_AVX2 inline void online_raise(Online* o, __m256 bm) {
+  const __m256 grow = _mm256_cmp_ps(bm, o->m, _CMP_GT_OQ);
+  if (_mm256_movemask_ps(grow) == 0) return;
+  const __m256 mn = _mm256_max_ps(o->m, bm);
+  const __m256 sc = cpu::exp256_ps(_mm256_sub_ps(o->m, mn));
+  o->slo = _mm256_mul_pd(o->slo, _mm256_cvtps_pd(_mm256_castps256_ps128(sc)));
+  o->shi = _mm256_mul_pd(o->shi, _mm256_cvtps_pd(_mm256_extractf128_ps(sc, 1)));
+  o->m = mn;
+}
+
+EMBER_AVX2 RowStats row_stats_avx2(const float* x, int64_t n, const float* w, bool want_wx,
+                                   float k) {
+  Online o;
+  o.m = _mm256_set1_ps(-FLT_MAX);
+  o.slo = _mm256_setzero_pd();
+  o.shi = o.slo;
+  __m256d wlo = _mm256_setzero_pd(), whi = wlo;  // sum w * (x - k)
+  const __m256 kv = _mm256_set1_ps(k);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+    const __m256 v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
+    online_raise(&o, _mm256_max_ps(_mm256_max_ps(v0, v1), _mm256_max_ps(v2, v3)));
+    const __m256 e01 = _mm256_add_ps(cpu::exp256_ps(_mm256_sub_ps(v0, o.m)),
+                                     cpu::exp256_ps(_mm256_sub_ps(v1, o.m)));
+    const __m256 e23 = _mm256_add_ps(cpu::exp256_ps(_mm256_sub_ps(v2, o.m)),
+                                     cpu::exp256_ps(_mm256_sub_ps(v3, o.m)));
+    add_pd8(&o.slo, &o.shi, _mm256_add_ps(e01, e23));
+    if (want_wx) {
+      __m256 d0 = _mm256_sub_ps(v0, kv), d1 = _mm256_sub_ps(v1, kv);
+      __m256 d2 = _mm256_sub_ps(v2, kv), d3 = _mm256_sub_ps(v3, kv);
+      if (w) {
+        d0 = _mm256_mul_ps(d0, _mm256_loadu_ps(w + i));
+        d1 = _mm256_mul_ps(d1, _mm256_loadu_ps(w + i + 8));
+        d2 = _mm256_mul_ps(d2, _mm256_loadu_ps(w + i + 16));
+        d3 = _mm256_mul_ps(d3, _mm256_loadu_ps(w + i + 24));
+      }
+      add_pd8(&wlo, &whi, _mm256_add_ps(_mm256_add_ps(d0, d1), _mm256_add_ps(d2, d3)));
+    }
+  }
+  for (; i < n; i += 8) {
+    // the last partial vector: masked lanes load as -inf (exp 0) and 0 for the weighted sum
+    const __m256i mask = tail_mask(std::min<int64_t>(8, n - i));
+    const __m256 raw = _mm256_maskload_ps(x + i, mask);
+    const __m256 v =
+        _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), raw, _mm256_castsi256_ps(mask));
+    online_raise(&o, v);
+    add_pd8(&o.slo, &o.shi, cpu::exp256_ps(_mm256_sub_ps(v, o.m)));
+    if (want_wx) {
+      __m256 d = _mm256_and_ps(_mm256_sub_ps(raw, kv), _mm256_castsi256_ps(mask));
+      if (w) d = _mm256_mul_ps(d, _mm256_maskload_ps(w + i, mask));
+      add_pd8(&wlo, &whi, d);
+    }
+  }
+  // combine the lanes: M = max m_l, S = sum s_l * exp(m_l - M)
+  alignas(32) float ml[8];
+  alignas(32) double sl[8];
+  _mm256_store_ps(ml, o.m);
+  _mm256_store_pd(sl, o.slo);
+  _mm256_store_pd(sl + 4, o.shi);
+  float M = ml[0];
+  for (int l = 1; l < 8; ++l)
+    if (ml[l] > M || ml[l] != ml[l]) M = ml[l];
+  double S = 0;
+  for (int l = 0; l < 8; ++l) S += sl[l] * std::exp(double(ml[l]) - double(M));
+  RowStats st;
+  st.m = double(M);
+  st.s = S;
+  st.ls = std::log(S);
+  if (want_wx) st.wx = hsum_pd(_mm256_add_pd(wlo, whi));
+  return st;
+}
+
+// Row max of 8 lanes (masked tail lanes read as -inf). NaN handling is not needed here: a NaN
+// (or +inf) in the row turns the sum of exp(x - max) into NaN, and with it the whole row.
+EMBER_AVX2 float row_max_avx2(const float* x, int64_t n) {
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  __m256 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
+    m2 = _mm256_max_ps(m2, _mm256_loadu_ps(x + i + 16));
+    m3 = _mm256_max_ps(m3, _mm256_loadu_ps(x + i + 24));
+  }
+  for (; i < n; i += 8) {
+    const __m256i mask = tail_mask(std::min<int64_t>(8, n - i));
+    m0 = _mm256_max_ps(
+        m0, _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, mask), _mm256_castsi256_ps(mask)));
+  }
+  alignas(32) float ml[8];
+  _mm256_store_ps(ml, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+  return *std::max_element(ml, ml + 8);
+}
+
+// softmax: max pass, then e = exp(x - max) stored into y while summing, then y *= 1/sum (y
+// is still in L1/L2): one exp per element. log-softmax: the online max+sum pass (one exp per
+// element), then y = (x - m) - ls.
+EMBER_AVX2 void softmax_row_avx2(const float* x, float* y, int64_t n, bool log) {
+  if (log) {
+    const RowStats st = row_stats_avx2(x, n, nullptr, false, 0.0f);
+    const float m = float(st.m), ls = float(st.ls);
+    const __m256 mv = _mm256_set1_ps(m), lv = _mm256_set1_ps(ls);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), lv));
+    for (; i < n; ++i) y[i] = (x[i] - m) - ls;
+    return;
+  }
+  const __m256 m = _mm256_set1_ps(row_max_avx2(x, n));
+  __m256d lo = _mm256_setzero_pd(), hi = lo;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256 e0 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    const __m256 e1 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m));
+    const __m256 e2 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 16), m));
+    const __m256 e3 = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 24), m));
+    _mm256_storeu_ps(y + i, e0);
+    _mm256_storeu_ps(y + i + 8, e1);
+    _mm256_storeu_ps(y + i + 16, e2);
+    _mm256_storeu_ps(y + i + 24, e3);
+    add_pd8(&lo, &hi, _mm256_add_ps(_mm256_add_ps(e0, e1), _mm256_add_ps(e2, e3)));
+  }
+  for (; i < n; i += 8) {
+    const __m256i mask = tail_mask(std::min<int64_t>(8, n - i));
+    const __m256 e = _mm256_and_ps(
+        cpu::exp256_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), m)),
+        _mm256_castsi256_ps(mask));
+    _mm256_maskstore_ps(y + i, mask, e);
+    add_pd8(&lo, &hi, e);
+  }
+  const __m256 iv = _mm256_set1_ps(float(1.0 / hsum_pd(_mm256_add_pd(lo, hi))));
+  i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), iv));
+  for (; i < n; ++i) y[i] *= _mm256_cvtss_f32(iv);
+}
+
+EMBER_AVX2 void softmax_bwd_row_avx2(const float* y, const float* g, float* gx, int64_t n,
+                                     bool log) {
+  __m256d lo = _mm256_setzero_pd(), hi = lo;
+  int64_t i = 0;
+  // pass 1: sum(g) (log) or sum(g * y), 16 floats added in float per step, then in double
+  if (log) {
+    for (; i + 16 <= n; i += 16)
+      add_pd8(&lo, &hi, _mm256_add_ps(_mm256_loadu_ps(g + i), _mm256_loadu_ps(g + i + 8)));
+  } else {
+    for (; i + 16 <= n; i += 16)
+      add_pd8(&lo, &hi,
+              _mm256_fmadd_ps(_mm256_loadu_ps(g + i), _mm256_loadu_ps(y + i),
+                              _mm256_mul_ps(_mm256_loadu_ps(g + i + 8),
+                                            _mm256_loadu_ps(y + i + 8))));
+  }
+  double s = hsum_pd(_mm256_add_pd(lo, hi));
+  for (; i < n; ++i) s += log ? double(g[i]) : double(g[i]) * double(y[i]);
+  const float sf = float(s);
+  const __m256 sv = _mm256_set1_ps(sf);
+  i = 0;
+  if (log) {
+    for (; i + 8 <= n; i += 8) {
+      const __m256 e = cpu::exp256_ps(_mm256_loadu_ps(y + i));
+      _mm256_storeu_ps(gx + i, _mm256_fnmadd_ps(e, sv, _mm256_loadu_ps(g + i)));
+    }
+    for (; i < n; ++i) gx[i] = g[i] - std::exp(y[i]) * sf;
+  } else {
+    for (; i + 8 <= n; i += 8) {
+      const __m256 yv = _mm256_loadu_ps(y + i);
+      _mm256_storeu_ps(gx + i, _mm256_mul_ps(yv, _mm256_sub_ps(_mm256_loadu_ps(g + i), sv)));
+    }
+    for (; i < n; ++i) gx[i] = y[i] * (g[i] - sf);
+  }
+}
+
+// gx = a * p - b * w (w null: b), p = exp((x - m) - ls)
+EMBER_AVX2 void ce_grad_row_avx2(const float* x, float* gx, int64_t n, const float* w, float m,
+                                 float ls, float a, float b) {
+  const __m256 mv = _mm256_set1_ps(m), lv = _mm256_set1_ps(ls), av = _mm256_set1_ps(a),
+               bv = _mm256_set1_ps(b);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 p =
+        cpu::exp256_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), lv));
+    const __m256 t = w ? _mm256_mul_ps(bv, _mm256_loadu_ps(w + i)) : bv;
+    _mm256_storeu_ps(gx + i, _mm256_fmsub_ps(av, p, t));
+  }
+  if (i < n) {
+    const __m256i mask = tail_mask(n - i);
+    const __m256 p = cpu::exp256_ps(
+        _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), mv), lv));
+    const __m256 t = w ? _mm256_mul_ps(bv, _mm256_maskload_ps(w + i, mask)) : bv;
+    _mm256_maskstore_ps(gx + i, mask, _mm256_fmsub_ps(av, p, t));
+  }
+}
+#endif
+
+// ---- row dispatch ---------------------------------------------------------------------------
+template <typename T>
+RowStats row_stats(bool avx2, const T* x, int64_t n, const T* w, bool want_wx, double k) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2) return row_stats_avx2(x, n, w, want_wx, float(k));
+#endif
+  (void)avx2;
+  return row_stats_cpu(x, n, w, want_wx, k);
+}
+
+template <typename T>
+void softmax_row(bool avx2, const T* x, T* y, int64_t n, bool log) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2) return softmax_row_avx2(x, y, n, log);
+#endif
+  (void)avx2;
+  softmax_row_cpu(x, y, n, log);
+}
+
+template <typename T>
+void softmax_bwd_row(bool avx2, const T* y, const T* g, T* gx, int64_t n, bool log) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2) return softmax_bwd_row_avx2(y, g, gx, n, log);
+#endif
+  (void)avx2;
+  softmax_bwd_row_cpu(y, g, gx, n, log);
+}
+
+template <typename T>
+void ce_grad_row(bool avx2, const T* x, T* gx, int64_t n, const T* w, T m, T ls, T a, T b) {
+#if EMBER_COMPILED_AVX2
+  if constexpr (std::is_same_v<T, float>)
+    if (avx2) return ce_grad_row_avx2(x, gx, n, w, m, ls, a, b);
+#endif
+  (void)avx2;
+  ce_grad_row_cpu(x, gx, n, w, m, ls, a, b);
+}
+
+// fn(row) for every row, rows grouped into pieces of ~kPieceN elements over the claim pool.
+template <typename Fn>
+void for_rows(int64_t rows, int64_t n, Fn&& fn) {
+  if (rows <= 0) return;
+  const int64_t per = std::max<int64_t>(1, kPieceN / std::max<int64_t>(n, 1));
+  const int64_t pieces = (rows + per - 1) / per;
+  const int nth = rows * n >= kParallelN ? cpu::get_num_threads() : 1;
+  auto piece = [&](int64_t p) {
+    const int64_t r1 = std::min(rows, (p + 1) * per);
+    for (int64_t r = p * per; r < r1; ++r) fn(r);
+  };
+  if (nth <= 1 || pieces <= 1) {
+    for (int64_t p = 0; p < pieces; ++p) piece(p);
+    return;
+  }
+  cpu::ClaimPool::instance().run(nth, pieces, piece);
+}
+
+template <typename T>
+void fwd(const T* x, T* y, int64_t rows, int64_t n, bool log) {
+  const bool avx2 = cpu::avx2_selected();
+  for_rows(rows, n, [&](int64_t r) { softmax_row<T>(avx2, x + r * n, y + r * n, n, log); });
+}
+
+template <typename T>
+void bwd(const T* y, const T* g, T* gx, int64_t rows, int64_t n, bool log) {
+  const bool avx2 = cpu::avx2_selected();
+  for_rows(rows, n, [&](int64_t r) {
+    softmax_bwd_row<T>(avx2, y + r * n, g + r * n, gx + r * n, n, log);
+  });
+}
+
+inline double sum_weights(const float* w, int64_t C) {
+  double s = 0;
+  for (int64_t c = 0; c < C; ++c) s += w ? double(w[c]) : 1.0;
+  return s;
+}
+inline double sum_weights(const double* w, int64_t C) {
+  double s = 0;
+  for (int64_t c = 0; c < C; ++c) s += w ? w[c] : 1.0;
+  return s;
+}
+
+template <typename T>
+void ce_fwd(const T* x, const int64_t* target, const T* w, int64_t N, int64_t C,
+            int64_t ignore_index, double smoothing, T* loss, T* stats) {
+  const bool avx2 = cpu::avx2_selected();
+  const bool smooth = smoothing > 0;
+  const double W = sum_weights(w, C);
+  for_rows(N, C, [&](int64_t r) {
+    const int64_t t = target[r];
+    if (t == ignore_index) {
+      loss[r] = T(0);
+      stats[2 * r] = T(0);
+      stats[2 * r + 1] = T(0);
+      return;
+    }
+    const T* xr = x + r * C;
+    const double k = std::isfinite(double(xr[0])) ? double(xr[0]) : 0.0;
+    const RowStats st = row_stats<T>(avx2, xr, C, w, smooth, k);
+    const double wt = w ? double(w[t]) : 1.0;
+    double l = (1.0 - smoothing) * wt * (st.ls + (st.m - double(xr[t])));
+    if (smooth) l += (smoothing / double(C)) * (W * (st.ls + (st.m - k)) - st.wx);
+    loss[r] = T(l);
+    stats[2 * r] = T(st.m);
+    stats[2 * r + 1] = T(st.ls);
+  });
+}
+
+template <typename T>
+void ce_bwd(const T* x, const int64_t* target, const T* w, const T* stats, const T* grow,
+            int64_t N, int64_t C, int64_t ignore_index, double smoothing, T* gx) {
+  const bool avx2 = cpu::avx2_selected();
+  const double W = sum_weights(w, C);
+  for_rows(N, C, [&](int64_t r) {
+    T* gr = gx + r * C;
+    const int64_t t = target[r];
+    if (t == ignore_index) {
+      std::fill(gr, gr + C, T(0));
+      return;
+    }
+    const double gi = double(grow[r]);
+    const double wt = w ? double(w[t]) : 1.0;
+    const double a = gi * ((1.0 - smoothing) * wt + smoothing / double(C) * W);
+    const double b = gi * smoothing / double(C);
+    ce_grad_row<T>(avx2, x + r * C, gr, C, w, stats[2 * r], stats[2 * r + 1], T(a), T(b));
+    gr[t] -= T(gi * (1.0 - smoothing) * wt);
+  });
+}
+}  // namespace
+
+// ---- entry points -------------------------------------------------------------------------
+void softmax_fwd(const float* x, float* y, int64_t rows, int64_t n, bool log) {
+  fwd(x, y, rows, n, log);
+}
+void softmax_fwd(const double* x, double* y, int64_t rows, int64_t n, bool log) {
+  fwd(x, y, rows, n, log);
+}
+void softmax_bwd(const float* y, const float* g, float* gx, int64_t rows, int64_t n, bool log) {
+  bwd(y, g, gx, rows, n, log);
+}
+void softmax_bwd(const double* y, const double* g, double* gx, int64_t rows, int64_t n,
+                 bool log) {
+  bwd(y, g, gx, rows, n, log);
+}
+void cross_entropy_fwd(const float* x, const int64_t* target, const float* w, int64_t N,
+                       int64_t C, int64_t ignore_index, double smoothing, float* loss,
+                       float* stats) {
+  ce_fwd(x, target, w, N, C, ignore_index, smoothing, loss, stats);
+}
+void cross_entropy_fwd(const double* x, const int64_t* target, const double* w, int64_t N,
+                       int64_t C, int64_t ignore_index, double smoothing, double* loss,
+                       double* stats) {
+  ce_fwd(x, target, w, N, C, ignore_index, smoothing, loss, stats);
+}
+void cross_entropy_bwd(const float* x, const int64_t* target, const float* w, const float* stats,
+                       const float* grow, int64_t N, int64_t C, int64_t ignore_index,
+                       double smoothing, float* gx) {
+  ce_bwd(x, target, w, stats, grow, N, C, ignore_index, smoothing, gx);
+}
+void cross_entropy_bwd(const double* x, const int64_t* target, const double* w,
+                       const double* stats, const double* grow, int64_t N, int64_t C,
+                       int64_t ignore_index, double smoothing, double* gx) {
+  ce_bwd(x, target, w, stats, grow, N, C, ignore_index, smoothing, gx);
+}
+
+}  // namespace ember
