@@ -38,6 +38,14 @@ void gemm(const float* a, const float* b, float* c, const GemmDims& d, float alp
           const float* bias = nullptr, GemmAct act = GemmAct::none);
 void gemm(const double* a, const double* b, double* c, const GemmDims& d, double alpha,
           double beta, const double* bias = nullptr, GemmAct act = GemmAct::none);
+// One matrix, on the calling thread only, with a row stride ldc for c (c[m*ldc + n]):
+// c = alpha * a @ b + beta * c through the packed AVX2 / AVX-512 kernels, for kernels that
+// thread themselves over independent pieces (convolution tiles) and must not nest the pool.
+// Float only; returns false (nothing done) when the SIMD path is off (gemm_path() == 0) or K
+// is 0, and the caller runs its own fallback.
+bool gemm_serial(const float* a, int64_t sam, int64_t sak, const float* b, int64_t sbk,
+                 int64_t sbn, float* c, int64_t ldc, int64_t M, int64_t N, int64_t K,
+                 float alpha, float beta);
 
 // ---- FMA peak probe (kernels/cpu/peak.cpp) -------------------------------------------------
 // Single-thread GFLOP/s of independent FMA chains; isa 0 = AVX2 (ymm), 1 = AVX-512 (zmm).
@@ -153,6 +161,36 @@ void batchnorm_bwd(const float* g, const float* x, int64_t N, int64_t C, int64_t
 void batchnorm_bwd(const double* g, const double* x, int64_t N, int64_t C, int64_t S,
                    const double* mean, const double* invstd, const double* w, bool train,
                    double* gx, double* gw, double* gb);
+
+// ---- conv2d (kernels/cpu/conv2d.cpp) -------------------------------------------------------
+// NCHW, all buffers C-contiguous: x [N, C, H, W], w [O, C/G, KH, KW], b [O] (may be null),
+// y [N, O, OH, OW]. y[n,o,oh,ow] = b[o] + sum_{c,i,j} w[o,c,i,j] x[n, g*C/G + c, oh*sh - ph +
+// i*dh, ow*sw - pw + j*dw] (zero outside), g = o / (O/G). ph / pw are the top / left padding;
+// the bottom / right padding is implied by OH / OW. Requires G >= 1, C % G == 0, O % G == 0,
+// strides and dilations >= 1, ph, pw >= 0 (the caller validates). Every output element is
+// written (gx included: elements no window touches get 0). bwd_weight: gw and gb may be null.
+struct Conv2dDims {
+  int64_t N, C, H, W;
+  int64_t O, KH, KW;
+  int64_t OH, OW;
+  int64_t sh, sw, ph, pw, dh, dw;
+  int64_t G;
+};
+template <typename T>
+void conv2d_fwd_cpu(const T* x, const T* w, const T* b, T* y, const Conv2dDims& d);
+template <typename T>
+void conv2d_bwd_data_cpu(const T* gy, const T* w, T* gx, const Conv2dDims& d);
+template <typename T>
+void conv2d_bwd_weight_cpu(const T* gy, const T* x, T* gw, T* gb, const Conv2dDims& d);
+void conv2d_fwd(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d);
+void conv2d_fwd(const double* x, const double* w, const double* b, double* y,
+                const Conv2dDims& d);
+void conv2d_bwd_data(const float* gy, const float* w, float* gx, const Conv2dDims& d);
+void conv2d_bwd_data(const double* gy, const double* w, double* gx, const Conv2dDims& d);
+void conv2d_bwd_weight(const float* gy, const float* x, float* gw, float* gb,
+                       const Conv2dDims& d);
+void conv2d_bwd_weight(const double* gy, const double* x, double* gw, double* gb,
+                       const Conv2dDims& d);
 
 // ---- softmax, log-softmax, cross-entropy (kernels/cpu/softmax.cpp) ------------------------
 // x, y, g, gx: C-contiguous [rows, n], over the last dim. log selects log-softmax.

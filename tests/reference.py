@@ -629,6 +629,74 @@ def to_vjp(g, x, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
+# convolution
+# ---------------------------------------------------------------------------------------------
+
+
+def _conv_windows(shape, stride, padding, dilation, ksize):
+    """(OH, OW) and, per kernel tap (i, j), the slices of the padded input it reads."""
+    (_, _, H, W), (sh, sw), (pt, pb, pl, pr), (dh, dw), (KH, KW) = (
+        shape,
+        stride,
+        padding,
+        dilation,
+        ksize,
+    )
+    OH = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
+    taps = {
+        (i, j): (
+            slice(i * dh, i * dh + sh * (OH - 1) + 1, sh),
+            slice(j * dw, j * dw + sw * (OW - 1) + 1, sw),
+        )
+        for i in range(KH)
+        for j in range(KW)
+    }
+    return OH, OW, taps
+
+
+def conv2d(x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    """y[n,o,oh,ow] = b[o] + sum_{c,i,j} w[o,c,i,j] xpad[n, g*C/G + c, oh*sh + i*dh, ow*sw +
+    j*dw]; padding = (top, bottom, left, right) zeros. One einsum per (group, tap)."""
+    N, C, H, W = x.shape
+    Co, Cg, KH, KW = w.shape
+    pt, pb, pl, pr = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    OH, OW, taps = _conv_windows(x.shape, stride, padding, dilation, (KH, KW))
+    Og = Co // groups
+    y = np.zeros((N, Co, OH, OW), x.dtype)
+    for g in range(groups):
+        xg, wg = xp[:, g * Cg : (g + 1) * Cg], w[g * Og : (g + 1) * Og]
+        for (i, j), (si, sj) in taps.items():
+            y[:, g * Og : (g + 1) * Og] += np.einsum(
+                "nchw,oc->nohw", xg[:, :, si, sj], wg[:, :, i, j]
+            )
+    if b is not None:
+        y += b.reshape(1, Co, 1, 1)
+    return y
+
+
+def conv2d_vjp(g, x, w, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    """(grad_x, grad_w, grad_b or None) of conv2d for the upstream gradient g [N, O, OH, OW]."""
+    N, C, H, W = x.shape
+    Co, Cg, KH, KW = w.shape
+    pt, pb, pl, pr = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    _, _, taps = _conv_windows(x.shape, stride, padding, dilation, (KH, KW))
+    Og = Co // groups
+    gxp = np.zeros_like(xp)
+    gw = np.zeros_like(w)
+    for grp in range(groups):
+        cs, os_ = slice(grp * Cg, (grp + 1) * Cg), slice(grp * Og, (grp + 1) * Og)
+        gg = g[:, os_]
+        for (i, j), (si, sj) in taps.items():
+            gxp[:, cs, si, sj] += np.einsum("nohw,oc->nchw", gg, w[os_, :, i, j])
+            gw[os_, :, i, j] = np.einsum("nohw,nchw->oc", gg, xp[:, cs, si, sj])
+    gx = gxp[:, :, pt : pt + H, pl : pl + W]
+    gb = None if b is None else g.sum(axis=(0, 2, 3))
+    return gx, gw, gb
+
+
 # softmax family and normalisation over trailing dims
 # ---------------------------------------------------------------------------------------------
 

@@ -308,3 +308,12 @@ def test_pytorch_interop_both_ways(tmp_path, rng):
     with ember.no_grad():
         got = model(ember.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_dim_tensor_keeps_its_shape(tmp_path):
+    """0-d tensors (BatchNorm's num_batches_tracked) come back 0-d, not as shape (1,)."""
+    t = ember.zeros((), dtype=ember.int64)
+    ember.save({"a": t, "nested": {"b": t + 3}}, tmp_path / "z.safetensors")
+    d = ember.load(tmp_path / "z.safetensors")
+    assert d["a"].shape == () and d["nested"]["b"].shape == ()
+    assert int(d["nested"]["b"].item()) == 3

@@ -756,6 +756,27 @@ void gemm_f32_simd(const float* a, const float* b, float* c, const GemmDims& d, 
 }  // namespace
 
 // ---- entry points -------------------------------------------------------------------------
+bool gemm_serial(const float* a, int64_t sam, int64_t sak, const float* b, int64_t sbk,
+                 int64_t sbn, float* c, int64_t ldc, int64_t M, int64_t N, int64_t K,
+                 float alpha, float beta) {
+#if EMBER_COMPILED_AVX2
+  const int path = gemm_path();
+  if (path == 0 || K <= 0) return false;
+  if (M <= 0 || N <= 0) return true;
+  if (path == 2 && N > 16)
+    packed_serial<Avx512Ker>(a, sam, sak, b, sbk, sbn, c, ldc, M, N, K, alpha, beta, nullptr,
+                             GemmAct::none);
+  else
+    packed_serial<Avx2Ker>(a, sam, sak, b, sbk, sbn, c, ldc, M, N, K, alpha, beta, nullptr,
+                           GemmAct::none);
+  return true;
+#else
+  (void)a, (void)sam, (void)sak, (void)b, (void)sbk, (void)sbn, (void)c, (void)ldc, (void)M,
+      (void)N, (void)K, (void)alpha, (void)beta;
+  return false;
+#endif
+}
+
 int gemm_path() {
   if (!cpu::avx2_selected()) return 0;
   return cpu::avx512_selected() ? 2 : 1;

@@ -111,7 +111,9 @@ class _Flattener:
             node = {"array": name}
         if arr.dtype.newbyteorder("<") not in _ST_DTYPES.values():
             raise TypeError(f"[save] can't save dtype {arr.dtype} (at {name})")
-        self.tensors[name] = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<")))
+        # np.array, not np.ascontiguousarray: the latter turns a 0-d array (BatchNorm's
+        # num_batches_tracked) into shape (1,)
+        self.tensors[name] = np.array(arr, dtype=arr.dtype.newbyteorder("<"), order="C")
         return node
 
 

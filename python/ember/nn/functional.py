@@ -1003,6 +1003,142 @@ def group_norm(
     return y
 
 
+# ---- convolution ----
+def _conv_tuple(v, n: int, name: str, op: str, minimum: int) -> tuple:
+    """An int or a length-n sequence of ints -> an n-tuple, each >= minimum."""
+    vals = (v,) * n if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+    if (
+        not isinstance(vals, (tuple, list))
+        or len(vals) != n
+        or any(not isinstance(e, (int, np.integer)) or isinstance(e, bool) for e in vals)
+    ):
+        raise ValueError(f"[{op}] {name} must be an int or a tuple of {n} ints, got {v!r}")
+    vals = tuple(int(e) for e in vals)
+    if any(e < minimum for e in vals):
+        what = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"[{op}] {name} must be {what}, got {v!r}")
+    return vals
+
+
+def _conv_args(op, input, weight, bias, stride, padding, dilation, groups, nd):
+    """Validate a conv call; returns (stride, padding4, dilation) for the 2-D kernel."""
+    _tensor_arg(input, "input", op)
+    _tensor_arg(weight, "weight", op)
+    if bias is not None:
+        _tensor_arg(bias, "bias", op)
+    if input.dtype not in (to_dtype("float32"), to_dtype("float64")):
+        raise TypeError(f"[{op}] input must be float32 or float64, got {input.dtype}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.dtype is not input.dtype:
+            raise TypeError(f"[{op}] {name} is {t.dtype} but input is {input.dtype}")
+    if input.ndim != nd + 2:
+        raise ValueError(
+            f"[{op}] expected a {nd + 2}-D input [N, C, {'H, W' if nd == 2 else 'L'}], got "
+            f"shape {tuple(input.shape)}"
+        )
+    if weight.ndim != nd + 2:
+        raise ValueError(
+            f"[{op}] expected a {nd + 2}-D weight [out_channels, in_channels/groups, "
+            f"{'kH, kW' if nd == 2 else 'kL'}], got shape {tuple(weight.shape)}"
+        )
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"[{op}] groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    C, Co = input.shape[1], weight.shape[0]
+    if C % groups != 0:
+        raise ValueError(f"[{op}] in_channels ({C}) must be divisible by groups ({groups})")
+    if Co % groups != 0:
+        raise ValueError(f"[{op}] out_channels ({Co}) must be divisible by groups ({groups})")
+    if weight.shape[1] * groups != C:
+        raise ValueError(
+            f"[{op}] input has {C} channels but weight {tuple(weight.shape)} with groups="
+            f"{groups} expects {weight.shape[1] * groups}"
+        )
+    if bias is not None and tuple(bias.shape) != (Co,):
+        raise ValueError(f"[{op}] bias must have shape ({Co},), got {tuple(bias.shape)}")
+    stride = _conv_tuple(stride, nd, "stride", op, 1)
+    dilation = _conv_tuple(dilation, nd, "dilation", op, 1)
+    ksize = tuple(weight.shape[2:])
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = [(0, 0)] * nd
+        elif padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(f"[{op}] padding='same' is not supported for strided convolutions")
+            # PyTorch: total = d*(k-1), the extra one of an odd total goes on the far side.
+            pads = [
+                (d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for d, k in zip(dilation, ksize)
+            ]
+        else:
+            raise ValueError(
+                f"[{op}] padding must be 'same', 'valid', an int or a tuple of ints, got "
+                f"{padding!r}"
+            )
+    else:
+        p = _conv_tuple(padding, nd, "padding", op, 0)
+        pads = [(e, e) for e in p]
+    spatial = tuple(input.shape[2:])
+    for size, (lo, hi), d, k in zip(spatial, pads, dilation, ksize):
+        if d * (k - 1) + 1 > size + lo + hi:
+            raise ValueError(
+                f"[{op}] kernel size {ksize} (dilation {dilation}) is larger than the padded "
+                f"input {tuple(s + a + b for s, (a, b) in zip(spatial, pads))}"
+            )
+    _same_device(op, input, weight, bias)
+    if not isinstance(input._array, np.ndarray):
+        raise NotImplementedError(f"[{op}] only CPU tensors are supported for now")
+    if nd == 1:
+        return (1, stride[0]), (0, 0) + pads[0], (1, dilation[0]), groups
+    return stride, pads[0] + pads[1], dilation, groups
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> Tensor:
+    """2-D convolution (cross-correlation, as PyTorch) on our CPU kernels.
+
+    input [N, C, H, W], weight [O, C/groups, kH, kW], bias [O] or None -> [N, O, OH, OW] with
+    OH = (H + 2*pad_h - dilation_h*(kH-1) - 1) // stride_h + 1 (likewise OW). stride, padding
+    and dilation are ints or (h, w) pairs; padding may also be 'valid' (no padding) or 'same'
+    (output size = input size, stride 1 only; for an even total padding d*(k-1) is odd, the
+    extra row / column goes at the bottom / right, as in PyTorch). float32 / float64, CPU only.
+    """
+    stride, pads, dilation, groups = _conv_args(
+        "conv2d", input, weight, bias, stride, padding, dilation, groups, 2
+    )
+    from .._ops.conv import conv2d as _conv
+
+    return _conv(input, weight, bias, stride, pads, dilation, groups)
+
+
+def conv1d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> Tensor:
+    """1-D convolution: input [N, C, L], weight [O, C/groups, kL], bias [O] or None ->
+    [N, O, OL]. Same arguments and rules as :func:`conv2d` (ints or 1-tuples, 'same', 'valid');
+    runs the 2-D kernels with H = 1."""
+    stride, pads, dilation, groups = _conv_args(
+        "conv1d", input, weight, bias, stride, padding, dilation, groups, 1
+    )
+    from .._ops.conv import conv2d as _conv
+
+    return _conv(input, weight, bias, stride, pads, dilation, groups)
+
+
+__all__ += ["conv1d", "conv2d"]
+
 # ---- layer_norm / rms_norm ----
 
 

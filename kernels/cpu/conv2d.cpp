@@ -1,0 +1,1099 @@
+// conv2d.cpp -- 2-D convolution on the CPU (NCHW): forward, backward-data, backward-weight and
+// bias gradient, with stride, asymmetric zero padding, dilation and groups.
+//
+// Shapes (Conv2dDims): x [N, C, H, W], w [O, C/G, KH, KW], b [O], y [N, O, OH, OW], all
+// C-contiguous. y[n, o, oh, ow] = b[o] + sum_{c, i, j} w[o, c, i, j] *
+// x[n, g*C/G + c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (zero outside the image), g = o / (O/G).
+// ph / pw are the top / left padding; the bottom / right padding is implied by OH / OW (the
+// caller computes them), which is how "same" with an even kernel pads one more on the far side.
+//
+// Variants:
+//  * conv2d_*_cpu<T>   scalar reference (float and double; double is the gradcheck path): one
+//                      output element per loop nest, accumulated in double. Backward-data is a
+//                      gather (each gx element sums its own contributions), so it needs no
+//                      zeroing and no float scatter-adds.
+//  * fast float path (AVX2/FMA, and AVX-512 inside the GEMM) built on our packed GEMM
+//    (gemm_serial: one matrix on the calling thread, with an output row stride). Work is cut
+//    into tiles of whole output rows, or of columns of one row when a single unfolded row is
+//    already over the cap (long 1-D signals), bounded by kColCap floats of workspace per
+//    thread, reused across calls: never the whole unfolded tensor.
+//      shifted GEMMs (stride 1, C/G >= 32; all three passes, input gradient only for maps up
+//                  to 32x32): the input rows of a tile are copied into a zero-padded slab of
+//                  row width Wp = OW + (KW-1)*dw; tap (i, j) then reads the slab at the
+//                  constant offset i*dh*Wp + j*dw, so each tap is one GEMM on a plain strided
+//                  view, no im2col. Outputs come out Wp wide (the Wp - OW extra columns are
+//                  dropped; for the gradients gy is widened with zero columns). Forward: y +=
+//                  W_tap @ slab_view per tap; weight gradient: gW_tap += gy_wide @ slab_view^T;
+//                  input gradient: slab += W_tap^T @ gy_wide, then the slab is added into gx.
+//      im2col (the rest): forward y_tile[Og, T] = W_g[Og, K] @ col[K, T], K = Cg*KH*KW,
+//                  T = rows*OW; 1x1 stride-1 unpadded convolutions use x[n, g] itself as col.
+//                  Input gradient col = W^T @ gy_tile, then col2im adds it into gx. Weight
+//                  gradient gW_g += gy_tile @ col^T over all tiles of all images.
+//      Forward results go to a contiguous [Og, T] tile and are copied (+ bias) into y.
+//      Input-gradient pieces own (image, group, block of input channels): no two pieces
+//      write the same gx element, and batch-1 problems still get several pieces. Weight-
+//      gradient pieces each accumulate a whole gW (one per thread piece), summed at the end.
+//      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
+//                  copied into a zero-padded per-thread buffer, then each row of outputs is
+//                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
+//                  K = 9 would waste most of its register tile). Backward-data is the same
+//                  loop on the padded gradient with the flipped kernel; backward-weight
+//                  accumulates the 9 tap dot products in one pass.
+//    Threads: each entry point cuts the work into independent pieces claimed from
+//    cpu::ClaimPool (pool.h); every piece runs gemm_serial on its own thread (calling the
+//    threaded gemm() from a pool worker would nest the pool).
+//
+// Decisions and the measurements behind them (1 thread, thread CPU time, median of 7-9, on a
+// shared 2-core Xeon with AVX-512 whose FMA peak measured 160-185 GFLOP/s; N=32 64->64 32x32
+// 3x3 unless said otherwise; indicative, the machine was loaded):
+//  * shifted GEMMs over im2col where they apply (C/G >= 32, stride 1): forward 64->64 32x32
+//    36 -> 26 ms, 128->128 16x16 17 -> 13 ms, 64->64 56x56 29 -> 23 ms; weight gradient 5-10%
+//    faster; input gradient see bwd_data_fast (faster up to 32x32 maps, slower at 56x56).
+//    Below 32 input channels per group the per-tap GEMMs have too small a K.
+//  * explicit im2col tile + GEMM, not implicit GEMM. An implicit version (the GEMM calling
+//    back for its B panels, built from x one im2col row at a time in L1) was tried: 36-37 ms
+//    vs 35-36 ms explicit, and 9.9 vs 9.0 ms for N=64 32->64 14x14, so it was dropped. Where
+//    the time goes: the GEMM alone on the tiles 25 ms (95 GFLOP/s, what gemm() reaches on the
+//    same [64 x 352 x 576] shape: with M = 64 output channels every packed B element is used
+//    only 64 times), im2col alone 6 ms, both 36 ms (~67 GFLOP/s, ~40% of peak).
+//  * tile cap kColCap = 256K floats (1 MiB, about the L2): 64K / 256K / 1M / 4M floats gave
+//    42-48 / 35-36 / 35-37 / 36-37 ms.
+//  * GEMM into a contiguous [Og, T] tile and copy (+ bias) out: 34-35 vs 36 ms writing y in
+//    place (y's row stride is 4 KiB for 32x32 maps).
+//  * backward-data transposes W once per call (GEMM A packing then vectorised): 72 -> 83
+//    GFLOP/s; 1x1 backward-data stays at ~45 GFLOP/s (K = Og = 64: little work per C element).
+//  * depthwise 3x3, N=32 C=64 56x56: forward 7.7 -> 6.5 ms with a row of outputs in registers;
+//    weight gradient 12.6 -> 9.5 ms with the fused 9-tap pass. These are memory-bound.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/common.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/kernels.h"
+
+namespace ember {
+namespace {
+
+constexpr int64_t kColCap = 256 * 1024;
+
+struct Geo {
+  int64_t Cg, Og, KK, K, HW, OHW;
+  explicit Geo(const Conv2dDims& d)
+      : Cg(d.C / d.G),
+        Og(d.O / d.G),
+        KK(d.KH * d.KW),
+        K(d.C / d.G * d.KH * d.KW),
+        HW(d.H * d.W),
+        OHW(d.OH * d.OW) {}
+};
+
+inline int nthreads_for(double flops) {
+  return flops > 2e6 ? cpu::get_num_threads() : 1;
+}
+
+// ---- scalar reference ------------------------------------------------------------------------
+template <typename T>
+void fwd_ref(const T* x, const T* w, const T* b, T* y, const Conv2dDims& d, int64_t n,
+             int64_t o) {
+  const Geo q(d);
+  const int64_t g = o / q.Og;
+  const T* xn = x + (n * d.C + g * q.Cg) * q.HW;
+  const T* wo = w + o * q.K;
+  T* yo = y + (n * d.O + o) * q.OHW;
+  for (int64_t oh = 0; oh < d.OH; ++oh)
+    for (int64_t ow = 0; ow < d.OW; ++ow) {
+      double acc = b ? static_cast<double>(b[o]) : 0.0;
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t i = 0; i < d.KH; ++i) {
+          const int64_t ih = oh * d.sh - d.ph + i * d.dh;
+          if (ih < 0 || ih >= d.H) continue;
+          for (int64_t j = 0; j < d.KW; ++j) {
+            const int64_t iw = ow * d.sw - d.pw + j * d.dw;
+            if (iw < 0 || iw >= d.W) continue;
+            acc += static_cast<double>(xn[(c * d.H + ih) * d.W + iw]) *
+                   static_cast<double>(wo[(c * d.KH + i) * d.KW + j]);
+          }
+        }
+      yo[oh * d.OW + ow] = static_cast<T>(acc);
+    }
+}
+
+template <typename T>
+void bwd_data_ref(const T* gy, const T* w, T* gx, const Conv2dDims& d, int64_t n, int64_t c) {
+  const Geo q(d);
+  const int64_t g = c / q.Cg, cl = c - g * q.Cg;
+  T* gxc = gx + (n * d.C + c) * q.HW;
+  for (int64_t ih = 0; ih < d.H; ++ih)
+    for (int64_t iw = 0; iw < d.W; ++iw) {
+      double acc = 0.0;
+      for (int64_t ol = 0; ol < q.Og; ++ol) {
+        const int64_t o = g * q.Og + ol;
+        const T* gyo = gy + (n * d.O + o) * q.OHW;
+        const T* wo = w + (o * q.Cg + cl) * q.KK;
+        for (int64_t i = 0; i < d.KH; ++i) {
+          const int64_t th = ih + d.ph - i * d.dh;
+          if (th < 0 || th % d.sh != 0 || th / d.sh >= d.OH) continue;
+          const int64_t oh = th / d.sh;
+          for (int64_t j = 0; j < d.KW; ++j) {
+            const int64_t tw = iw + d.pw - j * d.dw;
+            if (tw < 0 || tw % d.sw != 0 || tw / d.sw >= d.OW) continue;
+            acc += static_cast<double>(gyo[oh * d.OW + tw / d.sw]) *
+                   static_cast<double>(wo[i * d.KW + j]);
+          }
+        }
+      }
+      gxc[ih * d.W + iw] = static_cast<T>(acc);
+    }
+}
+
+template <typename T>
+void bwd_weight_ref(const T* gy, const T* x, T* gw, const Conv2dDims& d, int64_t o) {
+  const Geo q(d);
+  const int64_t g = o / q.Og;
+  for (int64_t c = 0; c < q.Cg; ++c)
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        double acc = 0.0;
+        for (int64_t n = 0; n < d.N; ++n) {
+          const T* gyo = gy + (n * d.O + o) * q.OHW;
+          const T* xc = x + (n * d.C + g * q.Cg + c) * q.HW;
+          for (int64_t oh = 0; oh < d.OH; ++oh) {
+            const int64_t ih = oh * d.sh - d.ph + i * d.dh;
+            if (ih < 0 || ih >= d.H) continue;
+            for (int64_t ow = 0; ow < d.OW; ++ow) {
+              const int64_t iw = ow * d.sw - d.pw + j * d.dw;
+              if (iw < 0 || iw >= d.W) continue;
+              acc += static_cast<double>(gyo[oh * d.OW + ow]) *
+                     static_cast<double>(xc[ih * d.W + iw]);
+            }
+          }
+        }
+        gw[(o * q.Cg + c) * q.KK + i * d.KW + j] = static_cast<T>(acc);
+      }
+}
+
+template <typename T>
+void bias_ref(const T* gy, T* gb, const Conv2dDims& d, int64_t o) {
+  const int64_t OHW = d.OH * d.OW;
+  double acc = 0.0;
+  for (int64_t n = 0; n < d.N; ++n) {
+    const T* p = gy + (n * d.O + o) * OHW;
+    for (int64_t s = 0; s < OHW; ++s) acc += static_cast<double>(p[s]);
+  }
+  gb[o] = static_cast<T>(acc);
+}
+
+double conv_flops(const Conv2dDims& d) {
+  return 2.0 * d.N * d.O * d.OH * d.OW * static_cast<double>(d.C / std::max<int64_t>(d.G, 1)) *
+         d.KH * d.KW;
+}
+
+// ---- per-thread workspace ----------------------------------------------------------------------
+// Grows to the largest size seen and is reused by every later call on that thread (pool
+// threads persist), so steady-state calls allocate nothing.
+struct Workspace {
+  float* p = nullptr;
+  size_t cap = 0;
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() { std::free(p); }
+  float* get(size_t n) {
+    n = std::max<size_t>(n, 16);  // never hand out a null buffer for an empty request
+    if (n > cap) {
+      std::free(p);
+      const size_t bytes = (n * sizeof(float) + 63) & ~size_t{63};
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      cap = p ? n : 0;
+    }
+    return p;
+  }
+};
+thread_local Workspace tl_col;      // im2col tiles / padded planes (pool threads and caller)
+thread_local Workspace tl_partial;  // the caller's per-piece weight-gradient accumulators
+
+// Output columns [lo, hi) whose input column iw = ow*s - p + j*dl lies in [0, W).
+inline void valid_range(int64_t OW, int64_t W, int64_t s, int64_t p, int64_t off,
+                        int64_t* lo, int64_t* hi) {
+  const int64_t a = p - off;  // ow*s >= a
+  const int64_t b = W - 1 + p - off;  // ow*s <= b
+  *lo = a <= 0 ? 0 : (a + s - 1) / s;
+  *hi = b < 0 ? 0 : std::min(OW, b / s + 1);
+  if (*hi < *lo) *hi = *lo;
+}
+
+// Rows of output per tile so that rows*OW*krows floats stay under the cap, balanced.
+inline int64_t tile_rows(int64_t OH, int64_t OW, int64_t krows) {
+  int64_t r = std::max<int64_t>(1, kColCap / std::max<int64_t>(1, krows * OW));
+  r = std::min(r, OH);
+  const int64_t nt = (OH + r - 1) / r;
+  return (OH + nt - 1) / nt;
+}
+
+// A tile of output positions of one image: whole rows [oh0, oh0 + rows), or, when one row of
+// the unfolded input is already over the cap (long 1-D signals), a column range [ow0, ow0 +
+// cols) of one row. Either way its T = rows*cols positions are contiguous in the output plane,
+// starting at off.
+struct Tile {
+  int64_t oh0, rows, ow0, cols, off, T;
+};
+
+struct TilePlan {
+  int64_t R = 1, CW = 1, nr = 1, nc = 1;
+  int64_t count() const { return nr * nc; }
+  Tile at(int64_t t, int64_t OH, int64_t OW) const {
+    Tile tl;
+    const int64_t tr = t / nc, tc = t % nc;
+    tl.oh0 = tr * R;
+    tl.rows = std::min(R, OH - tl.oh0);
+    tl.ow0 = tc * CW;
+    tl.cols = std::min(CW, OW - tl.ow0);
+    tl.off = tl.oh0 * OW + tl.ow0;
+    tl.T = tl.rows * tl.cols;
+    return tl;
+  }
+};
+
+// Tiles with krows unfolded rows (floats per output position) under kColCap floats.
+inline TilePlan plan_tiles(int64_t OH, int64_t OW, int64_t krows) {
+  TilePlan p;
+  krows = std::max<int64_t>(1, krows);
+  if (krows * OW <= kColCap) {
+    p.R = tile_rows(OH, OW, krows);
+    p.CW = OW;
+  } else {
+    const int64_t cw = std::min(OW, std::max<int64_t>(1, kColCap / krows));
+    p.nc = (OW + cw - 1) / cw;
+    p.CW = (OW + p.nc - 1) / p.nc;
+  }
+  p.nr = (OH + p.R - 1) / p.R;
+  return p;
+}
+
+#if EMBER_COMPILED_AVX2
+alignas(32) const int32_t kMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+EMBER_AVX2 inline __m256i tail_mask(int64_t rem) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMask + 8 - rem));
+}
+
+EMBER_AVX2 void add_row(float* dst, const float* src, int64_t n) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    _mm256_storeu_ps(dst + k, _mm256_add_ps(_mm256_loadu_ps(dst + k), _mm256_loadu_ps(src + k)));
+  for (; k < n; ++k) dst[k] += src[k];
+}
+
+EMBER_AVX2 void copy_bias_row(float* dst, const float* src, int64_t n, float bias) {
+  const __m256 vb = _mm256_set1_ps(bias);
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_add_ps(_mm256_loadu_ps(src + k), vb));
+  for (; k < n; ++k) dst[k] = src[k] + bias;
+}
+
+EMBER_AVX2 inline void copy_floats(float* dst, const float* src, int64_t n) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(src + k));
+  if (k < n) {
+    const __m256i m = tail_mask(n - k);
+    _mm256_maskstore_ps(dst + k, m, _mm256_maskload_ps(src + k, m));
+  }
+}
+
+EMBER_AVX2 inline void zero_floats(float* dst, int64_t n) {
+  const __m256 z = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, z);
+  if (k < n) _mm256_maskstore_ps(dst + k, tail_mask(n - k), z);
+}
+
+// col[(c*KH + i)*KW + j][(oh - oh0)*cols + ow - ow0] over the tile, for the Cg channels at xg
+// (x[n, g*Cg]).
+EMBER_AVX2 void im2col_tile(const float* xg, const Conv2dDims& d, int64_t cg, const Tile& tl,
+                            float* col) {
+  const int64_t HW = d.H * d.W, e = tl.ow0 + tl.cols;
+  for (int64_t c = 0; c < cg; ++c)
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        float* dst = col + ((c * d.KH + i) * d.KW + j) * tl.T - tl.ow0;  // dst[ow]
+        int64_t lo, hi;
+        valid_range(d.OW, d.W, d.sw, d.pw, j * d.dw, &lo, &hi);
+        const int64_t a = std::clamp(lo, tl.ow0, e), b = std::clamp(hi, a, e);
+        for (int64_t r = 0; r < tl.rows; ++r, dst += tl.cols) {
+          const int64_t ih = (tl.oh0 + r) * d.sh - d.ph + i * d.dh;
+          if (ih < 0 || ih >= d.H || a >= b) {
+            zero_floats(dst + tl.ow0, tl.cols);
+            continue;
+          }
+          const float* src = xg + c * HW + ih * d.W - d.pw + j * d.dw;  // src[ow * sw]
+          zero_floats(dst + tl.ow0, a - tl.ow0);
+          if (d.sw == 1) {
+            copy_floats(dst + a, src + a, b - a);
+          } else if (d.sw == 2) {
+            // even elements of 16 loaded floats, while all 16 stay inside the x row
+            int64_t ow = a;
+            const int64_t iw0 = j * d.dw - d.pw;  // input column of output column ow: 2*ow + iw0
+            for (; ow + 8 <= b && 2 * ow + iw0 + 15 <= d.W - 1; ow += 8) {
+              const __m256 ev = _mm256_shuffle_ps(_mm256_loadu_ps(src + 2 * ow),
+                                                  _mm256_loadu_ps(src + 2 * ow + 8), 0x88);
+              _mm256_storeu_ps(dst + ow, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                             _mm256_castps_pd(ev), 0xD8)));
+            }
+            for (; ow < b; ++ow) dst[ow] = src[2 * ow];
+          } else {
+            for (int64_t ow = a; ow < b; ++ow) dst[ow] = src[ow * d.sw];
+          }
+          zero_floats(dst + b, e - b);
+        }
+      }
+}
+
+// gx[c0 + c] += col2im(col) over the tile, for cc channels at gxg (gx[n, g*Cg]).
+void col2im_tile(const float* col, const Conv2dDims& d, int64_t c0, int64_t cc, const Tile& tl,
+                 float* gxg) {
+  const int64_t HW = d.H * d.W, e = tl.ow0 + tl.cols;
+  for (int64_t c = 0; c < cc; ++c)
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        const float* src = col + ((c * d.KH + i) * d.KW + j) * tl.T - tl.ow0;  // src[ow]
+        int64_t lo, hi;
+        valid_range(d.OW, d.W, d.sw, d.pw, j * d.dw, &lo, &hi);
+        const int64_t a = std::clamp(lo, tl.ow0, e), b = std::clamp(hi, a, e);
+        if (a >= b) continue;
+        for (int64_t r = 0; r < tl.rows; ++r, src += tl.cols) {
+          const int64_t ih = (tl.oh0 + r) * d.sh - d.ph + i * d.dh;
+          if (ih < 0 || ih >= d.H) continue;
+          float* dst = gxg + (c0 + c) * HW + ih * d.W - d.pw + j * d.dw;
+          if (d.sw == 1)
+            add_row(dst + a, src + a, b - a);
+          else
+            for (int64_t ow = a; ow < b; ++ow) dst[ow * d.sw] += src[ow];
+        }
+      }
+}
+
+bool is_pointwise(const Conv2dDims& d) {
+  return d.KH == 1 && d.KW == 1 && d.sh == 1 && d.sw == 1 && d.ph == 0 && d.pw == 0 &&
+         d.OH == d.H && d.OW == d.W;
+}
+
+// P[r][c] = src[r - offh][c - offw] (0 outside [0, SH) x [0, SW)) for PH rows of width PW.
+EMBER_AVX2 void pad_plane_rows(const float* src, int64_t SH, int64_t SW, int64_t offh,
+                               int64_t offw, int64_t PH, int64_t PW, float* P) {
+  const int64_t lo = std::clamp<int64_t>(offw, 0, PW), hi = std::clamp<int64_t>(offw + SW, 0, PW);
+  for (int64_t r = 0; r < PH; ++r) {
+    float* dst = P + r * PW;
+    const int64_t sr = r - offh;
+    if (sr < 0 || sr >= SH) {
+      zero_floats(dst, PW);
+      continue;
+    }
+    zero_floats(dst, lo);
+    copy_floats(dst + lo, src + sr * SW + (lo - offw), hi - lo);
+    zero_floats(dst + hi, PW - hi);
+  }
+}
+
+// ---- GEMM-based fast paths ----------------------------------------------------------------------
+// Stride-1 forward without im2col ("shifted GEMMs"): with the input tile copied into a
+// zero-padded slab of row width Wp = OW + (KW-1)*dw, tap (i, j) reads the slab at the constant
+// offset i*dh*Wp + j*dw, so y_wide[Og, rows*Wp] = sum over taps of W[:, :, i, j] @ slab view
+// (a plain strided matrix, packed by the GEMM directly). The Wp - OW extra columns per row are
+// computed and dropped. Needs K = Cg per GEMM to be large enough that re-reading the C tile
+// per tap is cheap (Cg >= kShiftMinC).
+constexpr int64_t kShiftMinC = 32;
+
+bool use_shifted(const Conv2dDims& d) {
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G;
+  return d.sh == 1 && d.sw == 1 && Cg >= kShiftMinC && d.KH * d.KW > 1 &&
+         (Cg * (1 + eh) + Og) * Wp <= kColCap;  // one output row's slab fits the cap
+}
+
+EMBER_AVX2 void copy_bias_rows(float* y, int64_t OW, const float* ct, int64_t Wp, int64_t rows,
+                               float bias) {
+  for (int64_t r = 0; r < rows; ++r) copy_bias_row(y + r * OW, ct + r * Wp, OW, bias);
+}
+
+// gy rows [oh0, oh0 + rows) of Og channels as [Og, rows*Wp], each row zero-padded from OW to
+// Wp: the row layout of the slab, so the shifted GEMMs can use it as is (the zero columns add
+// nothing).
+EMBER_AVX2 void widen_rows(const float* gyg, int64_t OHW, int64_t OW, int64_t oh0, int64_t rows,
+                           int64_t Og, int64_t Wp, float* out) {
+  for (int64_t o = 0; o < Og; ++o)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* dst = out + (o * rows + r) * Wp;
+      copy_floats(dst, gyg + o * OHW + (oh0 + r) * OW, OW);
+      zero_floats(dst + OW, Wp - OW);
+    }
+}
+
+// Rows per slab tile: slab (Cg x (rows + eh) x Wp) + an [Og, rows*Wp] tile <= kColCap.
+int64_t shifted_rows(const Conv2dDims& d, int64_t Wp, int64_t eh) {
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G;
+  int64_t R = std::max<int64_t>(1, (kColCap / Wp - Cg * eh) / (Cg + Og));
+  R = std::min(R, d.OH);
+  const int64_t nt = (d.OH + R - 1) / R;
+  return (d.OH + nt - 1) / nt;
+}
+
+// Slab of Cg channels for output rows [oh0, oh0 + rows): channel c at ws + c*cs.
+void build_slab(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t oh0, int64_t sr,
+                int64_t Wp, int64_t cs, float* ws) {
+  for (int64_t c = 0; c < Cg; ++c) {
+    pad_plane_rows(xg + c * d.H * d.W, d.H, d.W, d.ph - oh0, d.pw, sr, Wp, ws + c * cs);
+    zero_floats(ws + c * cs + sr * Wp, cs - sr * Wp);
+  }
+}
+
+void fwd_shifted(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  // Weights per tap, [G][KK][Og][Cg], once per call: the GEMM's A for tap t is row-major.
+  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
+  if (!wt) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t t = 0; t < q.KK; ++t)
+          wt[((g * q.KK + t) * q.Og + o) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
+  const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
+  const int64_t pieces = d.N * d.G * nt;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
+    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
+    const int64_t sr = rows + eh;
+    // channel stride: slab rows plus slack for the last taps' overrun, 16-float aligned
+    const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
+    if (!ws) return;
+    build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
+    float* ct = ws + q.Cg * cs;
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        const int64_t tap = i * d.KW + j;
+        gemm_serial(wt + (g * q.KK + tap) * q.Og * q.Cg, q.Cg, 1, ws + i * d.dh * Wp + j * d.dw,
+                    cs, 1, ct, Tw, q.Og, Tw, q.Cg, 1.0f, tap == 0 ? 0.0f : 1.0f);
+      }
+    float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+    for (int64_t o = 0; o < q.Og; ++o)
+      copy_bias_rows(yc + o * q.OHW, d.OW, ct + o * Tw, Wp, rows, b ? b[g * q.Og + o] : 0.0f);
+  });
+}
+
+void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  if (use_shifted(d)) {
+    fwd_shifted(x, w, b, y, d);
+    return;
+  }
+  const Geo q(d);
+  const bool direct = is_pointwise(d);
+  const TilePlan plan = plan_tiles(d.OH, d.OW, q.K);
+  const int64_t nt = plan.count();
+  const int64_t pieces = d.N * d.G * nt;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
+    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G;
+    const Tile tl = plan.at(p % nt, d.OH, d.OW);
+    const int64_t T = tl.T;
+    float* yc = y + (n * d.O + g * q.Og) * q.OHW + tl.off;
+    const size_t colsz = direct ? 0 : static_cast<size_t>(q.K * T);
+    float* ws = tl_col.get(colsz + static_cast<size_t>(q.Og * T));
+    if (!ws) return;
+    const float* src;
+    int64_t sbk;
+    if (direct) {
+      src = x + (n * d.C + g * q.Cg) * q.HW + tl.off;
+      sbk = q.HW;
+    } else {
+      im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, tl, ws);
+      src = ws;
+      sbk = T;
+    }
+    // GEMM into a contiguous [Og, T] tile, then copy (+ bias) into y: y's row stride OH*OW
+    // is often a multiple of 4 KiB (32x32 maps), and a C tile whose rows all map to the same
+    // L1 sets thrashes.
+    float* ct = ws + colsz;
+    gemm_serial(w + g * q.Og * q.K, q.K, 1, src, sbk, 1, ct, T, q.Og, T, q.K, 1.0f, 0.0f);
+    for (int64_t o = 0; o < q.Og; ++o)
+      copy_bias_row(yc + o * q.OHW, ct + o * T, T, b ? b[g * q.Og + o] : 0.0f);
+  });
+}
+
+// gx[c][ih][iw] += S[c][ih - (oh0 - ph)][iw + pw] for the slab rows that are inside the image.
+EMBER_AVX2 void add_slab(const float* S, int64_t cs, int64_t cc, int64_t sr, int64_t Wp,
+                         const Conv2dDims& d, int64_t oh0, float* gxc) {
+  const int64_t r0 = std::max<int64_t>(0, d.ph - oh0), r1 = std::min(sr, d.H + d.ph - oh0);
+  for (int64_t c = 0; c < cc; ++c)
+    for (int64_t r = r0; r < r1; ++r)
+      add_row(gxc + c * d.H * d.W + (oh0 - d.ph + r) * d.W, S + c * cs + r * Wp + d.pw, d.W);
+}
+
+// Input gradient with the shifted GEMMs: per tap, S[:, off : off + rows*Wp] += W_tap^T @
+// gy_wide, S a zeroed slab in the forward's layout (the zero columns of gy_wide add nothing),
+// then the slab's in-image part is added into gx (tiles share eh rows, so gx is accumulated).
+// Pieces own (image, group, channel block), so no two write the same gx element.
+void bwd_data_shifted(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
+  const int nth = nthreads_for(conv_flops(d));
+  const int64_t units = d.N * d.G;
+  const int64_t cb =
+      std::min<int64_t>(q.Cg, units >= 2 * nth ? 1 : (2 * nth + units - 1) / units);
+  const int64_t cc_max = (q.Cg + cb - 1) / cb;
+  // W^T per tap, [G][KK][Cg][Og]: the GEMM's A (rows = input channels) row-major.
+  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Cg * q.Og));
+  if (!wt) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t t = 0; t < q.KK; ++t)
+          wt[((g * q.KK + t) * q.Cg + c) * q.Og + o] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
+  cpu::ClaimPool::instance().run(nth, units * cb, [&](int64_t p) {
+    const int64_t blk = p % cb, ng = p / cb, n = ng / d.G, g = ng % d.G;
+    const int64_t c0 = blk * cc_max, cc = std::min(cc_max, q.Cg - c0);
+    if (cc <= 0) return;
+    float* gxc = gx + (n * d.C + g * q.Cg + c0) * q.HW;
+    zero_floats(gxc, cc * q.HW);
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
+      const int64_t sr = rows + eh, cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+      float* ws = tl_col.get(static_cast<size_t>(cc * cs + q.Og * Tw));
+      if (!ws) return;
+      float* gyw = ws + cc * cs;
+      widen_rows(gy + (n * d.O + g * q.Og) * q.OHW, q.OHW, d.OW, oh0, rows, q.Og, Wp, gyw);
+      zero_floats(ws, cc * cs);
+      for (int64_t i = 0; i < d.KH; ++i)
+        for (int64_t j = 0; j < d.KW; ++j) {
+          const int64_t tap = i * d.KW + j;
+          gemm_serial(wt + ((g * q.KK + tap) * q.Cg + c0) * q.Og, q.Og, 1, gyw, Tw, 1,
+                      ws + i * d.dh * Wp + j * d.dw, cs, cc, Tw, q.Og, 1.0f, 1.0f);
+        }
+      add_slab(ws, cs, cc, sr, Wp, d, oh0, gxc);
+    }
+  });
+}
+
+void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  // Measured (1 thread): shifted 30 / 6.7 / 12 ms vs im2col 33 / 8 / 14.5 ms on 64->64 32x32,
+  // 32->64 14x14, 128->128 16x16, but 24.5 vs 21 ms on 64->64 56x56 (each of the 9 GEMMs
+  // re-packs the whole gy tile): shifted only for maps up to 32x32.
+  if (use_shifted(d) && d.OH * d.OW <= 1024) {
+    bwd_data_shifted(gy, w, gx, d);
+    return;
+  }
+  const Geo q(d);
+  const bool direct = is_pointwise(d);
+  const int nth = nthreads_for(conv_flops(d));
+  // Channel blocks: enough pieces for the threads even at batch 1.
+  const int64_t units = d.N * d.G;
+  const int64_t cb = direct ? 1 : std::min<int64_t>(q.Cg, units >= 2 * nth ? 1 : (2 * nth + units - 1) / units);
+  const int64_t cc_max = (q.Cg + cb - 1) / cb;
+  const TilePlan plan = plan_tiles(d.OH, d.OW, direct ? q.Cg : cc_max * q.KK);
+  const int64_t nt = plan.count();
+  // Pointwise: tiles are independent pieces too (each writes its own gx columns).
+  const int64_t tp = direct ? nt : 1;
+  const int64_t pieces = units * cb * tp;
+  // W^T per group, [G][K][Og], made once per call: the GEMM's A is W_g^T, and packing it from
+  // W itself reads it transposed (a strided scalar loop per tile); from W^T it is the
+  // vectorised row-major packing.
+  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.K * q.Og));
+  if (!wt) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t m = 0; m < q.K; ++m)
+        wt[(g * q.K + m) * q.Og + o] = w[(g * q.Og + o) * q.K + m];
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    const int64_t t_piece = p % tp, u = p / tp;
+    const int64_t blk = u % cb, ng = u / cb, n = ng / d.G, g = ng % d.G;
+    const int64_t c0 = blk * cc_max, cc = std::min(cc_max, q.Cg - c0);
+    if (cc <= 0) return;
+    const float* wg = wt + (g * q.K + c0 * q.KK) * q.Og;  // a(m, k) = W^T[c0*KK + m][k]
+    float* gxg = gx + (n * d.C + g * q.Cg) * q.HW;
+    const float* gyg = gy + (n * d.O + g * q.Og) * q.OHW;
+    if (direct) {
+      // Through a contiguous tile, then copied into gx: 13.5 vs 18 ms writing gx in place for
+      // N=8 256->64 56x56 (1 thread), as for the forward's output tile.
+      const Tile tl = plan.at(t_piece, d.OH, d.OW);
+      float* ct = tl_col.get(static_cast<size_t>(cc * tl.T));
+      if (!ct) return;
+      gemm_serial(wg, q.Og, 1, gyg + tl.off, q.OHW, 1, ct, tl.T, cc, tl.T, q.Og, 1.0f, 0.0f);
+      for (int64_t c = 0; c < cc; ++c)
+        copy_floats(gxg + (c0 + c) * q.HW + tl.off, ct + c * tl.T, tl.T);
+      return;
+    }
+    std::memset(gxg + c0 * q.HW, 0, sizeof(float) * cc * q.HW);
+    for (int64_t t = 0; t < nt; ++t) {
+      const Tile tl = plan.at(t, d.OH, d.OW);
+      float* col = tl_col.get(static_cast<size_t>(cc * q.KK * tl.T));
+      if (!col) return;
+      gemm_serial(wg, q.Og, 1, gyg + tl.off, q.OHW, 1, col, tl.T, cc * q.KK, tl.T, q.Og, 1.0f,
+                  0.0f);
+      col2im_tile(col, d, c0, cc, tl, gxg);
+    }
+  });
+}
+
+// Weight gradient with the shifted GEMMs of fwd_shifted: per tap, gW_tap[Og, Cg] += gy_wide
+// [Og, rows*Wp] @ slab_view^T, accumulated tap-major per piece, then reduced and transposed
+// into gw's [O, Cg, KH, KW] layout.
+void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
+  const int64_t units = d.N * d.G * nt;
+  const int nth = nthreads_for(conv_flops(d));
+  const int64_t pieces = std::min<int64_t>(nth, units);
+  const int64_t asize = d.G * q.KK * q.Og * q.Cg;
+  float* accs = tl_partial.get(static_cast<size_t>(pieces * asize));
+  if (!accs) return;
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    float* acc = accs + p * asize;
+    zero_floats(acc, asize);
+    int64_t u0, u1;
+    cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / (d.G * nt), g = (u / nt) % d.G, t = u % nt;
+      const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
+      const int64_t sr = rows + eh, cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+      float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
+      if (!ws) return;
+      build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
+      float* gyw = ws + q.Cg * cs;
+      widen_rows(gy + (n * d.O + g * q.Og) * q.OHW, q.OHW, d.OW, oh0, rows, q.Og, Wp, gyw);
+      for (int64_t i = 0; i < d.KH; ++i)
+        for (int64_t j = 0; j < d.KW; ++j) {
+          const int64_t tap = i * d.KW + j;
+          gemm_serial(gyw, Tw, 1, ws + i * d.dh * Wp + j * d.dw, 1, cs,
+                      acc + (g * q.KK + tap) * q.Og * q.Cg, q.Cg, q.Og, q.Cg, Tw, 1.0f, 1.0f);
+        }
+    }
+  });
+  for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t tap = 0; tap < q.KK; ++tap)
+      for (int64_t o = 0; o < q.Og; ++o)
+        for (int64_t c = 0; c < q.Cg; ++c)
+          gw[((g * q.Og + o) * q.Cg + c) * q.KK + tap] = accs[((g * q.KK + tap) * q.Og + o) * q.Cg + c];
+}
+
+void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  if (use_shifted(d)) {
+    bwd_weight_shifted(gy, x, gw, d);
+    return;
+  }
+  const Geo q(d);
+  const bool direct = is_pointwise(d);
+  const TilePlan plan = plan_tiles(d.OH, d.OW, q.K);
+  const int64_t nt = plan.count();
+  const int64_t units = d.N * d.G * nt;
+  const int nth = nthreads_for(conv_flops(d));
+  const int64_t pieces = std::min<int64_t>(nth, units);
+  const int64_t wsize = d.O * q.K;
+  float* scratch = nullptr;
+  if (pieces > 1) {
+    scratch = tl_partial.get(static_cast<size_t>((pieces - 1) * wsize));
+    if (!scratch) return;
+  }
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    float* acc = p == 0 ? gw : scratch + (p - 1) * wsize;
+    std::memset(acc, 0, sizeof(float) * wsize);
+    int64_t u0, u1;
+    cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n = u / (d.G * nt), g = (u / nt) % d.G;
+      const Tile tl = plan.at(u % nt, d.OH, d.OW);
+      const int64_t T = tl.T;
+      const float* gyt = gy + (n * d.O + g * q.Og) * q.OHW + tl.off;
+      const float* src;
+      int64_t sbn;
+      if (direct) {
+        src = x + (n * d.C + g * q.Cg) * q.HW + tl.off;
+        sbn = q.HW;
+      } else {
+        float* col = tl_col.get(static_cast<size_t>(q.K * T));
+        if (!col) return;
+        im2col_tile(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, tl, col);
+        src = col;
+        sbn = T;
+      }
+      // b(t, k) = col[k][t]: the transposed operand.
+      gemm_serial(gyt, q.OHW, 1, src, 1, sbn, acc + g * q.Og * q.K, q.K, q.Og, q.K, T, 1.0f,
+                  1.0f);
+    }
+  });
+  if (pieces > 1) {
+    const int64_t chunks = std::min<int64_t>(nth, (wsize + 4095) / 4096);
+    cpu::ClaimPool::instance().run(nth, chunks, [&](int64_t p) {
+      int64_t lo, hi;
+      cpu::split_range(wsize, 16, static_cast<int>(p), static_cast<int>(chunks), &lo, &hi);
+      for (int64_t k = 1; k < pieces; ++k)
+        if (lo < hi) add_row(gw + lo, scratch + (k - 1) * wsize + lo, hi - lo);
+    });
+  }
+}
+
+// ---- depthwise, stride 1: direct AVX2 loops -------------------------------------------------------
+// P[r][c] = src[r - offh][c - offw] (0 outside [0, SH) x [0, SW)), PH x PW with row stride PW,
+// plus 16 zero floats of slack so the 8-wide loads of the last row stay inside and see zeros.
+void pad_plane(const float* src, int64_t SH, int64_t SW, int64_t offh, int64_t offw,
+               int64_t PH, int64_t PW, float* P) {
+  for (int64_t r = 0; r < PH; ++r) {
+    float* dst = P + r * PW;
+    const int64_t sr = r - offh;
+    if (sr < 0 || sr >= SH) {
+      std::memset(dst, 0, sizeof(float) * PW);
+      continue;
+    }
+    const int64_t lo = std::clamp<int64_t>(offw, 0, PW), hi = std::clamp<int64_t>(offw + SW, 0, PW);
+    if (lo > 0) std::memset(dst, 0, sizeof(float) * lo);
+    if (hi > lo) std::memcpy(dst + lo, src + sr * SW + (lo - offw), sizeof(float) * (hi - lo));
+    if (hi < PW) std::memset(dst + hi, 0, sizeof(float) * (PW - hi));
+  }
+  std::memset(P + PH * PW, 0, sizeof(float) * 16);
+}
+
+// Up to NCH*8 outputs of one row, all in registers: every tap is one broadcast and NCH
+// independent FMAs, so the KH*KW-long FMA chains overlap (one 8-wide chain per tap loop was
+// latency-bound: 9 taps x 4 cycles per 8 outputs).
+template <int NCH>
+EMBER_AVX2 void dw_row(const float* P, int64_t PW, const float* k, __m256 vb, float* yr,
+                       int64_t n, int64_t KH, int64_t KW, int64_t dh, int64_t dw) {
+  __m256 a[NCH];
+#pragma GCC unroll 8
+  for (int c = 0; c < NCH; ++c) a[c] = vb;
+  for (int64_t i = 0; i < KH; ++i) {
+    const float* pr = P + i * dh * PW;
+    for (int64_t j = 0; j < KW; ++j) {
+      const __m256 wv = _mm256_set1_ps(k[i * KW + j]);
+      const float* s = pr + j * dw;
+#pragma GCC unroll 8
+      for (int c = 0; c < NCH; ++c) a[c] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8 * c), a[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < NCH; ++c) {
+    if (8 * c + 8 <= n)
+      _mm256_storeu_ps(yr + 8 * c, a[c]);
+    else if (8 * c < n)
+      _mm256_maskstore_ps(yr + 8 * c, tail_mask(n - 8 * c), a[c]);
+  }
+}
+
+// y[oh][ow] = bias + sum_{i,j} k[i*KW + j] * P[oh + i*dh][ow + j*dw] for an OH x OW plane.
+EMBER_AVX2 void dw_plane(const float* P, int64_t PW, const float* k, float bias, float* y,
+                         int64_t OH, int64_t OW, int64_t KH, int64_t KW, int64_t dh, int64_t dw) {
+  const __m256 vb = _mm256_set1_ps(bias);
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    for (int64_t ow = 0; ow < OW; ow += 64) {
+      const int64_t n = std::min<int64_t>(64, OW - ow);
+      const float* pr = P + oh * PW + ow;
+      float* yr = y + oh * OW + ow;
+      switch ((n + 7) / 8) {
+        case 1: dw_row<1>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 2: dw_row<2>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 3: dw_row<3>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 4: dw_row<4>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 5: dw_row<5>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 6: dw_row<6>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        case 7: dw_row<7>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+        default: dw_row<8>(pr, PW, k, vb, yr, n, KH, KW, dh, dw); break;
+      }
+    }
+  }
+}
+
+// gk[i*KW + j] += sum_{oh, ow} g[oh][ow] * P[oh + i*dh][ow + j*dw] (accumulated in acc, 8 lanes
+// per tap, so the caller reduces once per channel).
+EMBER_AVX2 void dw_plane_wgrad(const float* P, int64_t PW, const float* g, int64_t OH,
+                               int64_t OW, int64_t KH, int64_t KW, int64_t dh, int64_t dw,
+                               __m256* acc) {
+  for (int64_t i = 0; i < KH; ++i)
+    for (int64_t j = 0; j < KW; ++j) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const float* pr = P + (oh + i * dh) * PW + j * dw;
+        const float* gr = g + oh * OW;
+        int64_t ow = 0;
+        for (; ow + 16 <= OW; ow += 16) {
+          a0 = _mm256_fmadd_ps(_mm256_loadu_ps(gr + ow), _mm256_loadu_ps(pr + ow), a0);
+          a1 = _mm256_fmadd_ps(_mm256_loadu_ps(gr + ow + 8), _mm256_loadu_ps(pr + ow + 8), a1);
+        }
+        for (; ow < OW; ow += 8) {
+          const __m256i m = tail_mask(std::min<int64_t>(8, OW - ow));
+          a0 = _mm256_fmadd_ps(_mm256_maskload_ps(gr + ow, m), _mm256_maskload_ps(pr + ow, m), a0);
+        }
+      }
+      acc[i * KW + j] = _mm256_add_ps(acc[i * KW + j], _mm256_add_ps(a0, a1));
+    }
+}
+
+// The 3x3 case of dw_plane_wgrad in one pass: g is loaded once per 8 outputs for all 9 taps,
+// and the 9 accumulators are 9 independent FMA chains (the tap-by-tap loop above has 2).
+EMBER_AVX2 void dw_plane_wgrad3x3(const float* P, int64_t PW, const float* g, int64_t OH,
+                                  int64_t OW, int64_t dh, int64_t dw, __m256* acc) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+         a7 = a0, a8 = a0;
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    const float* p0 = P + oh * PW;
+    const float* p1 = p0 + dh * PW;
+    const float* p2 = p1 + dh * PW;
+    const float* gr = g + oh * OW;
+    // Full vectors, then the tail with every load masked (a 0 * inf from the next row would
+    // otherwise put a NaN into another tap's sum).
+    const int64_t OW8 = OW & ~int64_t{7};
+    for (int64_t ow = 0; ow < OW; ow += 8) {
+      const __m256i m = tail_mask(ow < OW8 ? 8 : OW - ow);
+#define EMBER_LD(ptr) (ow < OW8 ? _mm256_loadu_ps(ptr) : _mm256_maskload_ps(ptr, m))
+      const __m256 gv = EMBER_LD(gr + ow);
+      a0 = _mm256_fmadd_ps(gv, EMBER_LD(p0 + ow), a0);
+      a1 = _mm256_fmadd_ps(gv, EMBER_LD(p0 + ow + dw), a1);
+      a2 = _mm256_fmadd_ps(gv, EMBER_LD(p0 + ow + 2 * dw), a2);
+      a3 = _mm256_fmadd_ps(gv, EMBER_LD(p1 + ow), a3);
+      a4 = _mm256_fmadd_ps(gv, EMBER_LD(p1 + ow + dw), a4);
+      a5 = _mm256_fmadd_ps(gv, EMBER_LD(p1 + ow + 2 * dw), a5);
+      a6 = _mm256_fmadd_ps(gv, EMBER_LD(p2 + ow), a6);
+      a7 = _mm256_fmadd_ps(gv, EMBER_LD(p2 + ow + dw), a7);
+      a8 = _mm256_fmadd_ps(gv, EMBER_LD(p2 + ow + 2 * dw), a8);
+#undef EMBER_LD
+    }
+  }
+  acc[0] = _mm256_add_ps(acc[0], a0);
+  acc[1] = _mm256_add_ps(acc[1], a1);
+  acc[2] = _mm256_add_ps(acc[2], a2);
+  acc[3] = _mm256_add_ps(acc[3], a3);
+  acc[4] = _mm256_add_ps(acc[4], a4);
+  acc[5] = _mm256_add_ps(acc[5], a5);
+  acc[6] = _mm256_add_ps(acc[6], a6);
+  acc[7] = _mm256_add_ps(acc[7], a7);
+  acc[8] = _mm256_add_ps(acc[8], a8);
+}
+
+EMBER_AVX2 float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+bool is_depthwise_direct(const Conv2dDims& d) {
+  return d.G == d.C && d.O == d.C && d.sh == 1 && d.sw == 1 && d.KH * d.KW <= 64;
+}
+
+void dw_fwd(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const int64_t PH = d.OH + (d.KH - 1) * d.dh, PW = d.OW + (d.KW - 1) * d.dw;
+  const int64_t HW = d.H * d.W, OHW = d.OH * d.OW, KK = d.KH * d.KW;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), d.N * d.C, [&](int64_t p) {
+    const int64_t c = p % d.C;
+    float* P = tl_col.get(static_cast<size_t>(PH * PW + 16));
+    if (!P) return;
+    pad_plane(x + p * HW, d.H, d.W, d.ph, d.pw, PH, PW, P);
+    dw_plane(P, PW, w + c * KK, b ? b[c] : 0.0f, y + p * OHW, d.OH, d.OW, d.KH, d.KW, d.dh, d.dw);
+  });
+}
+
+void dw_bwd_data(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  const int64_t PH = d.H + (d.KH - 1) * d.dh, PW = d.W + (d.KW - 1) * d.dw;
+  const int64_t qh = (d.KH - 1) * d.dh - d.ph, qw = (d.KW - 1) * d.dw - d.pw;
+  const int64_t HW = d.H * d.W, OHW = d.OH * d.OW, KK = d.KH * d.KW;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), d.N * d.C, [&](int64_t p) {
+    const int64_t c = p % d.C;
+    float* P = tl_col.get(static_cast<size_t>(PH * PW + 16 + KK));
+    if (!P) return;
+    float* kf = P + PH * PW + 16;
+    for (int64_t t = 0; t < KK; ++t) kf[t] = w[c * KK + KK - 1 - t];  // flipped kernel
+    pad_plane(gy + p * OHW, d.OH, d.OW, qh, qw, PH, PW, P);
+    dw_plane(P, PW, kf, 0.0f, gx + p * HW, d.H, d.W, d.KH, d.KW, d.dh, d.dw);
+  });
+}
+
+EMBER_AVX2 void dw_wgrad_channel(const float* gy, const float* x, float* gw, const Conv2dDims& d,
+                                 int64_t c, float* P) {
+  const int64_t PH = d.OH + (d.KH - 1) * d.dh, PW = d.OW + (d.KW - 1) * d.dw;
+  const int64_t HW = d.H * d.W, OHW = d.OH * d.OW, KK = d.KH * d.KW;
+  __m256 acc[64];
+  for (int64_t t = 0; t < KK; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t n = 0; n < d.N; ++n) {
+    pad_plane(x + (n * d.C + c) * HW, d.H, d.W, d.ph, d.pw, PH, PW, P);
+    if (d.KH == 3 && d.KW == 3)
+      dw_plane_wgrad3x3(P, PW, gy + (n * d.C + c) * OHW, d.OH, d.OW, d.dh, d.dw, acc);
+    else
+      dw_plane_wgrad(P, PW, gy + (n * d.C + c) * OHW, d.OH, d.OW, d.KH, d.KW, d.dh, d.dw, acc);
+  }
+  for (int64_t t = 0; t < KK; ++t) gw[c * KK + t] = hsum(acc[t]);
+}
+
+void dw_bwd_weight(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  const int64_t PH = d.OH + (d.KH - 1) * d.dh, PW = d.OW + (d.KW - 1) * d.dw;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), d.C, [&](int64_t c) {
+    float* P = tl_col.get(static_cast<size_t>(PH * PW + 16));
+    if (P) dw_wgrad_channel(gy, x, gw, d, c, P);
+  });
+}
+
+// gb[o] for o in [o0, o1): float vector sums per row, accumulated over images in double.
+EMBER_AVX2 void bias_rows_avx2(const float* gy, float* gb, const Conv2dDims& d, int64_t o0,
+                               int64_t o1) {
+  const int64_t OHW = d.OH * d.OW;
+  for (int64_t o = o0; o < o1; ++o) {
+    double total = 0.0;
+    for (int64_t n = 0; n < d.N; ++n) {
+      const float* r = gy + (n * d.O + o) * OHW;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+      int64_t s = 0;
+      for (; s + 16 <= OHW; s += 16) {
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(r + s));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(r + s + 8));
+      }
+      double part = hsum(_mm256_add_ps(a0, a1));
+      for (; s < OHW; ++s) part += r[s];
+      total += part;
+    }
+    gb[o] = static_cast<float>(total);
+  }
+}
+
+void bias_grad_avx2(const float* gy, float* gb, const Conv2dDims& d) {
+  const int nth = d.N * d.O * d.OH * d.OW > (1 << 16) ? cpu::get_num_threads() : 1;
+  const int64_t pieces = std::min<int64_t>(d.O, nth * 4);
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    int64_t o0, o1;
+    cpu::split_range(d.O, 1, static_cast<int>(p), static_cast<int>(pieces), &o0, &o1);
+    bias_rows_avx2(gy, gb, d, o0, o1);
+  });
+}
+#endif  // EMBER_COMPILED_AVX2
+
+bool fast_ok() {
+#if EMBER_COMPILED_AVX2
+  return gemm_path() > 0;
+#else
+  return false;
+#endif
+}
+
+int64_t out_numel(const Conv2dDims& d) { return d.N * d.O * d.OH * d.OW; }
+
+}  // namespace
+
+// ---- entry points ------------------------------------------------------------------------------
+template <typename T>
+void conv2d_fwd_cpu(const T* x, const T* w, const T* b, T* y, const Conv2dDims& d) {
+  const int nth = nthreads_for(conv_flops(d));
+  cpu::ClaimPool::instance().run(nth, d.N * d.O, [&](int64_t p) {
+    fwd_ref<T>(x, w, b, y, d, p / d.O, p % d.O);
+  });
+}
+
+template <typename T>
+void conv2d_bwd_data_cpu(const T* gy, const T* w, T* gx, const Conv2dDims& d) {
+  const int nth = nthreads_for(conv_flops(d));
+  cpu::ClaimPool::instance().run(nth, d.N * d.C, [&](int64_t p) {
+    bwd_data_ref<T>(gy, w, gx, d, p / d.C, p % d.C);
+  });
+}
+
+template <typename T>
+void conv2d_bwd_weight_cpu(const T* gy, const T* x, T* gw, T* gb, const Conv2dDims& d) {
+  const int nth = nthreads_for(conv_flops(d));
+  if (gw)
+    cpu::ClaimPool::instance().run(nth, d.O, [&](int64_t o) { bwd_weight_ref<T>(gy, x, gw, d, o); });
+  if (gb)
+    cpu::ClaimPool::instance().run(nth, d.O, [&](int64_t o) { bias_ref<T>(gy, gb, d, o); });
+}
+
+template void conv2d_fwd_cpu<float>(const float*, const float*, const float*, float*,
+                                    const Conv2dDims&);
+template void conv2d_fwd_cpu<double>(const double*, const double*, const double*, double*,
+                                     const Conv2dDims&);
+template void conv2d_bwd_data_cpu<float>(const float*, const float*, float*, const Conv2dDims&);
+template void conv2d_bwd_data_cpu<double>(const double*, const double*, double*,
+                                          const Conv2dDims&);
+template void conv2d_bwd_weight_cpu<float>(const float*, const float*, float*, float*,
+                                           const Conv2dDims&);
+template void conv2d_bwd_weight_cpu<double>(const double*, const double*, double*, double*,
+                                            const Conv2dDims&);
+
+void conv2d_fwd(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  if (out_numel(d) == 0) return;
+#if EMBER_COMPILED_AVX2
+  if (fast_ok()) {
+    const int64_t K = d.C / d.G * d.KH * d.KW;
+    if (K == 0) {  // no input channels: the output is the bias
+      for (int64_t p = 0; p < d.N * d.O; ++p)
+        std::fill(y + p * d.OH * d.OW, y + (p + 1) * d.OH * d.OW, b ? b[p % d.O] : 0.0f);
+      return;
+    }
+    if (is_depthwise_direct(d))
+      dw_fwd(x, w, b, y, d);
+    else
+      fwd_fast(x, w, b, y, d);
+    return;
+  }
+#endif
+  conv2d_fwd_cpu<float>(x, w, b, y, d);
+}
+
+void conv2d_fwd(const double* x, const double* w, const double* b, double* y,
+                const Conv2dDims& d) {
+  if (out_numel(d) == 0) return;
+  conv2d_fwd_cpu<double>(x, w, b, y, d);
+}
+
+void conv2d_bwd_data(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  if (d.N * d.C * d.H * d.W == 0) return;
+#if EMBER_COMPILED_AVX2
+  if (fast_ok()) {
+    if (out_numel(d) == 0 || d.O == 0) {
+      std::memset(gx, 0, sizeof(float) * d.N * d.C * d.H * d.W);
+      return;
+    }
+    if (is_depthwise_direct(d))
+      dw_bwd_data(gy, w, gx, d);
+    else
+      bwd_data_fast(gy, w, gx, d);
+    return;
+  }
+#endif
+  conv2d_bwd_data_cpu<float>(gy, w, gx, d);
+}
+
+void conv2d_bwd_data(const double* gy, const double* w, double* gx, const Conv2dDims& d) {
+  if (d.N * d.C * d.H * d.W == 0) return;
+  conv2d_bwd_data_cpu<double>(gy, w, gx, d);
+}
+
+void conv2d_bwd_weight(const float* gy, const float* x, float* gw, float* gb,
+                       const Conv2dDims& d) {
+#if EMBER_COMPILED_AVX2
+  if (fast_ok()) {
+    const int64_t wsize = d.O * (d.C / d.G) * d.KH * d.KW;
+    if (gw && wsize > 0) {
+      if (out_numel(d) == 0)
+        std::memset(gw, 0, sizeof(float) * wsize);
+      else if (is_depthwise_direct(d))
+        dw_bwd_weight(gy, x, gw, d);
+      else
+        bwd_weight_fast(gy, x, gw, d);
+    }
+    if (gb && d.O > 0) {
+      if (out_numel(d) == 0)
+        std::memset(gb, 0, sizeof(float) * d.O);
+      else
+        bias_grad_avx2(gy, gb, d);
+    }
+    return;
+  }
+#endif
+  conv2d_bwd_weight_cpu<float>(gy, x, gw, gb, d);
+}
+
+void conv2d_bwd_weight(const double* gy, const double* x, double* gw, double* gb,
+                       const Conv2dDims& d) {
+  conv2d_bwd_weight_cpu<double>(gy, x, gw, gb, d);
+}
+
+}  // namespace ember
