@@ -18,10 +18,10 @@ count with the same total bytes as the case, so a case whose working set fits in
 is compared against an L3-resident triad (the "in cache" column says which). Our kernels write
 with ordinary stores too (their write-allocate is not counted either).
 
-Compute ceiling: softmax, log-softmax and cross-entropy take one AVX2 exp
-(``exp256_ps``, kernels/cpu/vexp.h) per element per pass that needs one (see EXPS); its rate
-is measured in the same run (``_C._exp_avx2`` on an L2-resident buffer, 1 thread), and the
-"exp share" column says how much of the kernel time the exps alone account for.
+Compute ceiling: softmax, log-softmax and cross-entropy take one vectorised exp
+(``exp512_ps`` / ``exp256_ps``, kernels/cpu/vexp.h) per element per pass that needs one (see
+EXPS); its rate is measured in the same run (``_C._exp_avx512`` or ``_exp_avx2``, whichever the
+kernels use, on an L2-resident buffer, 1 thread), and the "exp share" column says how much of the kernel time the exps alone account for.
 
 Two levels are timed, both median of ``--repeat`` calls after warm-up, ember and PyTorch in
 the same process with the same thread count:
@@ -224,12 +224,15 @@ def triad_gbs(total_bytes: int) -> float:
 
 
 def exp_rate() -> float:
-    """Single-thread rate (G exps/s) of the AVX2 exp the kernels use, on an L2-resident buffer:
-    the compute ceiling of the exp-bound passes (0 when AVX2 is unavailable)."""
+    """Single-thread rate (G exps/s) of the exp the kernels use (AVX-512 where the kernels take
+    that path, else AVX2), on an L2-resident buffer: the compute ceiling of the exp-bound passes
+    (0 when AVX2 is unavailable)."""
     x = np.random.default_rng(0).uniform(-10, 10, 1 << 16).astype(np.float32)
     y = np.empty_like(x)
+    caps = _C.cpu_capabilities()
+    fn = _C._exp_avx512 if caps["gemm_path"].startswith("avx512") else _C._exp_avx2
     try:
-        return x.size / median_time(lambda: _C._exp_avx2(x, y), repeat=50) / 1e9
+        return x.size / median_time(lambda: fn(x, y), repeat=50) / 1e9
     except RuntimeError:
         return 0.0
 
