@@ -176,6 +176,35 @@ def test_paths_and_thread_counts_agree(rng):
     R.assert_exact(results[3][3], results[2][3], "avg, auto 1 vs 2 threads")
 
 
+@pytest.mark.parametrize(
+    "shape,k,s,p,d,ceil",
+    [
+        ((2, 5, 14, 14), 2, 2, 0, 1, False),  # 7x7 outputs: the padded-row-copy vector path
+        ((2, 5, 7, 7), 3, 2, 1, 1, False),  # border columns scalar, interior vector
+        ((1, 3, 5, 5), 3, 1, 1, 1, False),
+        ((1, 3, 9, 9), 2, 1, 0, 2, False),  # dilation
+        ((1, 2, 13, 13), 3, 2, 0, 1, True),  # ceil_mode window past the edge
+        ((3, 2, 2, 15), 2, 2, 0, 1, False),  # 7 outputs per row
+    ],
+)
+def test_small_maps_vector_path_matches_scalar(rng, shape, k, s, p, d, ceil):
+    """Maps with fewer than 8 output columns per row take the vector max path through padded
+    row copies: values and indices must equal the scalar reference bit for bit (ties, NaN)."""
+    x = _data(rng, shape, np.float32)
+    x[0, 0, 1, 1] = np.nan
+    x[-1, -1] = np.round(x[-1, -1] / 4)  # ties
+    out = {}
+    try:
+        for path in ("scalar", "auto"):
+            ember.backends.cpu.set_cpu_path(path)
+            y, i = F.max_pool2d(_t(x), k, s, p, d, ceil_mode=ceil, return_indices=True)
+            out[path] = (y.numpy(), i.numpy(), F.max_pool2d(_t(x), k, s, p, d, ceil).numpy())
+    finally:
+        ember.backends.cpu.set_cpu_path("auto")
+    for a, b, what in zip(out["auto"], out["scalar"], ("values", "indices", "no-index values")):
+        R.assert_exact(a, b, what)
+
+
 # ---- gradcheck (float64, the real code path) --------------------------------------------------
 def _distinct(rng, shape):
     """Values 0.1 apart in random order: no finite-difference step can change an argmax."""

@@ -31,6 +31,9 @@
 //   * avg backward, any stride: a gather per output row (what each input column receives,
 //     a sliding sum over the divided output gradients), added to the window's input rows.
 //   * max forward without indices (inference: idx == nullptr) skips the index blend/stores.
+//   * max with fewer than 8 interior output columns (7x7 outputs of 14x14 maps): the same
+//     vector code on a -inf-padded copy of each window row ([128, 64, 14, 14] k2 s2, 1 thread:
+//     10.7 -> 3.0 ms, the reference loop took ~25 ns per output).
 // The max backward is a scatter through the argmax (one pass over grad_out and indices, the
 // plane zeroed first while in cache) and runs the reference code for both types.
 //
@@ -192,6 +195,9 @@ EMBER_AVX2 inline __m256 load_cols(const float* r) {
     return load_even(r);
 }
 
+// Padded row copies of the small-map max path: 8 outputs * stride 2 + the widest window.
+constexpr int64_t kSmallRow = 64;
+
 // Interior output columns [oa, ob): the horizontal window lies inside the input.
 inline void interior(const Pool2dDims& d, int64_t span_w, int64_t* oa, int64_t* ob) {
   const int64_t a = (d.pW + d.sW - 1) / d.sW;
@@ -248,6 +254,44 @@ EMBER_AVX2 void max_fwd_plane_avx2(const float* x, float* y, int64_t* idx, const
                             _mm256_cvtepi32_epi64(_mm256_extracti128_si256(bi, 1)));
       }
       ow = ob;
+    } else if (hs < he && ob > oa) {
+      // Fewer than 8 interior outputs (small maps, e.g. 14x14 -> 7x7): the same vector code
+      // on a copy of each window row padded with -inf, stores cut to the valid lanes.
+      const int64_t nv = ob - oa;
+      const int64_t c0 = oa * SW - d.pW;
+      const int64_t span = (nv - 1) * SW + (d.kW - 1) * d.dW + 1;  // input columns read
+      const int64_t off_max = (d.kW - 1) * d.dW;
+      if (off_max + 16 <= kSmallRow) {
+        alignas(32) float row[kSmallRow];
+        std::fill(row, row + kSmallRow, -std::numeric_limits<float>::infinity());
+        __m256 m = ninf;
+        __m256i bi = _mm256_add_epi32(_mm256_set1_epi32(int32_t(hs * d.W + c0)), lane);
+        for (int64_t h = hs; h < he; h += d.dH) {
+          std::copy(x + h * d.W + c0, x + h * d.W + c0 + span, row);
+          const int32_t base = int32_t(h * d.W + c0);
+          for (int64_t kw = 0; kw < d.kW; ++kw) {
+            const int64_t off = kw * d.dW;
+            const __m256 v = load_cols<SW>(row + off);
+            const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ),
+                                             _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            m = _mm256_blendv_ps(m, v, take);
+            if constexpr (IDX) {
+              const __m256i iv = _mm256_add_epi32(_mm256_set1_epi32(base + int32_t(off)), lane);
+              bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi),
+                                                        _mm256_castsi256_ps(iv), take));
+            }
+          }
+        }
+        alignas(32) float mv[8];
+        alignas(32) int32_t iv[8];
+        _mm256_store_ps(mv, m);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(iv), bi);
+        for (int64_t l = 0; l < nv; ++l) {
+          yr[oa + l] = mv[l];
+          if constexpr (IDX) ir[oa + l] = iv[l];
+        }
+        ow = ob;
+      }
     }
     for (; ow < d.OW; ++ow) max_window_cpu(x, d, oh, ow, yr + ow, IDX ? ir + ow : nullptr);
   }
@@ -367,12 +411,16 @@ EMBER_AVX2 float plane_mean_avx2(const float* x, int64_t n) {
 inline bool vec_ok(const Pool2dDims& d) {
   return (d.sW == 1 || d.sW == 2) && d.H * d.W < (int64_t{1} << 31) && d.OW >= 8;
 }
+// Max pooling also takes maps with fewer than 8 output columns (padded row copies).
+inline bool vec_ok_max(const Pool2dDims& d) {
+  return (d.sW == 1 || d.sW == 2) && d.H * d.W < (int64_t{1} << 31);
+}
 
 template <typename T>
 void max_fwd_plane(bool avx2, const T* x, T* y, int64_t* idx, const Pool2dDims& d) {
 #if EMBER_COMPILED_AVX2
   if constexpr (std::is_same_v<T, float>)
-    if (avx2 && vec_ok(d)) {
+    if (avx2 && vec_ok_max(d)) {
       if (idx)
         return d.sW == 1 ? max_fwd_plane_avx2<1, true>(x, y, idx, d)
                          : max_fwd_plane_avx2<2, true>(x, y, idx, d);
