@@ -52,6 +52,24 @@
 //              B block, so it is cut to <= 512 KiB (kSmallBBytes): packing then writes into L2
 //              and the micro-kernels read it back from there, not from L3 (64x3136x576: best
 //              of 6 alternated runs 94 -> 105 GFLOP/s, 1 thread).
+//      Retuning KC/MC for AVX-512 (256/300, 256/600, 320/480, 384/396 against 512/300,
+//      alternated runs at 1024^3, 2048^3, 4096x768x768, 512x3072x768) found nothing better
+//      outside the +-10% noise of the shared machine, so the values stay.
+//    Where the time goes (AVX-512, 1 thread, thread CPU time, % of the FMA peak measured in
+//    the same run; medians of 3 runs alternated with the previous version on a loaded
+//    machine): the micro-kernel with A and B in L1 reaches ~93%; the 8-row edge kernel as
+//    much, the 4-row one ~70% (but M = 60, 64 and 72 run at the same rate, so the 4-row
+//    tile of M = 64 costs little). Whole GEMMs: 512^3 74 -> 77%, 1024^3 72 -> 76%, 2048^3
+//    69 -> 75%, 4096x768x768 73 -> 78%, 512x3072x768 66 -> 73%, 64x3136x576 50 -> 59%,
+//    128x256x1152 67 -> 72%. What remains: packing B (~5% at 1024^3; ~20% for M = 64,
+//    whose packed B elements are used only 64 times) and B/A streaming from L2.
+//    Tried and dropped (no gain or a loss in alternated runs): the micro-kernel reading
+//    row-major B in place for M <= 192 (no B packing; 64x3136x576 ~90 -> 55-80 GFLOP/s,
+//    probably because kc rows 12.5 KiB apart alias in L1 and span many pages), packing B in the
+//    first tile that reads each micro-panel (loads stored to the panel as the FMAs run),
+//    zmm instead of ymm copies in the B packing (memory-bound), prefetching A as well as B,
+//    prefetching the C tile 3 lines per 8 k steps (for small kc), and the same B prefetch in
+//    the AVX2 kernel (already ~88% of the AVX2 peak at 1024^3).
 //    K is split into KC blocks; each block's float sum is added into c (as BLAS does), which
 //    keeps the rounding error at sgemm's level for long K. The epilogue (bias, activation) is
 //    applied by the micro-kernel of the last K block while the tile is in registers (bias) /
