@@ -59,8 +59,8 @@
 //    the same run; medians of 3 runs alternated with the previous version on a loaded
 //    machine): the micro-kernel with A and B in L1 reaches ~93%; the 8-row edge kernel as
 //    much, the 4-row one ~70% (but M = 60, 64 and 72 run at the same rate, so the 4-row
-//    tile of M = 64 costs little). Whole GEMMs: 512^3 74 -> 77%, 1024^3 72 -> 76%, 2048^3
-//    69 -> 75%, 4096x768x768 73 -> 78%, 512x3072x768 66 -> 73%, 64x3136x576 50 -> 59%,
+//    tile of M = 64 costs little). Whole GEMMs: 512^3 74 -> 77%, 1024^3 71 -> 76%, 2048^3
+//    71 -> 75%, 4096x768x768 73 -> 77%, 512x3072x768 67 -> 73%, 64x3136x576 50 -> 57%,
 //    128x256x1152 67 -> 72%. What remains: packing B (~5% at 1024^3; ~20% for M = 64,
 //    whose packed B elements are used only 64 times) and B/A streaming from L2.
 //    Tried and dropped (no gain or a loss in alternated runs): the micro-kernel reading
