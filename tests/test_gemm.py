@@ -157,6 +157,7 @@ def test_gemm_shape_grid(path):
         (2, 300, 64),
         (1, 129, 300),
         (129, 1, 77),
+        (64, 1000, 600),  # one M block, N cut into L2-sized B blocks (+ a partial panel)
     ],
 )
 def test_gemm_tile_edges_and_k_blocks(path, M, N, K):
@@ -220,7 +221,15 @@ def test_gemm_nan_in_c_does_not_leak_with_beta_zero(path):
 @pytest.mark.parametrize("act", ACTS)
 def test_gemm_bias_and_activation(path, act):
     rng = np.random.default_rng(6)
-    for M, N, K in [(1, 5, 3), (2, 40, 17), (7, 17, 5), (30, 70, 130), (13, 33, 600), (5, 3, 0)]:
+    for M, N, K in [
+        (1, 5, 3),
+        (2, 40, 17),
+        (7, 17, 5),
+        (30, 70, 130),
+        (13, 33, 600),
+        (70, 700, 1100),
+        (5, 3, 0),
+    ]:
         for tb in (False, True):
             a = _rand(rng, (1, M, K))
             b = _operand(rng, 1, K, N, np.float32, tb)

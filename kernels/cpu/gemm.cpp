@@ -26,7 +26,12 @@
 //                  scalar cliff), and AVX-512 edge tiles with <= 4 / <= 8 valid rows use 4- /
 //                  8-row variants. Packing reads a and b through their strides, with vector
 //                  fast paths (4x8 in-register transposes) for row-major and transposed
-//                  layouts. The micro-kernel prefetches its C tile one line per 8 k steps.
+//                  layouts. The micro-kernel prefetches its C tile one line per 8 k steps,
+//                  and (AVX-512) the B micro-panel 4 k steps ahead: with B streaming from L2
+//                  that took the kernel alone from ~140 to ~175 GFLOP/s (kc = 512, 16
+//                  panels) and 1024^3 from 150 to 160 (best of 4 alternated runs, 1 thread;
+//                  2 or 6 k steps, and prefetching A 4 / 8 / 16 k steps ahead too, were no
+//                  better).
 //    AVX2/FMA  6x16: 12 ymm accumulators + 2 B vectors + 1 broadcast = 15 of 16 registers;
 //              12 FMAs per 2 loads + 6 broadcasts keeps both FMA ports busy (needs >= 8
 //              independent chains for 4-cycle latency x 2 ports; we have 12).
@@ -42,7 +47,29 @@
 //      MC = 300 (AVX-512) / 288 (AVX2): A block MC*KC*4 = 600 / 576 KiB stays in a 1 MiB L2
 //              (512 KiB on Zen3: then MC ~ 200 would be the choice) next to the streaming B
 //              micro-panel; M is cut into equal blocks, multiples of MR.
-//      NC = 4096: B block KC*NC*4 = 8 MiB sits in L3 and is shared by all MC blocks.
+//      NC = 4096: B block KC*NC*4 = 8 MiB sits in L3 and is shared by all MC blocks. With
+//              a single M block (M <= MC, e.g. conv's 64 output channels) nothing shares the
+//              B block, so it is cut to <= 512 KiB (kSmallBBytes): packing then writes into L2
+//              and the micro-kernels read it back from there, not from L3 (64x3136x576: best
+//              of 6 alternated runs 94 -> 105 GFLOP/s, 1 thread).
+//      Retuning KC/MC for AVX-512 (256/300, 256/600, 320/480, 384/396 against 512/300,
+//      alternated runs at 1024^3, 2048^3, 4096x768x768, 512x3072x768) found nothing better
+//      outside the +-10% noise of the shared machine, so the values stay.
+//    Where the time goes (AVX-512, 1 thread, thread CPU time, % of the FMA peak measured in
+//    the same run; medians of 3 runs alternated with the previous version on a loaded
+//    machine): the micro-kernel with A and B in L1 reaches ~93%; the 8-row edge kernel as
+//    much, the 4-row one ~70% (but M = 60, 64 and 72 run at the same rate, so the 4-row
+//    tile of M = 64 costs little). Whole GEMMs: 512^3 74 -> 77%, 1024^3 71 -> 76%, 2048^3
+//    71 -> 75%, 4096x768x768 73 -> 77%, 512x3072x768 67 -> 73%, 64x3136x576 50 -> 57%,
+//    128x256x1152 67 -> 72%. What remains: packing B (~5% at 1024^3; ~20% for M = 64,
+//    whose packed B elements are used only 64 times) and B/A streaming from L2.
+//    Tried and dropped (no gain or a loss in alternated runs): the micro-kernel reading
+//    row-major B in place for M <= 192 (no B packing; 64x3136x576 ~90 -> 55-80 GFLOP/s,
+//    probably because kc rows 12.5 KiB apart alias in L1 and span many pages), packing B in the
+//    first tile that reads each micro-panel (loads stored to the panel as the FMAs run),
+//    zmm instead of ymm copies in the B packing (memory-bound), prefetching A as well as B,
+//    prefetching the C tile 3 lines per 8 k steps (for small kc), and the same B prefetch in
+//    the AVX2 kernel (already ~88% of the AVX2 peak at 1024^3).
 //    K is split into KC blocks; each block's float sum is added into c (as BLAS does), which
 //    keeps the rounding error at sgemm's level for long K. The epilogue (bias, activation) is
 //    applied by the micro-kernel of the last K block while the tile is in registers (bias) /
@@ -577,6 +604,10 @@ EMBER_AVX512 void micro_avx512(int64_t kc, const float* A, const float* B, const
     }
 #pragma GCC unroll 8
     for (int kk = 0; kk < 8; ++kk) {
+      // The B micro-panel (KC x 32 floats = 64 KiB) streams from L2 (see KC below): fetch
+      // its two lines 4 k steps (~48 cycles) ahead so the loads hit L1.
+      _mm_prefetch(reinterpret_cast<const char*>(B + 4 * 32), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(B + 4 * 32 + 16), _MM_HINT_T0);
       const __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
       EMBER_ROWS(EMBER_FMA)
       A += 12;
@@ -642,6 +673,8 @@ void Avx512Ker::micro(int64_t kc, const float* A, const float* B, const TileArgs
     micro_avx512<12>(kc, A, B, t);
 }
 
+constexpr int64_t kSmallBBytes = 512 * 1024;
+
 // ---- the BLIS loop nest over one [M, N] matrix (a sub-block of one batch) ---------------------
 template <class Ker>
 void packed_serial(const float* a, int64_t sam, int64_t sak, const float* b, int64_t sbk,
@@ -655,13 +688,19 @@ void packed_serial(const float* a, int64_t sam, int64_t sak, const float* b, int
   // M blocks of equal size too (multiples of MR), so no thin last block wastes an A packing.
   const int64_t mblocks = (M + MC - 1) / MC;
   const int64_t mc_max = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
-  const int64_t nc_max = (std::min(NC, N) + NR - 1) / NR * NR;
+  // One M block (conv's M = 64 output channels): each packed B block is used by only
+  // mc / MR tiles per K block, and a B block larger than L2 (288 x 3136 floats = 3.6 MB) is
+  // written to L3 by the packing and read back from there by the micro-kernels. A B block of
+  // <= kSmallBBytes keeps that round trip inside L2 (64 x 3136 x 576: +7%, measured).
+  const int64_t nc_blk =
+      mblocks == 1 ? std::clamp<int64_t>(kSmallBBytes / (kc_max * 4) / NR * NR, NR, NC) : NC;
+  const int64_t nc_max = (std::min(nc_blk, N) + NR - 1) / NR * NR;
   float* ws = tl_workspace.get(static_cast<size_t>(kc_max) * (mc_max + nc_max) + 16);
   if (!ws) return;  // out of memory: nothing sane to do without exceptions
   float* bufA = ws;
   float* bufB = ws + ((kc_max * mc_max + 15) & ~int64_t{15});
-  for (int64_t jc = 0; jc < N; jc += NC) {
-    const int64_t nc = std::min(NC, N - jc);
+  for (int64_t jc = 0; jc < N; jc += nc_blk) {
+    const int64_t nc = std::min(nc_blk, N - jc);
     for (int64_t pc = 0; pc < K; pc += kc_max) {
       const int64_t kc = std::min(kc_max, K - pc);
       const bool first = pc == 0, last = pc + kc == K;
