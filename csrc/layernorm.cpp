@@ -90,8 +90,9 @@ void fwd_py(const py::object& x_obj, int64_t n, const py::object& w_obj,
   if (rows == 0 || n == 0) return;
   const void* xp = x.data();
   void* y = const_cast<void*>(out.data());
-  py::gil_scoped_release nogil;
-  if (ember::dtype_of(x) == ember::DType::f32)
+  const bool f32 = ember::dtype_of(x) == ember::DType::f32;  // touches Python: before the
+  py::gil_scoped_release nogil;                               // GIL is released
+  if (f32)
     ember::layernorm_fwd(static_cast<const float*>(xp), static_cast<float*>(y), rows, n,
                          static_cast<const float*>(w), static_cast<const float*>(b), eps, rms,
                          static_cast<float*>(mean), static_cast<float*>(rstd));
@@ -134,8 +135,9 @@ void bwd_py(const py::object& g_obj, const py::object& x_obj, int64_t n,
   if (n == 0) return;
   const void* gp = g.data();
   const void* xp = x.data();
+  const bool f32 = ember::dtype_of(x) == ember::DType::f32;
   py::gil_scoped_release nogil;
-  if (ember::dtype_of(x) == ember::DType::f32)
+  if (f32)
     ember::layernorm_bwd(static_cast<const float*>(gp), static_cast<const float*>(xp), rows, n,
                          static_cast<const float*>(mean), static_cast<const float*>(rstd),
                          static_cast<const float*>(w), rms, static_cast<float*>(gx),
