@@ -21,7 +21,8 @@ with ordinary stores too (their write-allocate is not counted either).
 Compute ceiling: softmax, log-softmax and cross-entropy take one vectorised exp
 (``exp512_ps`` / ``exp256_ps``, kernels/cpu/vexp.h) per element per pass that needs one (see
 EXPS); its rate is measured in the same run (``_C._exp_avx512`` or ``_exp_avx2``, whichever the
-kernels use, on an L2-resident buffer, 1 thread), and the "exp share" column says how much of the kernel time the exps alone account for.
+kernels use, on an L2-resident buffer, 1 thread), and the "exp share" column says how much of
+the kernel time the exps alone account for.
 
 Two levels are timed, both median of ``--repeat`` calls after warm-up, ember and PyTorch in
 the same process with the same thread count:
