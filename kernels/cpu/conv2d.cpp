@@ -449,38 +449,55 @@ void build_slab(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t oh0, i
   }
 }
 
+// Per-thread index arrays of the gathered (implicit-GEMM) operand of fwd_shifted.
+thread_local std::vector<const float*> tl_brow;
+thread_local std::vector<int64_t> tl_bcol;
+
+// Forward as ONE GEMM per slab tile with the taps concatenated along K: y_tile[Og, rows*OW] =
+// W[Og, KK*Cg] @ B, B(tap*Cg + c, n) = slab[c][off(tap) + (n / OW)*Wp + n % OW]. B is never
+// materialised: the GEMM packs its panels straight from the slab (gemm_serial_gather), so the
+// micro-kernel accumulates all taps in registers (C is written once per K block, not read and
+// written once per tap), and the Wp - OW padding columns are never computed.
 void fwd_shifted(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
   const Geo q(d);
   const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
-  // Weights per tap, [G][KK][Og][Cg], once per call: the GEMM's A for tap t is row-major.
+  // Weights as [G][Og][KK][Cg], once per call: row o of group g is the GEMM's A row, with k =
+  // tap*Cg + c matching B's row order.
   float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
   if (!wt) return;
   for (int64_t g = 0; g < d.G; ++g)
     for (int64_t o = 0; o < q.Og; ++o)
       for (int64_t c = 0; c < q.Cg; ++c)
         for (int64_t t = 0; t < q.KK; ++t)
-          wt[((g * q.KK + t) * q.Og + o) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
+          wt[((g * q.Og + o) * q.KK + t) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
   const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
   const int64_t pieces = d.N * d.G * nt;
   cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
     const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
-    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
     const int64_t sr = rows + eh;
-    // channel stride: slab rows plus slack for the last taps' overrun, 16-float aligned
     const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
-    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
+    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * T));
     if (!ws) return;
+    std::vector<const float*>& brow = tl_brow;
+    std::vector<int64_t>& bcol = tl_bcol;
+    brow.resize(static_cast<size_t>(q.K));
+    bcol.resize(static_cast<size_t>(T));
     build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
-    float* ct = ws + q.Cg * cs;
     for (int64_t i = 0; i < d.KH; ++i)
       for (int64_t j = 0; j < d.KW; ++j) {
+        const float* base = ws + i * d.dh * Wp + j * d.dw;
         const int64_t tap = i * d.KW + j;
-        gemm_serial(wt + (g * q.KK + tap) * q.Og * q.Cg, q.Cg, 1, ws + i * d.dh * Wp + j * d.dw,
-                    cs, 1, ct, Tw, q.Og, Tw, q.Cg, 1.0f, tap == 0 ? 0.0f : 1.0f);
+        for (int64_t c = 0; c < q.Cg; ++c) brow[tap * q.Cg + c] = base + c * cs;
       }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t ow = 0; ow < d.OW; ++ow) bcol[r * d.OW + ow] = r * Wp + ow;
+    float* ct = ws + q.Cg * cs;
+    gemm_serial_gather(wt + g * q.Og * q.K, q.K, brow.data(), bcol.data(), ct, T, q.Og, T, q.K,
+                       1.0f, 0.0f);
     float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
     for (int64_t o = 0; o < q.Og; ++o)
-      copy_bias_rows(yc + o * q.OHW, d.OW, ct + o * Tw, Wp, rows, b ? b[g * q.Og + o] : 0.0f);
+      copy_bias_row(yc + o * q.OHW, ct + o * T, T, b ? b[g * q.Og + o] : 0.0f);
   });
 }
 
