@@ -51,6 +51,9 @@ bool gemm_serial(const float* a, int64_t sam, int64_t sak, const float* b, int64
 bool gemm_serial_gather(const float* a, int64_t lda, const float* const* brow,
                         const int64_t* bcol, float* c, int64_t ldc, int64_t M, int64_t N,
                         int64_t K, float alpha, float beta);
+// And with B given by column pointers: B(k, n) = bcolp[n][k]; a row-major [M, K], row stride lda.
+bool gemm_serial_colptr(const float* a, int64_t lda, const float* const* bcolp, float* c,
+                        int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha, float beta);
 
 // ---- FMA peak probe (kernels/cpu/peak.cpp) -------------------------------------------------
 // Single-thread GFLOP/s of independent FMA chains; isa 0 = AVX2 (ymm), 1 = AVX-512 (zmm).

@@ -681,20 +681,27 @@ void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2d
       build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
       float* gyw = ws + q.Cg * cs;
       widen_rows(gy + (n * d.O + g * q.Og) * q.OHW, q.OHW, d.OW, oh0, rows, q.Og, Wp, gyw);
+      // One GEMM for all taps: gW[Og, KK*Cg] += gy_wide @ B, column tap*Cg + c of B being
+      // channel c of the slab shifted by the tap (packed straight from the slab; gy_wide is
+      // packed once, not once per tap).
+      std::vector<const float*>& bp = tl_brow;
+      bp.resize(static_cast<size_t>(q.K));
       for (int64_t i = 0; i < d.KH; ++i)
         for (int64_t j = 0; j < d.KW; ++j) {
+          const float* base = ws + i * d.dh * Wp + j * d.dw;
           const int64_t tap = i * d.KW + j;
-          gemm_serial(gyw, Tw, 1, ws + i * d.dh * Wp + j * d.dw, 1, cs,
-                      acc + (g * q.KK + tap) * q.Og * q.Cg, q.Cg, q.Og, q.Cg, Tw, 1.0f, 1.0f);
+          for (int64_t c = 0; c < q.Cg; ++c) bp[tap * q.Cg + c] = base + c * cs;
         }
+      gemm_serial_colptr(gyw, Tw, bp.data(), acc + g * q.Og * q.K, q.K, q.Og, q.K, Tw, 1.0f,
+                         1.0f);
     }
   });
   for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
   for (int64_t g = 0; g < d.G; ++g)
-    for (int64_t tap = 0; tap < q.KK; ++tap)
-      for (int64_t o = 0; o < q.Og; ++o)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t tap = 0; tap < q.KK; ++tap)
         for (int64_t c = 0; c < q.Cg; ++c)
-          gw[((g * q.Og + o) * q.Cg + c) * q.KK + tap] = accs[((g * q.KK + tap) * q.Og + o) * q.Cg + c];
+          gw[((g * q.Og + o) * q.Cg + c) * q.KK + tap] = accs[((g * q.Og + o) * q.KK + tap) * q.Cg + c];
 }
 
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {

@@ -783,6 +783,45 @@ EMBER_AVX2 void pack_b_gather(const float* const* brow, const int64_t* bcol, int
   }
 }
 
+// Column-pointer B: B(k, n) = bcolp[n][k] (column n contiguous along k, e.g. one channel of a
+// shifted slab view). pack_rows_t's 4x8 in-register transposes, with a pointer per column.
+template <int NR>
+EMBER_AVX2 void pack_b_colptr(const float* const* bp, int64_t pc, int64_t kc, int64_t nc,
+                              float* buf) {
+  for (int64_t jr = 0; jr < nc; jr += NR, buf += NR * kc) {
+    const int rows = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+    const float* const* src = bp + jr;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      int i = 0;
+      for (; i + 4 <= rows; i += 4) {
+        const int64_t o = pc + k;
+        const __m256 r0 = _mm256_loadu_ps(src[i] + o), r1 = _mm256_loadu_ps(src[i + 1] + o),
+                     r2 = _mm256_loadu_ps(src[i + 2] + o), r3 = _mm256_loadu_ps(src[i + 3] + o);
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1),
+                     t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                     u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        float* d = buf + k * NR + i;
+        _mm_storeu_ps(d + 0 * NR, _mm256_castps256_ps128(u0));
+        _mm_storeu_ps(d + 1 * NR, _mm256_castps256_ps128(u1));
+        _mm_storeu_ps(d + 2 * NR, _mm256_castps256_ps128(u2));
+        _mm_storeu_ps(d + 3 * NR, _mm256_castps256_ps128(u3));
+        _mm_storeu_ps(d + 4 * NR, _mm256_extractf128_ps(u0, 1));
+        _mm_storeu_ps(d + 5 * NR, _mm256_extractf128_ps(u1, 1));
+        _mm_storeu_ps(d + 6 * NR, _mm256_extractf128_ps(u2, 1));
+        _mm_storeu_ps(d + 7 * NR, _mm256_extractf128_ps(u3, 1));
+      }
+      for (; i < rows; ++i)
+        for (int kk = 0; kk < 8; ++kk) buf[(k + kk) * NR + i] = src[i][pc + k + kk];
+      for (; i < NR; ++i)
+        for (int kk = 0; kk < 8; ++kk) buf[(k + kk) * NR + i] = 0.0f;
+    }
+    for (; k < kc; ++k)
+      for (int i = 0; i < NR; ++i) buf[k * NR + i] = i < rows ? src[i][pc + k] : 0.0f;
+  }
+}
+
 template <class Ker>
 void gemm_packed(const float* a, const float* b, float* c, const GemmDims& d, float alpha,
                  float beta, const float* bias, GemmAct act) {
@@ -895,6 +934,34 @@ bool gemm_serial_gather(const float* a, int64_t lda, const float* const* brow,
 #else
   (void)a, (void)lda, (void)brow, (void)bcol, (void)c, (void)ldc, (void)M, (void)N, (void)K,
       (void)alpha, (void)beta;
+  return false;
+#endif
+}
+
+bool gemm_serial_colptr(const float* a, int64_t lda, const float* const* bcolp, float* c,
+                        int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
+                        float beta) {
+#if EMBER_COMPILED_AVX2
+  const int path = gemm_path();
+  if (path == 0 || K <= 0) return false;
+  if (M <= 0 || N <= 0) return true;
+  auto run = [&](auto ker) {
+    using Ker = decltype(ker);
+    packed_serial_with<Ker>(
+        a, lda, 1,
+        [&](int64_t pc, int64_t jc, int64_t kc, int64_t nc, float* buf) {
+          pack_b_colptr<Ker::NR>(bcolp + jc, pc, kc, nc, buf);
+        },
+        c, ldc, M, N, K, alpha, beta, nullptr, GemmAct::none);
+  };
+  if (path == 2 && N > 16)
+    run(Avx512Ker{});
+  else
+    run(Avx2Ker{});
+  return true;
+#else
+  (void)a, (void)lda, (void)bcolp, (void)c, (void)ldc, (void)M, (void)N, (void)K, (void)alpha,
+      (void)beta;
   return false;
 #endif
 }
