@@ -458,18 +458,12 @@ thread_local std::vector<int64_t> tl_bcol;
 // materialised: the GEMM packs its panels straight from the slab (gemm_serial_gather), so the
 // micro-kernel accumulates all taps in registers (C is written once per K block, not read and
 // written once per tap), and the Wp - OW padding columns are never computed.
-void fwd_shifted(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+// wt: the weights as [G][Og][KK][Cg] (row o of group g is the GEMM's A row, k = tap*Cg + c
+// matching B's row order).
+void fwd_shifted_wt(const float* x, const float* wt, const float* b, float* y,
+                    const Conv2dDims& d) {
   const Geo q(d);
   const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
-  // Weights as [G][Og][KK][Cg], once per call: row o of group g is the GEMM's A row, with k =
-  // tap*Cg + c matching B's row order.
-  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
-  if (!wt) return;
-  for (int64_t g = 0; g < d.G; ++g)
-    for (int64_t o = 0; o < q.Og; ++o)
-      for (int64_t c = 0; c < q.Cg; ++c)
-        for (int64_t t = 0; t < q.KK; ++t)
-          wt[((g * q.Og + o) * q.KK + t) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
   const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
   const int64_t pieces = d.N * d.G * nt;
   cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
@@ -499,6 +493,59 @@ void fwd_shifted(const float* x, const float* w, const float* b, float* y, const
     for (int64_t o = 0; o < q.Og; ++o)
       copy_bias_row(yc + o * q.OHW, ct + o * T, T, b ? b[g * q.Og + o] : 0.0f);
   });
+}
+
+void fwd_shifted(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const Geo q(d);
+  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
+  if (!wt) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t t = 0; t < q.KK; ++t)
+          wt[((g * q.Og + o) * q.KK + t) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
+  fwd_shifted_wt(x, wt, b, y, d);
+}
+
+// Stride-1 input gradient as a forward convolution: gx[c, ih, iw] = sum_{o, i, j} w[o, c, i, j]
+// * gy[o, ih + ph - i*dh, iw + pw - j*dw] is the forward of gy (Og input channels per group)
+// with the kernel flipped and transposed and padding (KH-1)*dh - ph / (KW-1)*dw - pw, output
+// H x W. So it runs on fwd_shifted_wt's implicit GEMM (all taps in registers, no per-tap
+// read-modify-write of a slab, no add-back into gx).
+Conv2dDims bwd_data_as_fwd_dims(const Conv2dDims& d) {
+  Conv2dDims e = d;
+  e.C = d.O;
+  e.H = d.OH;
+  e.W = d.OW;
+  e.O = d.C;
+  e.OH = d.H;
+  e.OW = d.W;
+  e.ph = (d.KH - 1) * d.dh - d.ph;
+  e.pw = (d.KW - 1) * d.dw - d.pw;
+  return e;
+}
+
+// Cg >= 64: the forward's M is Cg; with M = 32 (N=64 32->64 14x14) it lost to the per-tap
+// shifted GEMMs (9.0 vs 7.8 ms, best of 3 alternated runs, 1 thread).
+bool bwd_data_as_fwd_ok(const Conv2dDims& d) {
+  return d.C / d.G >= 64 && d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
+         use_shifted(bwd_data_as_fwd_dims(d));
+}
+
+void bwd_data_as_fwd(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  const Geo q(d);
+  const Conv2dDims e = bwd_data_as_fwd_dims(d);
+  // wt[g][c][t][o] = w[g*Og + o][c][KK-1-t]: [G][Og'][KK][Cg'] of the forward with Og' = Cg
+  // output and Cg' = Og input channels, taps flipped.
+  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
+  if (!wt) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t t = 0; t < q.KK; ++t)
+          wt[((g * q.Cg + c) * q.KK + t) * q.Og + o] =
+              w[((g * q.Og + o) * q.Cg + c) * q.KK + (q.KK - 1 - t)];
+  fwd_shifted_wt(gy, wt, nullptr, gx, e);
 }
 
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
@@ -598,6 +645,10 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
   // Measured (1 thread): shifted 30 / 6.7 / 12 ms vs im2col 33 / 8 / 14.5 ms on 64->64 32x32,
   // 32->64 14x14, 128->128 16x16, but 24.5 vs 21 ms on 64->64 56x56 (each of the 9 GEMMs
   // re-packs the whole gy tile): shifted only for maps up to 32x32.
+  if (bwd_data_as_fwd_ok(d)) {
+    bwd_data_as_fwd(gy, w, gx, d);
+    return;
+  }
   if (use_shifted(d) && d.OH * d.OW <= 1024) {
     bwd_data_shifted(gy, w, gx, d);
     return;
