@@ -51,6 +51,8 @@ CASES = [
     # (C/G >= 64 too)
     (2, 64, 9, 10, 64, (4, 3), 1, "same", (2, 1), 1),
     (1, 128, 11, 9, 64, (3, 3), 1, (0, 2), 1, 2),
+    (9, 32, 5, 6, 40, (3, 3), 1, 1, 1, 1),  # small maps: several images per slab and GEMM
+    (9, 64, 5, 6, 64, (3, 3), 1, (1, 2), (1, 2), 1),  # the same, and for the input gradient
     (2, 64, 6, 7, 32, (2, 3), 1, (2, 1), 1, 1),  # padding > (KH-1)*dh: the old shifted path
     (2, 4, 5, 6, 4, (3, 3), 1, (4, 3), 1, 4),  # the same, depthwise
     (2, 4, 5, 6, 4, (2, 3), 3, 4, 1, 1),  # the same, im2col

@@ -17,14 +17,21 @@
 //    into tiles of whole output rows, or of columns of one row when a single unfolded row is
 //    already over the cap (long 1-D signals), bounded by kColCap floats of workspace per
 //    thread, reused across calls: never the whole unfolded tensor.
-//      shifted GEMMs (stride 1, C/G >= 32; all three passes, input gradient only for maps up
-//                  to 32x32): the input rows of a tile are copied into a zero-padded slab of
-//                  row width Wp = OW + (KW-1)*dw; tap (i, j) then reads the slab at the
-//                  constant offset i*dh*Wp + j*dw, so each tap is one GEMM on a plain strided
-//                  view, no im2col. Outputs come out Wp wide (the Wp - OW extra columns are
-//                  dropped; for the gradients gy is widened with zero columns). Forward: y +=
-//                  W_tap @ slab_view per tap; weight gradient: gW_tap += gy_wide @ slab_view^T;
-//                  input gradient: slab += W_tap^T @ gy_wide, then the slab is added into gx.
+//      shifted slab (stride 1, C/G >= 32): the input rows of a tile are copied into a
+//                  zero-padded slab of row width Wp = OW + (KW-1)*dw; tap (i, j) then reads
+//                  the slab at the constant offset i*dh*Wp + j*dw (a plain strided view, no
+//                  im2col). All taps go into ONE implicit GEMM with K (or N) = KK*Cg, whose B
+//                  panels are packed straight from the slab (gemm.cpp: gemm_serial_gather /
+//                  gemm_serial_colptr), so the micro-kernel sums all taps in registers.
+//                  Forward: y_tile[Og, rows*OW] = W[Og, KK*Cg] @ B, B(tap*Cg + c, n) = slab
+//                  channel c shifted by the tap at output pixel n (the gather skips the Wp - OW
+//                  padding columns: nothing is computed and dropped). Weight gradient:
+//                  gW[Og, KK*Cg] += gy_wide[Og, rows*Wp] @ B, column tap*Cg + c of B a pointer
+//                  into the slab (gy widened to Wp with zero columns). Input gradient, for
+//                  C/G >= 64 and padding <= (K-1)*dilation: the forward of gy with the kernel
+//                  flipped and transposed and padding (K-1)*dilation - p (bwd_data_as_fwd);
+//                  otherwise (C/G 32..63) one GEMM per tap, slab += W_tap^T @ gy_wide, then
+//                  the slab is added into gx (maps up to 32x32; im2col above).
 //      im2col (the rest): forward y_tile[Og, T] = W_g[Og, K] @ col[K, T], K = Cg*KH*KW,
 //                  T = rows*OW; 1x1 stride-1 unpadded convolutions use x[n, g] itself as col.
 //                  Input gradient col = W^T @ gy_tile, then col2im adds it into gx. Weight
@@ -50,7 +57,18 @@
 //    36 -> 26 ms, 128->128 16x16 17 -> 13 ms, 64->64 56x56 29 -> 23 ms; weight gradient 5-10%
 //    faster; input gradient see bwd_data_fast (faster up to 32x32 maps, slower at 56x56).
 //    Below 32 input channels per group the per-tap GEMMs have too small a K.
-//  * explicit im2col tile + GEMM, not implicit GEMM. An implicit version (the GEMM calling
+//  * one implicit GEMM over all taps (K = KK*Cg, B packed from the slab by a gather) over one
+//    GEMM per tap (B = the strided slab view, packed per tap; C read and written per tap; the
+//    output Wp wide). Best/median of alternated runs, 1 thread, --clock thread: forward
+//    (warm output) 64->64 32x32 27.0 -> 24.4 ms, 56x56 24.7 -> 19.9 ms, 128->128 16x16
+//    12.5 -> 11.3 ms, N=64 32->64 14x14 8.0 -> 6.6 ms. The weight gradient as one GEMM
+//    (gy packed once, not per tap): fwd+bwd -5..10%. The input gradient as a forward of gy:
+//    bwd-data alone 31 -> 26 ms (32x32), 25 -> 21 ms (56x56; was im2col), 14 -> 12.4 ms
+//    (16x16), but 7.8 -> 9.0 ms for 32 input channels (M = 32), hence C/G >= 64.
+//  * several images per slab and GEMM when a whole image has < kMinCols = 768 output pixels:
+//    N=64 32->64 14x14 forward 7.1 -> 6.4 ms (2 alternated runs each); 128->128 16x16 (3
+//    images per GEMM, capped by kColCap) unchanged at 12.2-12.5 ms.
+//  * explicit im2col tile + GEMM, not implicit GEMM, where the slab does not apply. An implicit version (the GEMM calling
 //    back for its B panels, built from x one im2col row at a time in L1) was tried: 36-37 ms
 //    vs 35-36 ms explicit, and 9.9 vs 9.0 ms for N=64 32->64 14x14, so it was dropped. Where
 //    the time goes: the GEMM alone on the tiles 25 ms (95 GFLOP/s, what gemm() reaches on the
@@ -398,12 +416,10 @@ EMBER_AVX2 void pad_plane_rows(const float* src, int64_t SH, int64_t SW, int64_t
 }
 
 // ---- GEMM-based fast paths ----------------------------------------------------------------------
-// Stride-1 forward without im2col ("shifted GEMMs"): with the input tile copied into a
+// Stride-1 convolution without im2col ("shifted slab"): with the input tile copied into a
 // zero-padded slab of row width Wp = OW + (KW-1)*dw, tap (i, j) reads the slab at the constant
-// offset i*dh*Wp + j*dw, so y_wide[Og, rows*Wp] = sum over taps of W[:, :, i, j] @ slab view
-// (a plain strided matrix, packed by the GEMM directly). The Wp - OW extra columns per row are
-// computed and dropped. Needs K = Cg per GEMM to be large enough that re-reading the C tile
-// per tap is cheap (Cg >= kShiftMinC).
+// offset i*dh*Wp + j*dw (see fwd_shifted_wt). Below kShiftMinC channels per group the per-tap
+// K blocks are too short (the per-tap gradient GEMMs; measured with the per-tap forward).
 constexpr int64_t kShiftMinC = 32;
 
 bool use_shifted(const Conv2dDims& d) {
@@ -460,38 +476,57 @@ thread_local std::vector<int64_t> tl_bcol;
 // written once per tap), and the Wp - OW padding columns are never computed.
 // wt: the weights as [G][Og][KK][Cg] (row o of group g is the GEMM's A row, k = tap*Cg + c
 // matching B's row order).
+// Small maps (a whole image per slab tile with fewer than kMinCols output pixels): several
+// images share one slab and one GEMM (their slabs follow each other; the gather's column
+// offsets jump between them), so N is large enough to amortise packing A and the edge panels.
+constexpr int64_t kMinCols = 768;
+
 void fwd_shifted_wt(const float* x, const float* wt, const float* b, float* y,
                     const Conv2dDims& d) {
   const Geo q(d);
   const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
   const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
-  const int64_t pieces = d.N * d.G * nt;
-  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
-    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
-    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW;
+  const int nth = nthreads_for(conv_flops(d));
+  int64_t ni = 1;  // images per piece
+  if (nt == 1 && q.OHW < kMinCols) {
+    const int64_t cs1 = ((d.OH + eh) * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+    const int64_t fit = std::max<int64_t>(1, kColCap / (q.Cg * cs1 + q.Og * q.OHW));
+    ni = std::min({(kMinCols + q.OHW - 1) / q.OHW, fit,
+                   std::max<int64_t>(1, d.N * d.G / (2 * nth))});
+  }
+  const int64_t nb = (d.N + ni - 1) / ni;  // image batches
+  const int64_t pieces = nb * d.G * nt;
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    const int64_t nbi = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
+    const int64_t n0 = nbi * ni, nn = std::min(ni, d.N - n0);
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW, NT = nn * T;
     const int64_t sr = rows + eh;
-    const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
-    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * T));
+    const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16, is = q.Cg * cs;
+    float* ws = tl_col.get(static_cast<size_t>(nn * is + q.Og * NT));
     if (!ws) return;
     std::vector<const float*>& brow = tl_brow;
     std::vector<int64_t>& bcol = tl_bcol;
     brow.resize(static_cast<size_t>(q.K));
-    bcol.resize(static_cast<size_t>(T));
-    build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
+    bcol.resize(static_cast<size_t>(NT));
+    for (int64_t m = 0; m < nn; ++m)
+      build_slab(x + ((n0 + m) * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws + m * is);
     for (int64_t i = 0; i < d.KH; ++i)
       for (int64_t j = 0; j < d.KW; ++j) {
         const float* base = ws + i * d.dh * Wp + j * d.dw;
         const int64_t tap = i * d.KW + j;
         for (int64_t c = 0; c < q.Cg; ++c) brow[tap * q.Cg + c] = base + c * cs;
       }
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t ow = 0; ow < d.OW; ++ow) bcol[r * d.OW + ow] = r * Wp + ow;
-    float* ct = ws + q.Cg * cs;
-    gemm_serial_gather(wt + g * q.Og * q.K, q.K, brow.data(), bcol.data(), ct, T, q.Og, T, q.K,
-                       1.0f, 0.0f);
-    float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
-    for (int64_t o = 0; o < q.Og; ++o)
-      copy_bias_row(yc + o * q.OHW, ct + o * T, T, b ? b[g * q.Og + o] : 0.0f);
+    for (int64_t m = 0; m < nn; ++m)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t ow = 0; ow < d.OW; ++ow) bcol[m * T + r * d.OW + ow] = m * is + r * Wp + ow;
+    float* ct = ws + nn * is;
+    gemm_serial_gather(wt + g * q.Og * q.K, q.K, brow.data(), bcol.data(), ct, NT, q.Og, NT,
+                       q.K, 1.0f, 0.0f);
+    for (int64_t m = 0; m < nn; ++m) {
+      float* yc = y + ((n0 + m) * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+      for (int64_t o = 0; o < q.Og; ++o)
+        copy_bias_row(yc + o * q.OHW, ct + o * NT + m * T, T, b ? b[g * q.Og + o] : 0.0f);
+    }
   });
 }
 

@@ -75,6 +75,9 @@
 //    applied by the micro-kernel of the last K block while the tile is in registers (bias) /
 //    L1 (activation, on the just-stored tile).
 //    The AVX-512 path runs the AVX2 kernel when N <= 16 (no padded half panel).
+//  * gemm_serial_gather / gemm_serial_colptr: the same loop nest (packed_serial_with) with B
+//    given implicitly (B(k, n) = brow[k][bcol[n]], or bcolp[n][k]) and packed straight from
+//    there: conv2d's implicit GEMMs over a padded input slab, all kernel taps in one K (or N).
 //  * Threads: the whole batched problem is cut into independent pieces, one per thread,
 //    claimed from a counter by the caller and the workers of a small pool (pool.h: a worker
 //    that the scheduler wakes late costs nothing, unlike an OpenMP barrier) and run with no
