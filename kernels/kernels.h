@@ -46,6 +46,14 @@ void gemm(const double* a, const double* b, double* c, const GemmDims& d, double
 bool gemm_serial(const float* a, int64_t sam, int64_t sak, const float* b, int64_t sbk,
                  int64_t sbn, float* c, int64_t ldc, int64_t M, int64_t N, int64_t K,
                  float alpha, float beta);
+// The same with a gathered B (implicit GEMM): B(k, n) = brow[k][bcol[n]]; a row-major [M, K]
+// with row stride lda. bcol should come in runs of consecutive offsets (packing copies runs).
+bool gemm_serial_gather(const float* a, int64_t lda, const float* const* brow,
+                        const int64_t* bcol, float* c, int64_t ldc, int64_t M, int64_t N,
+                        int64_t K, float alpha, float beta);
+// And with B given by column pointers: B(k, n) = bcolp[n][k]; a row-major [M, K], row stride lda.
+bool gemm_serial_colptr(const float* a, int64_t lda, const float* const* bcolp, float* c,
+                        int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha, float beta);
 
 // ---- FMA peak probe (kernels/cpu/peak.cpp) -------------------------------------------------
 // Single-thread GFLOP/s of independent FMA chains; isa 0 = AVX2 (ymm), 1 = AVX-512 (zmm).

@@ -47,6 +47,13 @@ CASES = [
     (1, 256, 30, 31, 64, (3, 3), 1, 1, 1, 1),  # several slab tiles, shifted input gradient
     (2, 8, 20, 45, 6, (3, 3), 2, 1, (1, 2), 1),  # stride 2 on rows wide enough for vectors
     (2, 32, 5, 6, 4, (3, 3), 1, 4, 1, 1),  # padding > kernel: all-zero windows (shifted)
+    # O/G >= 32, stride 1: the input gradient as a forward of gy (flipped kernel, implicit GEMM)
+    # (C/G >= 64 too)
+    (2, 64, 9, 10, 64, (4, 3), 1, "same", (2, 1), 1),
+    (1, 128, 11, 9, 64, (3, 3), 1, (0, 2), 1, 2),
+    (9, 32, 5, 6, 40, (3, 3), 1, 1, 1, 1),  # small maps: several images per slab and GEMM
+    (9, 64, 5, 6, 64, (3, 3), 1, (1, 2), (1, 2), 1),  # the same, and for the input gradient
+    (2, 64, 6, 7, 32, (2, 3), 1, (2, 1), 1, 1),  # padding > (KH-1)*dh: the old shifted path
     (2, 4, 5, 6, 4, (3, 3), 1, (4, 3), 1, 4),  # the same, depthwise
     (2, 4, 5, 6, 4, (2, 3), 3, 4, 1, 1),  # the same, im2col
 ]

@@ -17,14 +17,21 @@
 //    into tiles of whole output rows, or of columns of one row when a single unfolded row is
 //    already over the cap (long 1-D signals), bounded by kColCap floats of workspace per
 //    thread, reused across calls: never the whole unfolded tensor.
-//      shifted GEMMs (stride 1, C/G >= 32; all three passes, input gradient only for maps up
-//                  to 32x32): the input rows of a tile are copied into a zero-padded slab of
-//                  row width Wp = OW + (KW-1)*dw; tap (i, j) then reads the slab at the
-//                  constant offset i*dh*Wp + j*dw, so each tap is one GEMM on a plain strided
-//                  view, no im2col. Outputs come out Wp wide (the Wp - OW extra columns are
-//                  dropped; for the gradients gy is widened with zero columns). Forward: y +=
-//                  W_tap @ slab_view per tap; weight gradient: gW_tap += gy_wide @ slab_view^T;
-//                  input gradient: slab += W_tap^T @ gy_wide, then the slab is added into gx.
+//      shifted slab (stride 1, C/G >= 32): the input rows of a tile are copied into a
+//                  zero-padded slab of row width Wp = OW + (KW-1)*dw; tap (i, j) then reads
+//                  the slab at the constant offset i*dh*Wp + j*dw (a plain strided view, no
+//                  im2col). All taps go into ONE implicit GEMM with K (or N) = KK*Cg, whose B
+//                  panels are packed straight from the slab (gemm.cpp: gemm_serial_gather /
+//                  gemm_serial_colptr), so the micro-kernel sums all taps in registers.
+//                  Forward: y_tile[Og, rows*OW] = W[Og, KK*Cg] @ B, B(tap*Cg + c, n) = slab
+//                  channel c shifted by the tap at output pixel n (the gather skips the Wp - OW
+//                  padding columns: nothing is computed and dropped). Weight gradient:
+//                  gW[Og, KK*Cg] += gy_wide[Og, rows*Wp] @ B, column tap*Cg + c of B a pointer
+//                  into the slab (gy widened to Wp with zero columns). Input gradient, for
+//                  C/G >= 64 and padding <= (K-1)*dilation: the forward of gy with the kernel
+//                  flipped and transposed and padding (K-1)*dilation - p (bwd_data_as_fwd);
+//                  otherwise (C/G 32..63) one GEMM per tap, slab += W_tap^T @ gy_wide, then
+//                  the slab is added into gx (maps up to 32x32; im2col above).
 //      im2col (the rest): forward y_tile[Og, T] = W_g[Og, K] @ col[K, T], K = Cg*KH*KW,
 //                  T = rows*OW; 1x1 stride-1 unpadded convolutions use x[n, g] itself as col.
 //                  Input gradient col = W^T @ gy_tile, then col2im adds it into gx. Weight
@@ -50,7 +57,18 @@
 //    36 -> 26 ms, 128->128 16x16 17 -> 13 ms, 64->64 56x56 29 -> 23 ms; weight gradient 5-10%
 //    faster; input gradient see bwd_data_fast (faster up to 32x32 maps, slower at 56x56).
 //    Below 32 input channels per group the per-tap GEMMs have too small a K.
-//  * explicit im2col tile + GEMM, not implicit GEMM. An implicit version (the GEMM calling
+//  * one implicit GEMM over all taps (K = KK*Cg, B packed from the slab by a gather) over one
+//    GEMM per tap (B = the strided slab view, packed per tap; C read and written per tap; the
+//    output Wp wide). Best/median of alternated runs, 1 thread, --clock thread: forward
+//    (warm output) 64->64 32x32 27.0 -> 24.4 ms, 56x56 24.7 -> 19.9 ms, 128->128 16x16
+//    12.5 -> 11.3 ms, N=64 32->64 14x14 8.0 -> 6.6 ms. The weight gradient as one GEMM
+//    (gy packed once, not per tap): fwd+bwd -5..10%. The input gradient as a forward of gy:
+//    bwd-data alone 31 -> 26 ms (32x32), 25 -> 21 ms (56x56; was im2col), 14 -> 12.4 ms
+//    (16x16), but 7.8 -> 9.0 ms for 32 input channels (M = 32), hence C/G >= 64.
+//  * several images per slab and GEMM when a whole image has < kMinCols = 768 output pixels:
+//    N=64 32->64 14x14 forward 7.1 -> 6.4 ms (2 alternated runs each); 128->128 16x16 (3
+//    images per GEMM, capped by kColCap) unchanged at 12.2-12.5 ms.
+//  * explicit im2col tile + GEMM, not implicit GEMM, where the slab does not apply. An implicit version (the GEMM calling
 //    back for its B panels, built from x one im2col row at a time in L1) was tried: 36-37 ms
 //    vs 35-36 ms explicit, and 9.9 vs 9.0 ms for N=64 32->64 14x14, so it was dropped. Where
 //    the time goes: the GEMM alone on the tiles 25 ms (95 GFLOP/s, what gemm() reaches on the
@@ -398,12 +416,10 @@ EMBER_AVX2 void pad_plane_rows(const float* src, int64_t SH, int64_t SW, int64_t
 }
 
 // ---- GEMM-based fast paths ----------------------------------------------------------------------
-// Stride-1 forward without im2col ("shifted GEMMs"): with the input tile copied into a
+// Stride-1 convolution without im2col ("shifted slab"): with the input tile copied into a
 // zero-padded slab of row width Wp = OW + (KW-1)*dw, tap (i, j) reads the slab at the constant
-// offset i*dh*Wp + j*dw, so y_wide[Og, rows*Wp] = sum over taps of W[:, :, i, j] @ slab view
-// (a plain strided matrix, packed by the GEMM directly). The Wp - OW extra columns per row are
-// computed and dropped. Needs K = Cg per GEMM to be large enough that re-reading the C tile
-// per tap is cheap (Cg >= kShiftMinC).
+// offset i*dh*Wp + j*dw (see fwd_shifted_wt). Below kShiftMinC channels per group the per-tap
+// K blocks are too short (the per-tap gradient GEMMs; measured with the per-tap forward).
 constexpr int64_t kShiftMinC = 32;
 
 bool use_shifted(const Conv2dDims& d) {
@@ -449,39 +465,122 @@ void build_slab(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t oh0, i
   }
 }
 
-void fwd_shifted(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+// Per-thread index arrays of the gathered (implicit-GEMM) operand of fwd_shifted.
+thread_local std::vector<const float*> tl_brow;
+thread_local std::vector<int64_t> tl_bcol;
+
+// Forward as ONE GEMM per slab tile with the taps concatenated along K: y_tile[Og, rows*OW] =
+// W[Og, KK*Cg] @ B, B(tap*Cg + c, n) = slab[c][off(tap) + (n / OW)*Wp + n % OW]. B is never
+// materialised: the GEMM packs its panels straight from the slab (gemm_serial_gather), so the
+// micro-kernel accumulates all taps in registers (C is written once per K block, not read and
+// written once per tap), and the Wp - OW padding columns are never computed.
+// wt: the weights as [G][Og][KK][Cg] (row o of group g is the GEMM's A row, k = tap*Cg + c
+// matching B's row order).
+// Small maps (a whole image per slab tile with fewer than kMinCols output pixels): several
+// images share one slab and one GEMM (their slabs follow each other; the gather's column
+// offsets jump between them), so N is large enough to amortise packing A and the edge panels.
+constexpr int64_t kMinCols = 768;
+
+void fwd_shifted_wt(const float* x, const float* wt, const float* b, float* y,
+                    const Conv2dDims& d) {
   const Geo q(d);
   const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
-  // Weights per tap, [G][KK][Og][Cg], once per call: the GEMM's A for tap t is row-major.
+  const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
+  const int nth = nthreads_for(conv_flops(d));
+  int64_t ni = 1;  // images per piece
+  if (nt == 1 && q.OHW < kMinCols) {
+    const int64_t cs1 = ((d.OH + eh) * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+    const int64_t fit = std::max<int64_t>(1, kColCap / (q.Cg * cs1 + q.Og * q.OHW));
+    ni = std::min({(kMinCols + q.OHW - 1) / q.OHW, fit,
+                   std::max<int64_t>(1, d.N * d.G / (2 * nth))});
+  }
+  const int64_t nb = (d.N + ni - 1) / ni;  // image batches
+  const int64_t pieces = nb * d.G * nt;
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    const int64_t nbi = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
+    const int64_t n0 = nbi * ni, nn = std::min(ni, d.N - n0);
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), T = rows * d.OW, NT = nn * T;
+    const int64_t sr = rows + eh;
+    const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16, is = q.Cg * cs;
+    float* ws = tl_col.get(static_cast<size_t>(nn * is + q.Og * NT));
+    if (!ws) return;
+    std::vector<const float*>& brow = tl_brow;
+    std::vector<int64_t>& bcol = tl_bcol;
+    brow.resize(static_cast<size_t>(q.K));
+    bcol.resize(static_cast<size_t>(NT));
+    for (int64_t m = 0; m < nn; ++m)
+      build_slab(x + ((n0 + m) * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws + m * is);
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        const float* base = ws + i * d.dh * Wp + j * d.dw;
+        const int64_t tap = i * d.KW + j;
+        for (int64_t c = 0; c < q.Cg; ++c) brow[tap * q.Cg + c] = base + c * cs;
+      }
+    for (int64_t m = 0; m < nn; ++m)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t ow = 0; ow < d.OW; ++ow) bcol[m * T + r * d.OW + ow] = m * is + r * Wp + ow;
+    float* ct = ws + nn * is;
+    gemm_serial_gather(wt + g * q.Og * q.K, q.K, brow.data(), bcol.data(), ct, NT, q.Og, NT,
+                       q.K, 1.0f, 0.0f);
+    for (int64_t m = 0; m < nn; ++m) {
+      float* yc = y + ((n0 + m) * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+      for (int64_t o = 0; o < q.Og; ++o)
+        copy_bias_row(yc + o * q.OHW, ct + o * NT + m * T, T, b ? b[g * q.Og + o] : 0.0f);
+    }
+  });
+}
+
+void fwd_shifted(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const Geo q(d);
   float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
   if (!wt) return;
   for (int64_t g = 0; g < d.G; ++g)
     for (int64_t o = 0; o < q.Og; ++o)
       for (int64_t c = 0; c < q.Cg; ++c)
         for (int64_t t = 0; t < q.KK; ++t)
-          wt[((g * q.KK + t) * q.Og + o) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
-  const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
-  const int64_t pieces = d.N * d.G * nt;
-  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), pieces, [&](int64_t p) {
-    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
-    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
-    const int64_t sr = rows + eh;
-    // channel stride: slab rows plus slack for the last taps' overrun, 16-float aligned
-    const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
-    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
-    if (!ws) return;
-    build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
-    float* ct = ws + q.Cg * cs;
-    for (int64_t i = 0; i < d.KH; ++i)
-      for (int64_t j = 0; j < d.KW; ++j) {
-        const int64_t tap = i * d.KW + j;
-        gemm_serial(wt + (g * q.KK + tap) * q.Og * q.Cg, q.Cg, 1, ws + i * d.dh * Wp + j * d.dw,
-                    cs, 1, ct, Tw, q.Og, Tw, q.Cg, 1.0f, tap == 0 ? 0.0f : 1.0f);
-      }
-    float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+          wt[((g * q.Og + o) * q.KK + t) * q.Cg + c] = w[((g * q.Og + o) * q.Cg + c) * q.KK + t];
+  fwd_shifted_wt(x, wt, b, y, d);
+}
+
+// Stride-1 input gradient as a forward convolution: gx[c, ih, iw] = sum_{o, i, j} w[o, c, i, j]
+// * gy[o, ih + ph - i*dh, iw + pw - j*dw] is the forward of gy (Og input channels per group)
+// with the kernel flipped and transposed and padding (KH-1)*dh - ph / (KW-1)*dw - pw, output
+// H x W. So it runs on fwd_shifted_wt's implicit GEMM (all taps in registers, no per-tap
+// read-modify-write of a slab, no add-back into gx).
+Conv2dDims bwd_data_as_fwd_dims(const Conv2dDims& d) {
+  Conv2dDims e = d;
+  e.C = d.O;
+  e.H = d.OH;
+  e.W = d.OW;
+  e.O = d.C;
+  e.OH = d.H;
+  e.OW = d.W;
+  e.ph = (d.KH - 1) * d.dh - d.ph;
+  e.pw = (d.KW - 1) * d.dw - d.pw;
+  return e;
+}
+
+// Cg >= 64: the forward's M is Cg; with M = 32 (N=64 32->64 14x14) it lost to the per-tap
+// shifted GEMMs (9.0 vs 7.8 ms, best of 3 alternated runs, 1 thread).
+bool bwd_data_as_fwd_ok(const Conv2dDims& d) {
+  return d.C / d.G >= 64 && d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
+         use_shifted(bwd_data_as_fwd_dims(d));
+}
+
+void bwd_data_as_fwd(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  const Geo q(d);
+  const Conv2dDims e = bwd_data_as_fwd_dims(d);
+  // wt[g][c][t][o] = w[g*Og + o][c][KK-1-t]: [G][Og'][KK][Cg'] of the forward with Og' = Cg
+  // output and Cg' = Og input channels, taps flipped.
+  float* wt = tl_partial.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
+  if (!wt) return;
+  for (int64_t g = 0; g < d.G; ++g)
     for (int64_t o = 0; o < q.Og; ++o)
-      copy_bias_rows(yc + o * q.OHW, d.OW, ct + o * Tw, Wp, rows, b ? b[g * q.Og + o] : 0.0f);
-  });
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t t = 0; t < q.KK; ++t)
+          wt[((g * q.Cg + c) * q.KK + t) * q.Og + o] =
+              w[((g * q.Og + o) * q.Cg + c) * q.KK + (q.KK - 1 - t)];
+  fwd_shifted_wt(gy, wt, nullptr, gx, e);
 }
 
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
@@ -581,6 +680,10 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
   // Measured (1 thread): shifted 30 / 6.7 / 12 ms vs im2col 33 / 8 / 14.5 ms on 64->64 32x32,
   // 32->64 14x14, 128->128 16x16, but 24.5 vs 21 ms on 64->64 56x56 (each of the 9 GEMMs
   // re-packs the whole gy tile): shifted only for maps up to 32x32.
+  if (bwd_data_as_fwd_ok(d)) {
+    bwd_data_as_fwd(gy, w, gx, d);
+    return;
+  }
   if (use_shifted(d) && d.OH * d.OW <= 1024) {
     bwd_data_shifted(gy, w, gx, d);
     return;
@@ -664,20 +767,27 @@ void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2d
       build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
       float* gyw = ws + q.Cg * cs;
       widen_rows(gy + (n * d.O + g * q.Og) * q.OHW, q.OHW, d.OW, oh0, rows, q.Og, Wp, gyw);
+      // One GEMM for all taps: gW[Og, KK*Cg] += gy_wide @ B, column tap*Cg + c of B being
+      // channel c of the slab shifted by the tap (packed straight from the slab; gy_wide is
+      // packed once, not once per tap).
+      std::vector<const float*>& bp = tl_brow;
+      bp.resize(static_cast<size_t>(q.K));
       for (int64_t i = 0; i < d.KH; ++i)
         for (int64_t j = 0; j < d.KW; ++j) {
+          const float* base = ws + i * d.dh * Wp + j * d.dw;
           const int64_t tap = i * d.KW + j;
-          gemm_serial(gyw, Tw, 1, ws + i * d.dh * Wp + j * d.dw, 1, cs,
-                      acc + (g * q.KK + tap) * q.Og * q.Cg, q.Cg, q.Og, q.Cg, Tw, 1.0f, 1.0f);
+          for (int64_t c = 0; c < q.Cg; ++c) bp[tap * q.Cg + c] = base + c * cs;
         }
+      gemm_serial_colptr(gyw, Tw, bp.data(), acc + g * q.Og * q.K, q.K, q.Og, q.K, Tw, 1.0f,
+                         1.0f);
     }
   });
   for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
   for (int64_t g = 0; g < d.G; ++g)
-    for (int64_t tap = 0; tap < q.KK; ++tap)
-      for (int64_t o = 0; o < q.Og; ++o)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t tap = 0; tap < q.KK; ++tap)
         for (int64_t c = 0; c < q.Cg; ++c)
-          gw[((g * q.Og + o) * q.Cg + c) * q.KK + tap] = accs[((g * q.KK + tap) * q.Og + o) * q.Cg + c];
+          gw[((g * q.Og + o) * q.Cg + c) * q.KK + tap] = accs[((g * q.Og + o) * q.KK + tap) * q.Cg + c];
 }
 
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {

@@ -75,6 +75,9 @@
 //    applied by the micro-kernel of the last K block while the tile is in registers (bias) /
 //    L1 (activation, on the just-stored tile).
 //    The AVX-512 path runs the AVX2 kernel when N <= 16 (no padded half panel).
+//  * gemm_serial_gather / gemm_serial_colptr: the same loop nest (packed_serial_with) with B
+//    given implicitly (B(k, n) = brow[k][bcol[n]], or bcolp[n][k]) and packed straight from
+//    there: conv2d's implicit GEMMs over a padded input slab, all kernel taps in one K (or N).
 //  * Threads: the whole batched problem is cut into independent pieces, one per thread,
 //    claimed from a counter by the caller and the workers of a small pool (pool.h: a worker
 //    that the scheduler wakes late costs nothing, unlike an OpenMP barrier) and run with no
@@ -676,10 +679,13 @@ void Avx512Ker::micro(int64_t kc, const float* A, const float* B, const TileArgs
 constexpr int64_t kSmallBBytes = 512 * 1024;
 
 // ---- the BLIS loop nest over one [M, N] matrix (a sub-block of one batch) ---------------------
-template <class Ker>
-void packed_serial(const float* a, int64_t sam, int64_t sak, const float* b, int64_t sbk,
-                   int64_t sbn, float* c, int64_t ldc, int64_t M, int64_t N, int64_t K,
-                   float alpha, float beta, const float* bias, GemmAct act) {
+// PackB(pc, jc, kc, nc, buf) packs B rows [pc, pc + kc) x columns [jc, jc + nc) into
+// NR-column panels (pack_b's layout); the strided GEMM and the gathered one (below) differ
+// only there.
+template <class Ker, class PackB>
+void packed_serial_with(const float* a, int64_t sam, int64_t sak, PackB&& pack_b_block,
+                        float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
+                        float beta, const float* bias, GemmAct act) {
   constexpr int MR = Ker::MR, NR = Ker::NR;
   constexpr int64_t KC = Ker::KC, MC = Ker::MC, NC = Ker::NC;
   // K blocks of equal size (<= KC): K = 768 with KC = 512 runs 2 x 384, not 512 + 256.
@@ -704,7 +710,7 @@ void packed_serial(const float* a, int64_t sam, int64_t sak, const float* b, int
     for (int64_t pc = 0; pc < K; pc += kc_max) {
       const int64_t kc = std::min(kc_max, K - pc);
       const bool first = pc == 0, last = pc + kc == K;
-      pack_b<NR>(b + pc * sbk + jc * sbn, sbk, sbn, kc, nc, bufB);
+      pack_b_block(pc, jc, kc, nc, bufB);
       for (int64_t ic = 0; ic < M; ic += mc_max) {
         const int64_t mc = std::min(mc_max, M - ic);
         pack_a<MR>(a + ic * sam + pc * sak, sam, sak, mc, kc, bufA);
@@ -725,6 +731,97 @@ void packed_serial(const float* a, int64_t sam, int64_t sak, const float* b, int
         }
       }
     }
+  }
+}
+
+template <class Ker>
+void packed_serial(const float* a, int64_t sam, int64_t sak, const float* b, int64_t sbk,
+                   int64_t sbn, float* c, int64_t ldc, int64_t M, int64_t N, int64_t K,
+                   float alpha, float beta, const float* bias, GemmAct act) {
+  packed_serial_with<Ker>(
+      a, sam, sak,
+      [&](int64_t pc, int64_t jc, int64_t kc, int64_t nc, float* buf) {
+        pack_b<Ker::NR>(b + pc * sbk + jc * sbn, sbk, sbn, kc, nc, buf);
+      },
+      c, ldc, M, N, K, alpha, beta, bias, act);
+}
+
+// Gathered B: B(k, n) = brow[k][bcol[n]] (an implicit-GEMM operand, e.g. conv's K = taps x
+// channels rows, each a shifted view of one padded input slab, and columns that skip the
+// slab's padding columns). Each panel's columns are split into runs of consecutive bcol,
+// copied per k with (masked) 8-float moves; columns past nc are zero.
+template <int NR>
+EMBER_AVX2 void pack_b_gather(const float* const* brow, const int64_t* bcol, int64_t kc,
+                              int64_t nc, float* buf) {
+  for (int64_t jr = 0; jr < nc; jr += NR, buf += NR * kc) {
+    const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+    const int64_t* cj = bcol + jr;
+    int run0[NR + 1], nruns = 0;
+    for (int j = 0; j < nr; ++j)
+      if (j == 0 || cj[j] != cj[j - 1] + 1) run0[nruns++] = j;
+    run0[nruns] = nr;
+    if (nruns == 1 && nr == NR) {
+      const int64_t off = cj[0];
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = brow[k] + off;
+        for (int j = 0; j < NR; j += 8)
+          _mm256_store_ps(buf + k * NR + j, _mm256_loadu_ps(src + j));
+      }
+      continue;
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+      float* dst = buf + k * NR;
+      for (int j = 0; j < NR; j += 8) _mm256_store_ps(dst + j, _mm256_setzero_ps());
+      for (int r = 0; r < nruns; ++r) {
+        const float* src = brow[k] + cj[run0[r]];
+        const int j0 = run0[r], len = run0[r + 1] - j0;
+        int t = 0;
+        for (; t + 8 <= len; t += 8) _mm256_storeu_ps(dst + j0 + t, _mm256_loadu_ps(src + t));
+        if (t < len) {
+          const __m256i m = tail_mask(len - t);
+          _mm256_maskstore_ps(dst + j0 + t, m, _mm256_maskload_ps(src + t, m));
+        }
+      }
+    }
+  }
+}
+
+// Column-pointer B: B(k, n) = bcolp[n][k] (column n contiguous along k, e.g. one channel of a
+// shifted slab view). pack_rows_t's 4x8 in-register transposes, with a pointer per column.
+template <int NR>
+EMBER_AVX2 void pack_b_colptr(const float* const* bp, int64_t pc, int64_t kc, int64_t nc,
+                              float* buf) {
+  for (int64_t jr = 0; jr < nc; jr += NR, buf += NR * kc) {
+    const int rows = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+    const float* const* src = bp + jr;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      int i = 0;
+      for (; i + 4 <= rows; i += 4) {
+        const int64_t o = pc + k;
+        const __m256 r0 = _mm256_loadu_ps(src[i] + o), r1 = _mm256_loadu_ps(src[i + 1] + o),
+                     r2 = _mm256_loadu_ps(src[i + 2] + o), r3 = _mm256_loadu_ps(src[i + 3] + o);
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1),
+                     t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                     u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        float* d = buf + k * NR + i;
+        _mm_storeu_ps(d + 0 * NR, _mm256_castps256_ps128(u0));
+        _mm_storeu_ps(d + 1 * NR, _mm256_castps256_ps128(u1));
+        _mm_storeu_ps(d + 2 * NR, _mm256_castps256_ps128(u2));
+        _mm_storeu_ps(d + 3 * NR, _mm256_castps256_ps128(u3));
+        _mm_storeu_ps(d + 4 * NR, _mm256_extractf128_ps(u0, 1));
+        _mm_storeu_ps(d + 5 * NR, _mm256_extractf128_ps(u1, 1));
+        _mm_storeu_ps(d + 6 * NR, _mm256_extractf128_ps(u2, 1));
+        _mm_storeu_ps(d + 7 * NR, _mm256_extractf128_ps(u3, 1));
+      }
+      for (; i < rows; ++i)
+        for (int kk = 0; kk < 8; ++kk) buf[(k + kk) * NR + i] = src[i][pc + k + kk];
+      for (; i < NR; ++i)
+        for (int kk = 0; kk < 8; ++kk) buf[(k + kk) * NR + i] = 0.0f;
+    }
+    for (; k < kc; ++k)
+      for (int i = 0; i < NR; ++i) buf[k * NR + i] = i < rows ? src[i][pc + k] : 0.0f;
   }
 }
 
@@ -812,6 +909,62 @@ bool gemm_serial(const float* a, int64_t sam, int64_t sak, const float* b, int64
 #else
   (void)a, (void)sam, (void)sak, (void)b, (void)sbk, (void)sbn, (void)c, (void)ldc, (void)M,
       (void)N, (void)K, (void)alpha, (void)beta;
+  return false;
+#endif
+}
+
+bool gemm_serial_gather(const float* a, int64_t lda, const float* const* brow,
+                        const int64_t* bcol, float* c, int64_t ldc, int64_t M, int64_t N,
+                        int64_t K, float alpha, float beta) {
+#if EMBER_COMPILED_AVX2
+  const int path = gemm_path();
+  if (path == 0 || K <= 0) return false;
+  if (M <= 0 || N <= 0) return true;
+  auto run = [&](auto ker) {
+    using Ker = decltype(ker);
+    packed_serial_with<Ker>(
+        a, lda, 1,
+        [&](int64_t pc, int64_t jc, int64_t kc, int64_t nc, float* buf) {
+          pack_b_gather<Ker::NR>(brow + pc, bcol + jc, kc, nc, buf);
+        },
+        c, ldc, M, N, K, alpha, beta, nullptr, GemmAct::none);
+  };
+  if (path == 2 && N > 16)
+    run(Avx512Ker{});
+  else
+    run(Avx2Ker{});
+  return true;
+#else
+  (void)a, (void)lda, (void)brow, (void)bcol, (void)c, (void)ldc, (void)M, (void)N, (void)K,
+      (void)alpha, (void)beta;
+  return false;
+#endif
+}
+
+bool gemm_serial_colptr(const float* a, int64_t lda, const float* const* bcolp, float* c,
+                        int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
+                        float beta) {
+#if EMBER_COMPILED_AVX2
+  const int path = gemm_path();
+  if (path == 0 || K <= 0) return false;
+  if (M <= 0 || N <= 0) return true;
+  auto run = [&](auto ker) {
+    using Ker = decltype(ker);
+    packed_serial_with<Ker>(
+        a, lda, 1,
+        [&](int64_t pc, int64_t jc, int64_t kc, int64_t nc, float* buf) {
+          pack_b_colptr<Ker::NR>(bcolp + jc, pc, kc, nc, buf);
+        },
+        c, ldc, M, N, K, alpha, beta, nullptr, GemmAct::none);
+  };
+  if (path == 2 && N > 16)
+    run(Avx512Ker{});
+  else
+    run(Avx2Ker{});
+  return true;
+#else
+  (void)a, (void)lda, (void)bcolp, (void)c, (void)ldc, (void)M, (void)N, (void)K, (void)alpha,
+      (void)beta;
   return false;
 #endif
 }
