@@ -28,7 +28,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, median_time, table  # noqa: E402
+from common import git_commit, machine, median_time, table  # noqa: E402
 
 import ember  # noqa: E402
 import ember.nn.functional as F  # noqa: E402
@@ -155,15 +155,6 @@ def peak_rss_growth(lib: str, shape) -> tuple | None:
         return tuple(float(x) for x in out.stdout.strip().splitlines()[-1].split())
     except (subprocess.SubprocessError, ValueError, IndexError):
         return None
-
-
-def git_commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.check_output(["git", "-C", here, "rev-parse", "--short", "HEAD"])
-        return out.decode().strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import copy_bandwidth, machine, median_time, table  # noqa: E402
+from common import copy_bandwidth, git_commit, machine, median_time, table  # noqa: E402
 
 import ember  # noqa: E402
 import ember.nn.functional as F  # noqa: E402
@@ -118,15 +117,6 @@ def cases(x, w, b, g):
         ("api fwd", 8, a_fwd, t_a_fwd),
         ("api fwd+bwd", 20, a_fwdbwd, t_a_fb),
     ]
-
-
-def git_commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.check_output(["git", "-C", here, "rev-parse", "--short", "HEAD"])
-        return out.decode().strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, median_time, table  # noqa: E402
+from common import git_commit, machine, median_time, table  # noqa: E402
 
 import ember  # noqa: E402
 import ember.nn as nn  # noqa: E402
@@ -107,15 +106,6 @@ def torch_case(name: str, n: int, mode: str):
 
 def vs_torch(ref: dict, mode: str, t_ours: float) -> str:
     return f"{ref[mode] * 1e3:.1f} ({ref[mode] / t_ours:.2f}x)" if mode in ref else "-"
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=os.path.dirname(__file__), text=True
-        ).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, median_time, table  # noqa: E402
+from common import git_commit, machine, median_time, table  # noqa: E402
 
 import ember  # noqa: E402
 import ember.nn.functional as F  # noqa: E402
@@ -156,15 +155,6 @@ def check(op, x, kw, g, y, gx):
     if op == "gap":
         ref = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
         assert np.abs(y - ref).max() < 1e-5 * np.abs(ref).max(), "adaptive_avg_pool2d is wrong"
-
-
-def git_commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.check_output(["git", "-C", here, "rev-parse", "--short", "HEAD"])
-        return out.decode().strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def triad_gbs(n: int) -> float:

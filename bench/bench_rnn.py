@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, median_time, table  # noqa: E402
+from common import git_commit, machine, median_time, table  # noqa: E402
 
 import ember  # noqa: E402
 from ember import _C  # noqa: E402
@@ -100,15 +99,6 @@ def cases(tm, em, x, g):
         tm(xtg)[0].backward(gt)
 
     return [("fwd", 1, e_fwd, t_fwd), ("fwd+bwd", 3, e_fb, t_fb)]
-
-
-def git_commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.check_output(["git", "-C", here, "rev-parse", "--short", "HEAD"])
-        return out.decode().strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

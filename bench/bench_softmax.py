@@ -39,13 +39,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, median_time, table  # noqa: E402
+from common import git_commit, machine, median_time, table  # noqa: E402
 
 import ember  # noqa: E402
 import ember.nn.functional as F  # noqa: E402
@@ -236,15 +235,6 @@ def exp_rate() -> float:
         return x.size / median_time(lambda: fn(x, y), repeat=50) / 1e9
     except RuntimeError:
         return 0.0
-
-
-def git_commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.check_output(["git", "-C", here, "rev-parse", "--short", "HEAD"])
-        return out.decode().strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ their clocks drift (shared/DESIGN.md section 5).
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
 import time
 
 import numpy as np
@@ -51,3 +53,13 @@ def table(rows, header) -> str:
     line = lambda r: "| " + " | ".join(str(v).rjust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def git_commit() -> str:
+    """Short hash of the checkout the benchmark runs from ("unknown" outside git)."""
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.check_output(["git", "-C", here, "rev-parse", "--short", "HEAD"])
+        return out.decode().strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
