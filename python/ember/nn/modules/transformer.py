@@ -63,6 +63,23 @@ def _causal_mask(x: Tensor, batch_first: bool) -> Tensor:
     return creation.tensor(np.triu(np.ones((length, length), bool), k=1), device=x.device)
 
 
+def _self_attention_block(layer, x, attn_mask, key_padding_mask, is_causal):
+    """dropout1(self_attn(x, x, x)) of an encoder or decoder layer; is_causal without a mask
+    builds the causal mask (MultiheadAttention then runs the kernel's causal path)."""
+    if is_causal and attn_mask is None:
+        attn_mask = _causal_mask(x, layer.batch_first)
+    x = layer.self_attn(
+        x,
+        x,
+        x,
+        attn_mask=attn_mask,
+        key_padding_mask=key_padding_mask,
+        need_weights=False,
+        is_causal=is_causal,
+    )[0]
+    return layer.dropout1(x)
+
+
 def _clones(module: Module, n: int, op: str) -> ModuleList:
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"[{op}] num_layers must be a non-negative int, got {n!r}")
@@ -126,18 +143,7 @@ class TransformerEncoderLayer(Module):
         return x
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
-        if is_causal and attn_mask is None:
-            attn_mask = _causal_mask(x, self.batch_first)
-        x = self.self_attn(
-            x,
-            x,
-            x,
-            attn_mask=attn_mask,
-            key_padding_mask=key_padding_mask,
-            need_weights=False,
-            is_causal=is_causal,
-        )[0]
-        return self.dropout1(x)
+        return _self_attention_block(self, x, attn_mask, key_padding_mask, is_causal)
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
@@ -214,18 +220,7 @@ class TransformerDecoderLayer(Module):
         return x
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
-        if is_causal and attn_mask is None:
-            attn_mask = _causal_mask(x, self.batch_first)
-        x = self.self_attn(
-            x,
-            x,
-            x,
-            attn_mask=attn_mask,
-            key_padding_mask=key_padding_mask,
-            need_weights=False,
-            is_causal=is_causal,
-        )[0]
-        return self.dropout1(x)
+        return _self_attention_block(self, x, attn_mask, key_padding_mask, is_causal)
 
     def _mha_block(self, x, mem, attn_mask, key_padding_mask, is_causal):
         if is_causal and attn_mask is None:
