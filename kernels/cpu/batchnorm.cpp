@@ -5,7 +5,9 @@
 //
 // Training forward, per channel over its n = N*S values:
 //   stats   k = x[0, c, 0] (a shift taken from the data); D = sum(x - k), Q = sum((x - k)^2)
-//           in double; mean = k + D/n, var = max(0, (Q - D*D/n) / n) (biased).
+//           in double (the AVX2 path forms x - k in float and adds up to 32 values per float
+//           lane before adding the partial sums into double, see kFlush);
+//           mean = k + D/n, var = max(0, (Q - D*D/n) / n) (biased).
 //           The shift makes a constant channel give D = Q = 0, so var is exactly 0 and mean
 //           exactly the constant (no E[x^2] - E[x]^2 cancellation); with k one of the values,
 //           |mean - k| is a few standard deviations and the remaining cancellation costs a
@@ -17,11 +19,12 @@
 //   enough, see below) its apply pass runs right after its stats pass, so for channels of up
 //   to ~1 MiB the second read is served from L2 and DRAM sees 1 read + 1 write.
 // Eval forward: the apply pass only, from running_mean / running_var (1 read + 1 write).
-// Backward, per channel (training): sg = sum(g), sgx = sum(g * (x - mean)) in double (1 read of
-//   g and x), then gx = a*g + b*(x - mean) + d with a = invstd*w, b = -a*invstd*sgx*invstd/n,
-//   d = -a*sg/n, i.e. invstd*w*(g - mean(g) - xhat*mean(g*xhat)) (2nd read of g and x, 1
-//   write). grad_weight = sgx*invstd, grad_bias = sg. Eval: gx = a*g, reading only g (1 read
-//   + 1 write); the reduction pass runs only when grad_weight or grad_bias are wanted.
+// Backward, per channel (training): sg = sum(g), sgx = sum(g * (x - mean)) in double, with the
+//   same float partial sums as the stats on the AVX2 path (1 read of g and x), then
+//   gx = a*g + b*(x - mean) + d with a = invstd*w, b = -a*invstd*sgx*invstd/n, d = -a*sg/n,
+//   i.e. invstd*w*(g - mean(g) - xhat*mean(g*xhat)) (2nd read of g and x, 1 write).
+//   grad_weight = sgx*invstd, grad_bias = sg. Eval: gx = a*g, reading only g (1 read + 1
+//   write); the reduction pass runs only when grad_weight or grad_bias are wanted.
 //
 // Prefetch: the N rows of one channel are C*S elements apart, so with short rows (a 14x14 map
 // is 784 B) the hardware prefetchers see no stream; the passes prefetch the input rows (reads)
@@ -160,36 +163,53 @@ EMBER_AVX2 inline double hsum(__m256d v) {
   return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
 
+// Float partial sums, flushed to double: the converts to double (a cvtps2pd and an extract per
+// 4 lanes) were the bottleneck of these passes (port 5), holding them to ~13 GB/s when x is in
+// L3. Each float lane now sums at most kFlush / 32 = 32 values before its total is added into
+// the double accumulators, so the float error stays a few ulps of a 32-term partial sum.
+constexpr int64_t kFlush = 1024;
+
+EMBER_AVX2 inline void flush(__m256 f, __m256d* acc) {
+  *acc = _mm256_add_pd(*acc, _mm256_cvtps_pd(_mm256_castps256_ps128(f)));
+  *acc = _mm256_add_pd(*acc, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+}
+
 EMBER_AVX2 Sums stats_rows_avx2(const float* x, int64_t C, int64_t S, int64_t c, int64_t n0,
                                 int64_t n1, double k) {
-  const __m256d kv = _mm256_set1_pd(k);
-  __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-  __m256d q0 = s0, q1 = s0, q2 = s0, q3 = s0;
+  // k is x[c*S] (a float), so x - k is exact for a constant channel.
+  const __m256 kv = _mm256_set1_ps(float(k));
+  __m256d sa = _mm256_setzero_pd(), sb = sa;
   double ta = 0, tb = 0;
   const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
     const float* r = x + (n * C + c) * S;
     pf(r, n, n1);
     int64_t i = 0;
-    for (; i + 16 <= S; i += 16) {
-      const __m256 v0 = _mm256_loadu_ps(r + i), v1 = _mm256_loadu_ps(r + i + 8);
-      const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v0)), kv);
-      const __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v0, 1)), kv);
-      const __m256d d2 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v1)), kv);
-      const __m256d d3 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v1, 1)), kv);
-      s0 = _mm256_add_pd(s0, d0);
-      s1 = _mm256_add_pd(s1, d1);
-      s2 = _mm256_add_pd(s2, d2);
-      s3 = _mm256_add_pd(s3, d3);
-      q0 = _mm256_fmadd_pd(d0, d0, q0);
-      q1 = _mm256_fmadd_pd(d1, d1, q1);
-      q2 = _mm256_fmadd_pd(d2, d2, q2);
-      q3 = _mm256_fmadd_pd(d3, d3, q3);
-    }
-    for (; i + 4 <= S; i += 4) {
-      const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(r + i)), kv);
-      s0 = _mm256_add_pd(s0, d0);
-      q0 = _mm256_fmadd_pd(d0, d0, q0);
+    while (i + 8 <= S) {
+      const int64_t e = std::min(S, i + kFlush);
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      __m256 q0 = s0, q1 = s0, q2 = s0, q3 = s0;
+      for (; i + 32 <= e; i += 32) {
+        const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(r + i), kv);
+        const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(r + i + 8), kv);
+        const __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(r + i + 16), kv);
+        const __m256 d3 = _mm256_sub_ps(_mm256_loadu_ps(r + i + 24), kv);
+        s0 = _mm256_add_ps(s0, d0);
+        s1 = _mm256_add_ps(s1, d1);
+        s2 = _mm256_add_ps(s2, d2);
+        s3 = _mm256_add_ps(s3, d3);
+        q0 = _mm256_fmadd_ps(d0, d0, q0);
+        q1 = _mm256_fmadd_ps(d1, d1, q1);
+        q2 = _mm256_fmadd_ps(d2, d2, q2);
+        q3 = _mm256_fmadd_ps(d3, d3, q3);
+      }
+      for (; i + 8 <= e; i += 8) {
+        const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(r + i), kv);
+        s0 = _mm256_add_ps(s0, d0);
+        q0 = _mm256_fmadd_ps(d0, d0, q0);
+      }
+      flush(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)), &sa);
+      flush(_mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3)), &sb);
     }
     for (; i < S; ++i) {
       const double d = double(r[i]) - k;
@@ -198,8 +218,8 @@ EMBER_AVX2 Sums stats_rows_avx2(const float* x, int64_t C, int64_t S, int64_t c,
     }
   }
   Sums s;
-  s.a = hsum(_mm256_add_pd(_mm256_add_pd(s0, s1), _mm256_add_pd(s2, s3))) + ta;
-  s.b = hsum(_mm256_add_pd(_mm256_add_pd(q0, q1), _mm256_add_pd(q2, q3))) + tb;
+  s.a = hsum(sa) + ta;
+  s.b = hsum(sb) + tb;
   return s;
 }
 
@@ -227,8 +247,10 @@ EMBER_AVX2 void apply_rows_avx2(const float* x, float* y, int64_t C, int64_t S, 
 
 EMBER_AVX2 Sums bsums_rows_avx2(const float* g, const float* x, int64_t C, int64_t S, int64_t c,
                                 int64_t n0, int64_t n1, double mean) {
-  const __m256d mv = _mm256_set1_pd(mean);
-  __m256d s0 = _mm256_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+  // mean is the float the forward stored, so x - mean matches the reference's double math
+  // up to the rounding of the difference itself.
+  const __m256 mv = _mm256_set1_ps(float(mean));
+  __m256d sa = _mm256_setzero_pd(), sb = sa;
   double ta = 0, tb = 0;
   const RowPrefetch pf(C, S, x);
   for (int64_t n = n0; n < n1; ++n) {
@@ -238,16 +260,29 @@ EMBER_AVX2 Sums bsums_rows_avx2(const float* g, const float* x, int64_t C, int64
     pf(xr, n, n1);
     pf(gr, n, n1);
     int64_t i = 0;
-    for (; i + 8 <= S; i += 8) {
-      const __m256 gv = _mm256_loadu_ps(gr + i), xv = _mm256_loadu_ps(xr + i);
-      const __m256d g0 = _mm256_cvtps_pd(_mm256_castps256_ps128(gv));
-      const __m256d g1 = _mm256_cvtps_pd(_mm256_extractf128_ps(gv, 1));
-      const __m256d x0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(xv)), mv);
-      const __m256d x1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1)), mv);
-      s0 = _mm256_add_pd(s0, g0);
-      s1 = _mm256_add_pd(s1, g1);
-      q0 = _mm256_fmadd_pd(g0, x0, q0);
-      q1 = _mm256_fmadd_pd(g1, x1, q1);
+    while (i + 8 <= S) {
+      const int64_t e = std::min(S, i + kFlush);
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      __m256 q0 = s0, q1 = s0, q2 = s0, q3 = s0;
+      for (; i + 32 <= e; i += 32) {
+        const __m256 g0 = _mm256_loadu_ps(gr + i), g1 = _mm256_loadu_ps(gr + i + 8);
+        const __m256 g2 = _mm256_loadu_ps(gr + i + 16), g3 = _mm256_loadu_ps(gr + i + 24);
+        s0 = _mm256_add_ps(s0, g0);
+        s1 = _mm256_add_ps(s1, g1);
+        s2 = _mm256_add_ps(s2, g2);
+        s3 = _mm256_add_ps(s3, g3);
+        q0 = _mm256_fmadd_ps(g0, _mm256_sub_ps(_mm256_loadu_ps(xr + i), mv), q0);
+        q1 = _mm256_fmadd_ps(g1, _mm256_sub_ps(_mm256_loadu_ps(xr + i + 8), mv), q1);
+        q2 = _mm256_fmadd_ps(g2, _mm256_sub_ps(_mm256_loadu_ps(xr + i + 16), mv), q2);
+        q3 = _mm256_fmadd_ps(g3, _mm256_sub_ps(_mm256_loadu_ps(xr + i + 24), mv), q3);
+      }
+      for (; i + 8 <= e; i += 8) {
+        const __m256 g0 = _mm256_loadu_ps(gr + i);
+        s0 = _mm256_add_ps(s0, g0);
+        q0 = _mm256_fmadd_ps(g0, _mm256_sub_ps(_mm256_loadu_ps(xr + i), mv), q0);
+      }
+      flush(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)), &sa);
+      flush(_mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3)), &sb);
     }
     for (; i < S; ++i) {
       const double gi = double(gr[i]);
@@ -256,8 +291,8 @@ EMBER_AVX2 Sums bsums_rows_avx2(const float* g, const float* x, int64_t C, int64
     }
   }
   Sums s;
-  s.a = hsum(_mm256_add_pd(s0, s1)) + ta;
-  s.b = hsum(_mm256_add_pd(q0, q1)) + tb;
+  s.a = hsum(sa) + ta;
+  s.b = hsum(sb) + tb;
   return s;
 }
 
