@@ -115,7 +115,7 @@ def test_lstm_classifier_resume_without_checkpoint(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-# ---- the examples built on examples/_train.py (CNN, ResNet, character Transformer) ----------
+# ---- the examples built on examples/_train.py (MLP, CNN, ResNet, character Transformer) -----
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def fake_fashion(tmp_path):
 def examples_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     for name in list(sys.modules):
-        if name in ("_train", "cnn_fashion", "resnet_fashion", "char_transformer"):
+        if name in ("_train", "cnn_fashion", "resnet_fashion", "char_transformer", "mlp_digits"):
             del sys.modules[name]
 
 
@@ -166,6 +166,17 @@ def test_fashion_examples_train_checkpoint_and_resume(
     if script == "resnet_fashion":
         argv += ["--width", "4"]
     _run_twice(module.main, argv, ckpt, capsys)
+
+
+def test_mlp_digits_example_trains_checkpoints_and_resumes(examples_on_path, tmp_path, capsys):
+    pytest.importorskip("sklearn")  # the digits data; in the test extra
+    import mlp_digits
+
+    ckpt = tmp_path / "mlp.ckpt"
+    argv = ["--max-steps", "3", "--quiet", "--checkpoint", str(ckpt)]
+    first, _ = _run_twice(mlp_digits.main, argv, ckpt, capsys)
+    assert "digits: 1294 train / 144 validation / 359 test samples" in first
+    assert "best_model" in ember.load(ckpt)
 
 
 def test_char_transformer_trains_checkpoints_and_resumes(examples_on_path, tmp_path, capsys):

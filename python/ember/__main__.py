@@ -6,7 +6,8 @@ MLP is trained with cross-entropy and SGD with momentum; every epoch prints the 
 the training accuracy and the time it took, and the run ends with the test accuracy. The exit
 status is non-zero when the test accuracy is below ``--min-accuracy`` (95 % by default).
 
-The same code runs as ``python examples/mlp_digits.py``.
+``examples/mlp_digits.py`` trains the same model on the same split with the examples' shared
+loop: a validation split for early stopping, checkpoints and a progress bar.
 """
 
 from __future__ import annotations
