@@ -40,6 +40,17 @@
 //      Input-gradient pieces own (image, group, block of input channels): no two pieces
 //      write the same gx element, and batch-1 problems still get several pieces. Weight-
 //      gradient pieces each accumulate a whole gW (one per thread piece), summed at the end.
+//      direct (AVX-512, stride 1, < 64 input channels per group or maps up to 16x16): no
+//                  packing of the input at all. The forward computes the output over the
+//                  slab's "wide" pixel index n = row*Wp + col, for which tap (i, j) of channel
+//                  c is the slab at n + c*cs + i*dh*Wp + j*dw: a 12 x 32 (or 8 x 48) register
+//                  tile of output channels x wide pixels loads its B vectors straight from the
+//                  slab (direct_tile512); the Wp - OW extra columns are dropped while the tile
+//                  is compacted (vcompressps) into y. The input gradient is the same kernel on
+//                  gy with the flipped, transposed weights. The weight gradient (< 64 channels)
+//                  stacks several images' padded frames into one slab and accumulates
+//                  gW[o][c][tap] along the stacked pixels in vector lanes (wgrad_tile512),
+//                  masked to real output pixels. See the measurements at each function.
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
 //                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
@@ -429,11 +440,6 @@ bool use_shifted(const Conv2dDims& d) {
          (Cg * (1 + eh) + Og) * Wp <= kColCap;  // one output row's slab fits the cap
 }
 
-EMBER_AVX2 void copy_bias_rows(float* y, int64_t OW, const float* ct, int64_t Wp, int64_t rows,
-                               float bias) {
-  for (int64_t r = 0; r < rows; ++r) copy_bias_row(y + r * OW, ct + r * Wp, OW, bias);
-}
-
 // gy rows [oh0, oh0 + rows) of Og channels as [Og, rows*Wp], each row zero-padded from OW to
 // Wp: the row layout of the slab, so the shifted GEMMs can use it as is (the zero columns add
 // nothing).
@@ -583,7 +589,205 @@ void bwd_data_as_fwd(const float* gy, const float* w, float* gx, const Conv2dDim
   fwd_shifted_wt(gy, wt, nullptr, gx, e);
 }
 
+// ---- direct AVX-512 convolution, stride 1 ----------------------------------------------------
+// The implicit GEMMs above still pack B (the shifted slab) into panels, and with few output
+// channels (M = Og of 16-64) every packed element is used by only one to five micro-kernel
+// calls, so packing costs about as much as the FMAs. Here nothing of the input is packed: the
+// output is computed over the "wide" pixel index n = r*Wp + ow (ow < Wp, the slab's row
+// width), for which tap (i, j) of channel c reads the slab at the constant offset
+// koff(c, i, j) = c*cs + i*dh*Wp + j*dw: the 32 wide outputs of a tile read 32 consecutive
+// slab floats, two unaligned zmm loads straight from the slab (L1/L2). The register tile is
+// 12 output channels x 32 wide pixels (24 zmm accumulators, as the GEMM's micro-kernel) or
+// 8 x 48 (direct_use_8x48); the weights are packed once per call as [G][Og/MRB][K][MRB]
+// (K = Cg*KH*KW in w's own order, c outer, so consecutive k re-read the same lines). The
+// Wp - OW columns of each wide row are computed and dropped when a channel block's wide
+// outputs are compacted (+ bias) into y: (KW-1)*dw of Wp, 2/16 of the work at 14x14 and 3x3,
+// 2/30 at 28x28.
+// R rows (output channels, of a 12- or 8-row packed weight block: MRB floats per k) x NV*16
+// wide outputs; R*NV <= 24 accumulators.
+template <int R, int NV, int MRB>
+EMBER_AVX512 void direct_tile512(int64_t K, const float* A, const float* slab,
+                                 const int64_t* koff, float* out, int64_t ldo) {
+  static_assert(R <= 12 && NV <= 3 && R * NV <= 24 && R <= MRB);
+#define EMBER_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define EMBER_DECL(i) __m512 r##i##a = _mm512_setzero_ps(), r##i##b = r##i##a, r##i##c = r##i##a;
+#define EMBER_FMA(i)                                                   \
+  if constexpr ((i) < R) {                                             \
+    const __m512 av = _mm512_set1_ps(A[i]);                            \
+    r##i##a = _mm512_fmadd_ps(av, b0, r##i##a);                        \
+    if constexpr (NV > 1) r##i##b = _mm512_fmadd_ps(av, b1, r##i##b);  \
+    if constexpr (NV > 2) r##i##c = _mm512_fmadd_ps(av, b2, r##i##c);  \
+  }
+#define EMBER_OUT(i)                                                          \
+  if constexpr ((i) < R) {                                                    \
+    _mm512_storeu_ps(out + (i) * ldo, r##i##a);                               \
+    if constexpr (NV > 1) _mm512_storeu_ps(out + (i) * ldo + 16, r##i##b);    \
+    if constexpr (NV > 2) _mm512_storeu_ps(out + (i) * ldo + 32, r##i##c);    \
+  }
+  EMBER_ROWS(EMBER_DECL)
+  for (int64_t k = 0; k < K; ++k) {
+    const float* bk = slab + koff[k];
+    const __m512 b0 = _mm512_loadu_ps(bk);
+    const __m512 b1 = NV > 1 ? _mm512_loadu_ps(bk + 16) : b0;
+    const __m512 b2 = NV > 2 ? _mm512_loadu_ps(bk + 32) : b0;
+    EMBER_ROWS(EMBER_FMA)
+    A += MRB;
+  }
+  EMBER_ROWS(EMBER_OUT)
+#undef EMBER_OUT
+#undef EMBER_FMA
+#undef EMBER_DECL
+#undef EMBER_ROWS
+}
+
+// y[r*OW + ow] = wide[r*Wp + ow] + bias for ow < OW, over the P = rows*Wp wide outputs of
+// one channel: each 16-lane vector's valid lanes (masks[v]) are packed together (vcompressps)
+// and stored contiguously, so y is written in one sequential stream (copying row by row cost
+// a third of the forward at 14x14, rows of 14 floats).
+EMBER_AVX512 void compact_row512(const float* wide, int64_t P, const __mmask16* masks,
+                                 float bias, float* y) {
+  const __m512 bv = _mm512_set1_ps(bias);
+  for (int64_t v = 0; v * 16 < P; ++v) {
+    const __mmask16 m = masks[v];
+    const int cnt = __builtin_popcount(m);
+    const __m512 t = _mm512_add_ps(_mm512_loadu_ps(wide + v * 16), bv);
+    _mm512_mask_storeu_ps(y, __mmask16((1u << cnt) - 1), _mm512_maskz_compress_ps(m, t));
+    y += cnt;
+  }
+}
+
+// Where it beats the implicit GEMMs (best of 3 alternated runs, 1 thread, forward / input
+// gradient): always below 64 input channels per group (N=128 16->16 28x28 14.0 -> 6.3 ms,
+// 32->32 14x14 8.1 -> 5.1, 32->64 14x14 12.1 -> 9.7) and on small maps (64->64 7x7 6.4 -> 5.6,
+// 128->128 16x16 12.3 -> 11.2); with 64 channels on 32x32 / 56x56 maps the packed GEMM's
+// L1-sized B panels win by 5-8% (25.0 vs 26.4, 20.1 vs 21.8 ms), since each 32-pixel tile of
+// the direct kernel walks 64 channels x 3 rows of the slab from L2.
+bool use_direct512(const Conv2dDims& d) {
+  return cpu::avx512_selected() && d.sh == 1 && d.sw == 1 && d.KH * d.KW > 1 &&
+         (d.C / d.G < 64 || d.OH * d.OW <= 256);
+}
+
+// Output rows per slab tile: the slab (Cg x (rows + eh + 1) x Wp) and one block's wide
+// outputs (<= 12 x rows x Wp) within kColCap floats.
+int64_t direct_rows(const Conv2dDims& d, int64_t Wp, int64_t eh) {
+  const int64_t Cg = d.C / d.G;
+  int64_t R = std::max<int64_t>(1, (kColCap / Wp - Cg * (eh + 1)) / (Cg + 12));
+  R = std::min(R, d.OH);
+  const int64_t nt = (d.OH + R - 1) / R;
+  return (d.OH + nt - 1) / nt;
+}
+
+thread_local std::vector<int64_t> tl_koff;
+thread_local std::vector<__mmask16> tl_masks;
+
+// Register-tile shape: 12 channels x 32 wide outputs, or 8 x 48. The 8 x 48 tile leaves no
+// 4-row edge block where Og is a multiple of 8 but not of 12 (16, 32, 64, ...) but rounds the
+// wide outputs up to 48: pick the one with fewer computed (rounded) outputs, counting a 4-row
+// edge block at 1.5x (its 8 or 12 accumulators keep fewer FMAs in flight).
+bool direct_use_8x48(int64_t Og, int64_t P) {
+  auto cost = [&](int64_t mrb, int64_t w) {
+    double rows = 0;
+    for (int64_t o = 0; o < Og; o += mrb) {
+      const int64_t r = std::min(mrb, Og - o);
+      rows += r <= 4 ? 6.0 : r <= 8 ? 8.0 : 12.0;
+    }
+    return rows * double((P + w - 1) / w * w);
+  };
+  return cost(8, 48) < cost(12, 32);
+}
+
+template <int MRB, int NV>
+void fwd_direct512_with(const float* x, const float* w, const float* b, float* y,
+                        const Conv2dDims& d, const float* A, int64_t R) {
+  constexpr int64_t TW = 16 * NV;  // wide outputs per tile
+  const Geo q(d);
+  const int64_t nob = (q.Og + MRB - 1) / MRB;
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  const int64_t nt = (d.OH + R - 1) / R;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), d.N * d.G * nt, [&](int64_t p) {
+    const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), sr = rows + eh;
+    const int64_t P = rows * Wp, Pp = (P + TW - 1) / TW * TW;  // wide outputs, whole tiles
+    // Per channel: sr rows, then zeros for the last tile's reads past the end (up to TW - 1
+    // + (KW-1)*dw floats beyond the last row).
+    const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + TW + 15) / 16 * 16;
+    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + MRB * Pp));
+    if (!ws) return;
+    float* out = ws + q.Cg * cs;  // one block's wide outputs, [MRB][Pp]
+    build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
+    std::vector<int64_t>& koff = tl_koff;
+    koff.resize(static_cast<size_t>(q.K));
+    for (int64_t c = 0; c < q.Cg; ++c)
+      for (int64_t i = 0; i < d.KH; ++i)
+        for (int64_t j = 0; j < d.KW; ++j)
+          koff[(c * d.KH + i) * d.KW + j] = c * cs + i * d.dh * Wp + j * d.dw;
+    // Valid lanes (ow < OW, n < P) of each 16-wide vector of the wide outputs.
+    std::vector<__mmask16>& masks = tl_masks;
+    masks.resize(static_cast<size_t>((P + 15) / 16));
+    for (size_t v = 0; v < masks.size(); ++v) {
+      unsigned m = 0;
+      for (int64_t l = 0; l < 16; ++l) {
+        const int64_t nn = int64_t(v) * 16 + l;
+        if (nn < P && nn % Wp < d.OW) m |= 1u << l;
+      }
+      masks[v] = __mmask16(m);
+    }
+    float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
+    // Channel block outer: its packed weights (K x MRB floats) stay in L1 while the tiles
+    // sweep the slab (tiles outer, re-reading the weights per tile, was 10-30% slower).
+    for (int64_t ob = 0; ob < nob; ++ob) {
+      const float* Ab = A + (g * nob + ob) * q.K * MRB;
+      const int64_t mr = std::min<int64_t>(MRB, q.Og - ob * MRB);
+      for (int64_t n0 = 0; n0 < P; n0 += TW) {
+        const float* sl = ws + n0;
+        if (mr <= 4)
+          direct_tile512<4, NV, MRB>(q.K, Ab, sl, koff.data(), out + n0, Pp);
+        else if (MRB == 12 && mr <= 8)
+          direct_tile512<8, NV, MRB>(q.K, Ab, sl, koff.data(), out + n0, Pp);
+        else
+          direct_tile512<MRB, NV, MRB>(q.K, Ab, sl, koff.data(), out + n0, Pp);
+      }
+      for (int64_t r = 0; r < mr; ++r) {
+        const int64_t o = ob * MRB + r;
+        compact_row512(out + r * Pp, P, masks.data(), b ? b[g * q.Og + o] : 0.0f,
+                       yc + o * q.OHW);
+      }
+    }
+  });
+}
+
+// w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b, stride 1 (use_direct512).
+void fwd_direct512(const float* x, const float* w, const float* b, float* y,
+                   const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
+  const int64_t R = direct_rows(d, Wp, eh);
+  const bool t8 = direct_use_8x48(q.Og, R * Wp);
+  const int64_t MRB = t8 ? 8 : 12;
+  // Weights packed per block of MRB output channels: A[g][ob][k][MRB], zero-padded rows.
+  const int64_t nob = (q.Og + MRB - 1) / MRB;
+  float* A = tl_partial.get(static_cast<size_t>(d.G * nob * q.K * MRB));
+  if (!A) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t ob = 0; ob < nob; ++ob) {
+      float* Ab = A + (g * nob + ob) * q.K * MRB;
+      for (int64_t k = 0; k < q.K; ++k)
+        for (int64_t r = 0; r < MRB; ++r) {
+          const int64_t o = ob * MRB + r;
+          Ab[k * MRB + r] = o < q.Og ? w[(g * q.Og + o) * q.K + k] : 0.0f;
+        }
+    }
+  if (t8)
+    fwd_direct512_with<8, 3>(x, w, b, y, d, A, R);
+  else
+    fwd_direct512_with<12, 2>(x, w, b, y, d, A, R);
+}
+
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  if (use_direct512(d)) {
+    fwd_direct512(x, w, b, y, d);
+    return;
+  }
   if (use_shifted(d)) {
     fwd_shifted(x, w, b, y, d);
     return;
@@ -676,7 +880,35 @@ void bwd_data_shifted(const float* gy, const float* w, float* gx, const Conv2dDi
   });
 }
 
+// Stride-1 input gradient on the direct kernel: the forward of gy with the kernel flipped and
+// transposed (bwd_data_as_fwd_dims), for any channel count. w' = [G*Cg][Og][KH][KW] with
+// w'[g*Cg + c][o][t] = w[g*Og + o][c][KK-1-t], in its own buffer (fwd_direct512 packs into
+// tl_partial).
+thread_local Workspace tl_wflip;
+
+bool bwd_data_direct_ok(const Conv2dDims& d) {
+  return d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
+         use_direct512(bwd_data_as_fwd_dims(d));
+}
+
+void bwd_data_direct512(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  const Geo q(d);
+  float* wf = tl_wflip.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
+  if (!wf) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < q.Og; ++o)
+      for (int64_t c = 0; c < q.Cg; ++c)
+        for (int64_t t = 0; t < q.KK; ++t)
+          wf[((g * q.Cg + c) * q.Og + o) * q.KK + t] =
+              w[((g * q.Og + o) * q.Cg + c) * q.KK + (q.KK - 1 - t)];
+  fwd_direct512(gy, wf, nullptr, gx, bwd_data_as_fwd_dims(d));
+}
+
 void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  if (bwd_data_direct_ok(d)) {
+    bwd_data_direct512(gy, w, gx, d);
+    return;
+  }
   // Measured (1 thread): shifted 30 / 6.7 / 12 ms vs im2col 33 / 8 / 14.5 ms on 64->64 32x32,
   // 32->64 14x14, 128->128 16x16, but 24.5 vs 21 ms on 64->64 56x56 (each of the 9 GEMMs
   // re-packs the whole gy tile): shifted only for maps up to 32x32.
@@ -790,8 +1022,189 @@ void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2d
           gw[((g * q.Og + o) * q.Cg + c) * q.KK + tap] = accs[((g * q.Og + o) * q.KK + tap) * q.Cg + c];
 }
 
+// AVX-512 weight gradient, stride 1, fewer than 64 input channels per group, maps whose padded
+// image (Cg + Og channels) fits kColCap: the images of a piece are stacked into one tall slab,
+// each image's padded frame of sr = OH + eh rows after the previous one, and gy is widened
+// into the same layout with zero rows where the stack's wide output rows are not an image's
+// output row (the last eh rows of each frame) and zero columns past OW. Then
+// gW[o][c][tap] += sum_n gy_stack[o][n] * slab[c][n + off(tap)] over the ~kStackCols wide
+// pixels of the stack, by wgrad_tile512 (no GEMM and no packing: with M = Og of 16-64 the
+// packed operands of the GEMM forms were each used by only 16-64 FMAs, and per-image GEMMs
+// on 7x7-28x28 maps re-read the gW tile per image). Best of 3 alternated runs, 1 thread,
+// against the per-image shifted GEMM / im2col paths: N=128 16->16 28x28 16.1 -> 6.5 ms,
+// 32->32 14x14 6.5 -> 6.0, 32->64 14x14 12.0 -> 11.2; with 64 or more channels the GEMM
+// forms were faster (64->64 7x7 7.0 vs 7.9 ms, 128->128 16x16 12.0 vs 14.9 ms).
+constexpr int64_t kStackCols = 4096;
+
+bool use_wgrad_stacked(const Conv2dDims& d) {
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, sr = d.OH + (d.KH - 1) * d.dh;
+  return cpu::avx512_selected() && d.C / d.G < 64 && d.sh == 1 && d.sw == 1 &&
+         d.KH * d.KW > 1 && d.KH * d.KW <= 9 &&
+         (d.C / d.G + d.O / d.G) * (sr * Wp + Wp) <= kColCap;
+}
+
+// The stacked weight gradient's kernel: for R output channels and the T = KH*KW taps of one
+// input channel, R*T vector accumulators run along the stacked pixels, each step loading R
+// rows of gy and T shifted slab vectors straight from memory; the 16 lanes are summed once
+// at the end. R = 3, T = 9 is 27 accumulators + 3 gy vectors.
+template <int R, int T>
+EMBER_AVX512 void wgrad_tile512(const float* gyw, int64_t ldg, const float* sl,
+                                const int64_t* toff, const __mmask16* valid, int64_t L,
+                                float* out, int64_t ldo) {
+  __m512 acc[R][T];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 9
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t n = 0; n < L; n += 16) {
+    // Only the lanes of real output pixels accumulate: the others have gy = 0, but their
+    // shifted slab values may be an inf of the input that no real output reads (0 * inf).
+    const __mmask16 k = valid[n / 16];
+    __m512 gv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) gv[r] = _mm512_loadu_ps(gyw + r * ldg + n);
+#pragma GCC unroll 9
+    for (int t = 0; t < T; ++t) {
+      __m512 sv = _mm512_loadu_ps(sl + toff[t] + n);
+      // Keep the shifted vector in a register: without this GCC folds the load into each of
+      // the R FMAs (27 split-line loads per step instead of 9), 59 -> 94 GFLOP/s alone.
+      __asm__("" : "+v"(sv));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_mask3_fmadd_ps(gv[r], sv, acc[r][t], k);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 9
+    for (int t = 0; t < T; ++t) out[r * ldo + t] += _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <int T>
+EMBER_AVX512 void wgrad_rows512(int64_t R, const float* gyw, int64_t ldg, const float* sl,
+                                const int64_t* toff, const __mmask16* valid, int64_t L,
+                                float* out, int64_t ldo) {
+  if (R == 3)
+    wgrad_tile512<3, T>(gyw, ldg, sl, toff, valid, L, out, ldo);
+  else if (R == 2)
+    wgrad_tile512<2, T>(gyw, ldg, sl, toff, valid, L, out, ldo);
+  else
+    wgrad_tile512<1, T>(gyw, ldg, sl, toff, valid, L, out, ldo);
+}
+
+// acc[o][c][tap] (gw's layout, one group) += sum over the stack; L a multiple of 16.
+void wgrad_direct512(const float* gyw, const float* ws, int64_t cs, const Conv2dDims& d,
+                     const __mmask16* valid, int64_t L, float* acc) {
+  const Geo q(d);
+  int64_t toff[9];
+  for (int64_t i = 0; i < d.KH; ++i)
+    for (int64_t j = 0; j < d.KW; ++j)
+      toff[i * d.KW + j] = i * d.dh * (d.OW + (d.KW - 1) * d.dw) + j * d.dw;
+  for (int64_t o0 = 0; o0 < q.Og; o0 += 3) {
+    const int64_t R = std::min<int64_t>(3, q.Og - o0);
+    for (int64_t c = 0; c < q.Cg; ++c) {
+      const float* g0 = gyw + o0 * L;
+      float* out = acc + (o0 * q.Cg + c) * q.KK;
+      const int64_t ldo = q.Cg * q.KK;
+      switch (q.KK) {
+        case 9: wgrad_rows512<9>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+        case 8: wgrad_rows512<8>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+        case 7: wgrad_rows512<7>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+        case 6: wgrad_rows512<6>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+        case 5: wgrad_rows512<5>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+        case 4: wgrad_rows512<4>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+        case 3: wgrad_rows512<3>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+        default: wgrad_rows512<2>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+      }
+    }
+  }
+}
+
+void bwd_weight_stacked(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh, sr = d.OH + eh;
+  const int64_t frame = sr * Wp;  // wide pixels per image
+  const int nth = nthreads_for(conv_flops(d));
+  // Images per stack: ~kStackCols wide pixels, within kColCap, and at least one stack per
+  // thread.
+  const int64_t chans = q.Cg + q.Og;
+  const int64_t fit = std::max<int64_t>(1, (kColCap - chans * Wp) / (chans * frame));
+  const int64_t per_thread = (d.N + nth - 1) / nth;
+  const int64_t ni = std::clamp<int64_t>(kStackCols / frame, 1, std::min(fit, per_thread));
+  const int64_t units = ((d.N + ni - 1) / ni) * d.G;  // (image group, group)
+  const int64_t pieces = std::min<int64_t>(nth, units);
+  const int64_t asize = d.G * q.KK * q.Og * q.Cg;
+  float* accs = tl_partial.get(static_cast<size_t>(pieces * asize));
+  if (!accs) return;
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    float* acc = accs + p * asize;
+    zero_floats(acc, asize);
+    int64_t u0, u1;
+    cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t n0 = (u / d.G) * ni, g = u % d.G, nn = std::min(ni, d.N - n0);
+      // L: the stack's wide pixels, rounded up to whole vectors for the direct kernel (gy
+      // is zero past nn frames).
+      const int64_t L = (nn * frame + 15) / 16 * 16;
+      // Per channel: the nn frames, then zeros for the shifted reads past the last one.
+      const int64_t cs = (L + eh * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+      float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * L));
+      if (!ws) return;
+      float* gyw = ws + q.Cg * cs;
+      for (int64_t c = 0; c < q.Cg; ++c) {
+        float* sc = ws + c * cs;
+        for (int64_t m = 0; m < nn; ++m)
+          pad_plane_rows(x + ((n0 + m) * d.C + g * q.Cg + c) * q.HW, d.H, d.W, d.ph, d.pw, sr,
+                         Wp, sc + m * frame);
+        zero_floats(sc + nn * frame, cs - nn * frame);
+      }
+      for (int64_t o = 0; o < q.Og; ++o) {
+        for (int64_t m = 0; m < nn; ++m) {
+          float* dst = gyw + o * L + m * frame;
+          widen_rows(gy + ((n0 + m) * d.O + g * q.Og + o) * q.OHW, q.OHW, d.OW, 0, d.OH, 1, Wp,
+                     dst);
+          zero_floats(dst + d.OH * Wp, eh * Wp);
+        }
+        zero_floats(gyw + o * L + nn * frame, L - nn * frame);
+      }
+      std::vector<__mmask16>& valid = tl_masks;
+      valid.resize(static_cast<size_t>(L / 16));
+      for (int64_t v = 0; v < L / 16; ++v) {
+        unsigned m = 0;
+        for (int64_t l = 0; l < 16; ++l) {
+          const int64_t pos = v * 16 + l, loc = pos % frame;
+          if (pos < nn * frame && loc / Wp < d.OH && loc % Wp < d.OW) m |= 1u << l;
+        }
+        valid[size_t(v)] = __mmask16(m);
+      }
+      wgrad_direct512(gyw, ws, cs, d, valid.data(), L, acc + g * q.Og * q.K);
+    }
+  });
+  for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
+  copy_floats(gw, accs, asize);
+}
+
+// True when x[0, n) has no inf or NaN (x - x is 0 exactly for finite x).
+EMBER_AVX2 bool all_finite(const float* x, int64_t n) {
+  __m256 bad = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+  }
+  bool ok = _mm256_movemask_ps(bad) == 0;
+  for (; i < n; ++i) ok = ok && std::isfinite(x[i]);
+  return ok;
+}
+
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
-  if (use_shifted(d)) {
+  if (use_wgrad_stacked(d)) {
+    bwd_weight_stacked(gy, x, gw, d);
+    return;
+  }
+  // The shifted GEMM multiplies the zero columns of gy_wide by slab values no real output
+  // reads, so an inf in x would turn every tap's gradient into NaN (0 * inf); such inputs take
+  // the im2col path, which reads only what each output reads.
+  if (use_shifted(d) && all_finite(x, d.N * d.C * d.H * d.W)) {
     bwd_weight_shifted(gy, x, gw, d);
     return;
   }
