@@ -40,8 +40,9 @@
 //      Input-gradient pieces own (image, group, block of input channels): no two pieces
 //      write the same gx element, and batch-1 problems still get several pieces. Weight-
 //      gradient pieces each accumulate a whole gW (one per thread piece), summed at the end.
-//      direct (AVX-512, stride 1, < 64 input channels per group or maps up to 16x16): no
-//                  packing of the input at all. The forward computes the output over the
+//      direct (AVX-512, < 64 input channels per group or maps up to 16x16): no packing of
+//                  the input at all (strides > 1 split the input into phase planes first, see
+//                  DirectGeo). The forward computes the output over the
 //                  slab's "wide" pixel index n = row*Wp + col, for which tap (i, j) of channel
 //                  c is the slab at n + c*cs + i*dh*Wp + j*dw: a 12 x 32 (or 8 x 48) register
 //                  tile of output channels x wide pixels loads its B vectors straight from the
@@ -661,20 +662,92 @@ EMBER_AVX512 void compact_row512(const float* wide, int64_t P, const __mmask16* 
 // 32->32 14x14 8.1 -> 5.1, 32->64 14x14 12.1 -> 9.7) and on small maps (64->64 7x7 6.4 -> 5.6,
 // 128->128 16x16 12.3 -> 11.2); with 64 channels on 32x32 / 56x56 maps the packed GEMM's
 // L1-sized B panels win by 5-8% (25.0 vs 26.4, 20.1 vs 21.8 ms), since each 32-pixel tile of
-// the direct kernel walks 64 channels x 3 rows of the slab from L2.
+// the direct kernel walks 64 channels x 3 rows of the slab from L2. Stride 2 (phase planes,
+// against im2col; min of 5, 1 thread, on a machine whose other core was busy): N=128 16->32
+// 28x28 8.8 -> 5.4-5.9 ms, 32->64 14x14 9.1 -> 5.6-6.2 ms.
 bool use_direct512(const Conv2dDims& d) {
-  return cpu::avx512_selected() && d.sh == 1 && d.sw == 1 && d.KH * d.KW > 1 &&
-         (d.C / d.G < 64 || d.OH * d.OW <= 256);
+  return cpu::avx512_selected() && d.KH * d.KW > 1 && (d.C / d.G < 64 || d.OH * d.OW <= 256);
 }
 
-// Output rows per slab tile: the slab (Cg x (rows + eh + 1) x Wp) and one block's wide
+// Strides: the padded input is split into sh x sw phase planes, plane (pr, pc) holding the
+// input rows r*sh + pr and columns s*sw + pc, so that tap (i, j) of an output (oh, ow) is
+// plane ((i*dh) % sh, (j*dw) % sw) at row oh + (i*dh) / sh, column ow + (j*dw) / sw: a
+// stride-1 access again, and the same kernel runs with K = Cg*KH*KW (no zero taps). Stride 1
+// is the single plane (0, 0), the slab of the stride-1 paths.
+struct DirectGeo {
+  int64_t Wp, ea, planes;  // slab row width, extra rows beyond the outputs', planes per channel
+  explicit DirectGeo(const Conv2dDims& d)
+      : Wp(d.OW + (d.KW - 1) * d.dw / d.sw), ea((d.KH - 1) * d.dh / d.sh), planes(d.sh * d.sw) {}
+  // Offset of tap (i, j) of channel c, for plane stride cs.
+  int64_t koff(const Conv2dDims& d, int64_t c, int64_t i, int64_t j, int64_t cs) const {
+    const int64_t plane = (c * d.sh + (i * d.dh) % d.sh) * d.sw + (j * d.dw) % d.sw;
+    return plane * cs + (i * d.dh / d.sh) * Wp + j * d.dw / d.sw;
+  }
+};
+
+// Output rows per slab tile: the slab (Cg*planes x (rows + ea + 1) x Wp) and one block's wide
 // outputs (<= 12 x rows x Wp) within kColCap floats.
-int64_t direct_rows(const Conv2dDims& d, int64_t Wp, int64_t eh) {
-  const int64_t Cg = d.C / d.G;
-  int64_t R = std::max<int64_t>(1, (kColCap / Wp - Cg * (eh + 1)) / (Cg + 12));
+int64_t direct_rows(const Conv2dDims& d, const DirectGeo& dg) {
+  const int64_t Cp = d.C / d.G * dg.planes;
+  int64_t R = std::max<int64_t>(1, (kColCap / dg.Wp - Cp * (dg.ea + 1)) / (Cp + 12));
   R = std::min(R, d.OH);
   const int64_t nt = (d.OH + R - 1) / R;
   return (d.OH + nt - 1) / nt;
+}
+
+// Phase planes of Cg channels for output rows [oh0, oh0 + sr - ea): plane (c, pr, pc) at
+// ws + ((c*sh + pr)*sw + pc)*cs, sr rows of Wp, zeros outside the image and after the rows.
+EMBER_AVX512 void build_phase_slab(const float* xg, const Conv2dDims& d, int64_t Cg,
+                                   int64_t oh0, int64_t sr, int64_t Wp, int64_t cs,
+                                   float* ws) {
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t pr = 0; pr < d.sh; ++pr)
+      for (int64_t pc = 0; pc < d.sw; ++pc) {
+        float* P = ws + ((c * d.sh + pr) * d.sw + pc) * cs;
+        // Columns s with input column s*sw + pc - pw in [0, W).
+        const int64_t c0 = pc - d.pw;  // input column of s = 0
+        const int64_t s_lo = std::clamp<int64_t>((-c0 + d.sw - 1) / d.sw, 0, Wp);
+        const int64_t s_hi = std::clamp<int64_t>((d.W - c0 + d.sw - 1) / d.sw, s_lo, Wp);
+        for (int64_t r = 0; r < sr; ++r) {
+          float* dst = P + r * Wp;
+          const int64_t ir = (oh0 + r) * d.sh + pr - d.ph;
+          if (ir < 0 || ir >= d.H) {
+            zero_floats(dst, Wp);
+            continue;
+          }
+          const float* row = xg + (c * d.H + ir) * d.W;
+          if (d.sw == 2) {
+            // Deinterleave: 16 outputs from (up to) 32 input floats, with masked loads for the
+            // columns outside the image (zeros) and a masked store for the row end, so a whole
+            // short row is one or two steps (maps of 14-32 columns).
+            const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
+                                                  24, 26, 28, 30);
+            auto lanes = [](int64_t lo, int64_t hi) {  // lanes k with lo <= k < hi
+              auto below = [](int64_t k) {
+                return k >= 16 ? 0xFFFFu : k <= 0 ? 0u : (1u << k) - 1;
+              };
+              return __mmask16(below(hi) & ~below(lo));
+            };
+            for (int64_t s = 0; s < Wp; s += 16) {
+              const int64_t base = 2 * s + c0;  // input column of lane 0
+              const __mmask16 ma = lanes(-base, d.W - base);
+              const __mmask16 mb = lanes(-base - 16, d.W - base - 16);
+              // Lanes outside [0, W) are masked off, so nothing before or after the row is
+              // read; the pointers are only formed for the masked loads.
+              const __m512 va = ma ? _mm512_maskz_loadu_ps(ma, row + base) : _mm512_setzero_ps();
+              const __m512 vb =
+                  mb ? _mm512_maskz_loadu_ps(mb, row + base + 16) : _mm512_setzero_ps();
+              _mm512_mask_storeu_ps(dst + s, lanes(0, Wp - s),
+                                    _mm512_permutex2var_ps(va, idx, vb));
+            }
+            continue;
+          }
+          zero_floats(dst, s_lo);
+          for (int64_t s = s_lo; s < s_hi; ++s) dst[s] = row[s * d.sw + c0];
+          zero_floats(dst + s_hi, Wp - s_hi);
+        }
+        zero_floats(P + sr * Wp, cs - sr * Wp);
+      }
 }
 
 thread_local std::vector<int64_t> tl_koff;
@@ -702,25 +775,30 @@ void fwd_direct512_with(const float* x, const float* w, const float* b, float* y
   constexpr int64_t TW = 16 * NV;  // wide outputs per tile
   const Geo q(d);
   const int64_t nob = (q.Og + MRB - 1) / MRB;
-  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
-  const int64_t nt = (d.OH + R - 1) / R;
+  const DirectGeo dg(d);
+  const int64_t Wp = dg.Wp, nt = (d.OH + R - 1) / R;
   cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), d.N * d.G * nt, [&](int64_t p) {
     const int64_t n = p / (d.G * nt), g = (p / nt) % d.G, t = p % nt;
-    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), sr = rows + eh;
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), sr = rows + dg.ea;
     const int64_t P = rows * Wp, Pp = (P + TW - 1) / TW * TW;  // wide outputs, whole tiles
-    // Per channel: sr rows, then zeros for the last tile's reads past the end (up to TW - 1
-    // + (KW-1)*dw floats beyond the last row).
-    const int64_t cs = (sr * Wp + (d.KW - 1) * d.dw + TW + 15) / 16 * 16;
-    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + MRB * Pp));
+    // Per plane: sr rows, then zeros for the last tile's reads past the end (up to TW - 1
+    // + (KW-1)*dw/sw floats beyond the last row).
+    const int64_t cs = (sr * Wp + Wp - d.OW + TW + 15) / 16 * 16;
+    const int64_t nplanes = q.Cg * dg.planes;
+    float* ws = tl_col.get(static_cast<size_t>(nplanes * cs + MRB * Pp));
     if (!ws) return;
-    float* out = ws + q.Cg * cs;  // one block's wide outputs, [MRB][Pp]
-    build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
+    float* out = ws + nplanes * cs;  // one block's wide outputs, [MRB][Pp]
+    const float* xg = x + (n * d.C + g * q.Cg) * q.HW;
+    if (dg.planes == 1)
+      build_slab(xg, d, q.Cg, oh0, sr, Wp, cs, ws);
+    else
+      build_phase_slab(xg, d, q.Cg, oh0, sr, Wp, cs, ws);
     std::vector<int64_t>& koff = tl_koff;
     koff.resize(static_cast<size_t>(q.K));
     for (int64_t c = 0; c < q.Cg; ++c)
       for (int64_t i = 0; i < d.KH; ++i)
         for (int64_t j = 0; j < d.KW; ++j)
-          koff[(c * d.KH + i) * d.KW + j] = c * cs + i * d.dh * Wp + j * d.dw;
+          koff[(c * d.KH + i) * d.KW + j] = dg.koff(d, c, i, j, cs);
     // Valid lanes (ow < OW, n < P) of each 16-wide vector of the wide outputs.
     std::vector<__mmask16>& masks = tl_masks;
     masks.resize(static_cast<size_t>((P + 15) / 16));
@@ -756,13 +834,13 @@ void fwd_direct512_with(const float* x, const float* w, const float* b, float* y
   });
 }
 
-// w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b, stride 1 (use_direct512).
+// w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b (use_direct512).
 void fwd_direct512(const float* x, const float* w, const float* b, float* y,
                    const Conv2dDims& d) {
   const Geo q(d);
-  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
-  const int64_t R = direct_rows(d, Wp, eh);
-  const bool t8 = direct_use_8x48(q.Og, R * Wp);
+  const DirectGeo dg(d);
+  const int64_t R = direct_rows(d, dg);
+  const bool t8 = direct_use_8x48(q.Og, R * dg.Wp);
   const int64_t MRB = t8 ? 8 : 12;
   // Weights packed per block of MRB output channels: A[g][ob][k][MRB], zero-padded rows.
   const int64_t nob = (q.Og + MRB - 1) / MRB;
@@ -887,7 +965,7 @@ void bwd_data_shifted(const float* gy, const float* w, float* gx, const Conv2dDi
 thread_local Workspace tl_wflip;
 
 bool bwd_data_direct_ok(const Conv2dDims& d) {
-  return d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
+  return d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
          use_direct512(bwd_data_as_fwd_dims(d));
 }
 
