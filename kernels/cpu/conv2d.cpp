@@ -698,8 +698,8 @@ int64_t direct_rows(const Conv2dDims& d, const DirectGeo& dg) {
 // Phase planes of Cg channels for output rows [oh0, oh0 + sr - ea): plane (c, pr, pc) at
 // ws + ((c*sh + pr)*sw + pc)*cs, sr rows of Wp, zeros outside the image and after the rows.
 EMBER_AVX512 void build_phase_slab(const float* xg, const Conv2dDims& d, int64_t Cg,
-                                   int64_t oh0, int64_t sr, int64_t Wp, int64_t cs,
-                                   float* ws) {
+                                   int64_t oh0, int64_t sr, int64_t Wp, int64_t cs, float* ws,
+                                   bool zero_tail = true) {
   for (int64_t c = 0; c < Cg; ++c)
     for (int64_t pr = 0; pr < d.sh; ++pr)
       for (int64_t pc = 0; pc < d.sw; ++pc) {
@@ -746,7 +746,7 @@ EMBER_AVX512 void build_phase_slab(const float* xg, const Conv2dDims& d, int64_t
           for (int64_t s = s_lo; s < s_hi; ++s) dst[s] = row[s * d.sw + c0];
           zero_floats(dst + s_hi, Wp - s_hi);
         }
-        zero_floats(P + sr * Wp, cs - sr * Wp);
+        if (zero_tail) zero_floats(P + sr * Wp, cs - sr * Wp);
       }
 }
 
@@ -1115,10 +1115,10 @@ void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2d
 constexpr int64_t kStackCols = 4096;
 
 bool use_wgrad_stacked(const Conv2dDims& d) {
-  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, sr = d.OH + (d.KH - 1) * d.dh;
-  return cpu::avx512_selected() && d.C / d.G < 64 && d.sh == 1 && d.sw == 1 &&
-         d.KH * d.KW > 1 && d.KH * d.KW <= 9 &&
-         (d.C / d.G + d.O / d.G) * (sr * Wp + Wp) <= kColCap;
+  const DirectGeo dg(d);
+  const int64_t frame = (d.OH + dg.ea) * dg.Wp;
+  return cpu::avx512_selected() && d.C / d.G < 64 && d.KH * d.KW > 1 && d.KH * d.KW <= 9 &&
+         (d.C / d.G * dg.planes + d.O / d.G) * (frame + dg.Wp) <= kColCap;
 }
 
 // The stacked weight gradient's kernel: for R output channels and the T = KH*KW taps of one
@@ -1169,29 +1169,27 @@ EMBER_AVX512 void wgrad_rows512(int64_t R, const float* gyw, int64_t ldg, const 
     wgrad_tile512<1, T>(gyw, ldg, sl, toff, valid, L, out, ldo);
 }
 
-// acc[o][c][tap] (gw's layout, one group) += sum over the stack; L a multiple of 16.
-void wgrad_direct512(const float* gyw, const float* ws, int64_t cs, const Conv2dDims& d,
-                     const __mmask16* valid, int64_t L, float* acc) {
+// acc[o][c][tap] (gw's layout, one group) += sum over the stack; L a multiple of 16. Channel c
+// of the stack at ws + c*ccs, tap t at toff[t] from there.
+void wgrad_direct512(const float* gyw, const float* ws, int64_t ccs, const int64_t* toff,
+                     const Conv2dDims& d, const __mmask16* valid, int64_t L, float* acc) {
   const Geo q(d);
-  int64_t toff[9];
-  for (int64_t i = 0; i < d.KH; ++i)
-    for (int64_t j = 0; j < d.KW; ++j)
-      toff[i * d.KW + j] = i * d.dh * (d.OW + (d.KW - 1) * d.dw) + j * d.dw;
   for (int64_t o0 = 0; o0 < q.Og; o0 += 3) {
     const int64_t R = std::min<int64_t>(3, q.Og - o0);
     for (int64_t c = 0; c < q.Cg; ++c) {
       const float* g0 = gyw + o0 * L;
+      const float* sl = ws + c * ccs;
       float* out = acc + (o0 * q.Cg + c) * q.KK;
       const int64_t ldo = q.Cg * q.KK;
       switch (q.KK) {
-        case 9: wgrad_rows512<9>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
-        case 8: wgrad_rows512<8>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
-        case 7: wgrad_rows512<7>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
-        case 6: wgrad_rows512<6>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
-        case 5: wgrad_rows512<5>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
-        case 4: wgrad_rows512<4>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
-        case 3: wgrad_rows512<3>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
-        default: wgrad_rows512<2>(R, g0, L, ws + c * cs, toff, valid, L, out, ldo); break;
+        case 9: wgrad_rows512<9>(R, g0, L, sl, toff, valid, L, out, ldo); break;
+        case 8: wgrad_rows512<8>(R, g0, L, sl, toff, valid, L, out, ldo); break;
+        case 7: wgrad_rows512<7>(R, g0, L, sl, toff, valid, L, out, ldo); break;
+        case 6: wgrad_rows512<6>(R, g0, L, sl, toff, valid, L, out, ldo); break;
+        case 5: wgrad_rows512<5>(R, g0, L, sl, toff, valid, L, out, ldo); break;
+        case 4: wgrad_rows512<4>(R, g0, L, sl, toff, valid, L, out, ldo); break;
+        case 3: wgrad_rows512<3>(R, g0, L, sl, toff, valid, L, out, ldo); break;
+        default: wgrad_rows512<2>(R, g0, L, sl, toff, valid, L, out, ldo); break;
       }
     }
   }
@@ -1199,12 +1197,13 @@ void wgrad_direct512(const float* gyw, const float* ws, int64_t cs, const Conv2d
 
 void bwd_weight_stacked(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
   const Geo q(d);
-  const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh, sr = d.OH + eh;
+  const DirectGeo dg(d);  // strides: phase planes, as in the direct forward
+  const int64_t Wp = dg.Wp, ea = dg.ea, sr = d.OH + ea, planes = dg.planes;
   const int64_t frame = sr * Wp;  // wide pixels per image
   const int nth = nthreads_for(conv_flops(d));
   // Images per stack: ~kStackCols wide pixels, within kColCap, and at least one stack per
   // thread.
-  const int64_t chans = q.Cg + q.Og;
+  const int64_t chans = q.Cg * planes + q.Og;
   const int64_t fit = std::max<int64_t>(1, (kColCap - chans * Wp) / (chans * frame));
   const int64_t per_thread = (d.N + nth - 1) / nth;
   const int64_t ni = std::clamp<int64_t>(kStackCols / frame, 1, std::min(fit, per_thread));
@@ -1223,27 +1222,34 @@ void bwd_weight_stacked(const float* gy, const float* x, float* gw, const Conv2d
       // L: the stack's wide pixels, rounded up to whole vectors for the direct kernel (gy
       // is zero past nn frames).
       const int64_t L = (nn * frame + 15) / 16 * 16;
-      // Per channel: the nn frames, then zeros for the shifted reads past the last one.
-      const int64_t cs = (L + eh * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
-      float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * L));
+      // Per plane: the nn frames, then zeros for the shifted reads past the last one.
+      const int64_t cs = (L + ea * Wp + Wp - d.OW + 15) / 16 * 16;
+      float* ws = tl_col.get(static_cast<size_t>(q.Cg * planes * cs + q.Og * L));
       if (!ws) return;
-      float* gyw = ws + q.Cg * cs;
-      for (int64_t c = 0; c < q.Cg; ++c) {
-        float* sc = ws + c * cs;
-        for (int64_t m = 0; m < nn; ++m)
-          pad_plane_rows(x + ((n0 + m) * d.C + g * q.Cg + c) * q.HW, d.H, d.W, d.ph, d.pw, sr,
-                         Wp, sc + m * frame);
-        zero_floats(sc + nn * frame, cs - nn * frame);
+      float* gyw = ws + q.Cg * planes * cs;
+      for (int64_t m = 0; m < nn; ++m) {
+        const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
+        if (planes == 1) {
+          for (int64_t c = 0; c < q.Cg; ++c)
+            pad_plane_rows(xg + c * q.HW, d.H, d.W, d.ph, d.pw, sr, Wp, ws + c * cs + m * frame);
+        } else {
+          build_phase_slab(xg, d, q.Cg, 0, sr, Wp, cs, ws + m * frame, /*zero_tail=*/false);
+        }
       }
+      for (int64_t pl = 0; pl < q.Cg * planes; ++pl)
+        zero_floats(ws + pl * cs + nn * frame, cs - nn * frame);
       for (int64_t o = 0; o < q.Og; ++o) {
         for (int64_t m = 0; m < nn; ++m) {
           float* dst = gyw + o * L + m * frame;
           widen_rows(gy + ((n0 + m) * d.O + g * q.Og + o) * q.OHW, q.OHW, d.OW, 0, d.OH, 1, Wp,
                      dst);
-          zero_floats(dst + d.OH * Wp, eh * Wp);
+          zero_floats(dst + d.OH * Wp, ea * Wp);
         }
         zero_floats(gyw + o * L + nn * frame, L - nn * frame);
       }
+      int64_t toff[9];  // tap offsets from channel c's first plane
+      for (int64_t i = 0; i < d.KH; ++i)
+        for (int64_t j = 0; j < d.KW; ++j) toff[i * d.KW + j] = dg.koff(d, 0, i, j, cs);
       std::vector<__mmask16>& valid = tl_masks;
       valid.resize(static_cast<size_t>(L / 16));
       for (int64_t v = 0; v < L / 16; ++v) {
@@ -1254,7 +1260,7 @@ void bwd_weight_stacked(const float* gy, const float* x, float* gw, const Conv2d
         }
         valid[size_t(v)] = __mmask16(m);
       }
-      wgrad_direct512(gyw, ws, cs, d, valid.data(), L, acc + g * q.Og * q.K);
+      wgrad_direct512(gyw, ws, planes * cs, toff, d, valid.data(), L, acc + g * q.Og * q.K);
     }
   });
   for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
