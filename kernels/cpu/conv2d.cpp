@@ -1050,6 +1050,26 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
   });
 }
 
+// Units [0, units) split into at most nth contiguous pieces, one per thread; each piece
+// accumulates fn(u, acc) into its own zeroed accumulator of asize floats (tl_partial), and the
+// pieces' sums are added in piece order, so the result does not depend on which thread ran
+// which piece. Returns the sum (asize floats), or nullptr when the workspace failed.
+template <typename Fn>
+float* sum_over_pieces(int nth, int64_t units, int64_t asize, Fn&& fn) {
+  const int64_t pieces = std::min<int64_t>(nth, units);
+  float* accs = tl_partial.get(static_cast<size_t>(pieces * asize));
+  if (!accs) return nullptr;
+  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
+    float* acc = accs + p * asize;
+    zero_floats(acc, asize);
+    int64_t u0, u1;
+    cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
+    for (int64_t u = u0; u < u1; ++u) fn(u, acc);
+  });
+  for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
+  return accs;
+}
+
 // Weight gradient with the shifted GEMMs of fwd_shifted: per tap, gW_tap[Og, Cg] += gy_wide
 // [Og, rows*Wp] @ slab_view^T, accumulated tap-major per piece, then reduced and transposed
 // into gw's [O, Cg, KH, KW] layout.
@@ -1058,41 +1078,32 @@ void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2d
   const int64_t Wp = d.OW + (d.KW - 1) * d.dw, eh = (d.KH - 1) * d.dh;
   const int64_t R = shifted_rows(d, Wp, eh), nt = (d.OH + R - 1) / R;
   const int64_t units = d.N * d.G * nt;
-  const int nth = nthreads_for(conv_flops(d));
-  const int64_t pieces = std::min<int64_t>(nth, units);
   const int64_t asize = d.G * q.KK * q.Og * q.Cg;
-  float* accs = tl_partial.get(static_cast<size_t>(pieces * asize));
-  if (!accs) return;
-  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
-    float* acc = accs + p * asize;
-    zero_floats(acc, asize);
-    int64_t u0, u1;
-    cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t n = u / (d.G * nt), g = (u / nt) % d.G, t = u % nt;
-      const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
-      const int64_t sr = rows + eh, cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
-      float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
-      if (!ws) return;
-      build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
-      float* gyw = ws + q.Cg * cs;
-      widen_rows(gy + (n * d.O + g * q.Og) * q.OHW, q.OHW, d.OW, oh0, rows, q.Og, Wp, gyw);
-      // One GEMM for all taps: gW[Og, KK*Cg] += gy_wide @ B, column tap*Cg + c of B being
-      // channel c of the slab shifted by the tap (packed straight from the slab; gy_wide is
-      // packed once, not once per tap).
-      std::vector<const float*>& bp = tl_brow;
-      bp.resize(static_cast<size_t>(q.K));
-      for (int64_t i = 0; i < d.KH; ++i)
-        for (int64_t j = 0; j < d.KW; ++j) {
-          const float* base = ws + i * d.dh * Wp + j * d.dw;
-          const int64_t tap = i * d.KW + j;
-          for (int64_t c = 0; c < q.Cg; ++c) bp[tap * q.Cg + c] = base + c * cs;
-        }
-      gemm_serial_colptr(gyw, Tw, bp.data(), acc + g * q.Og * q.K, q.K, q.Og, q.K, Tw, 1.0f,
-                         1.0f);
-    }
+  const float* accs = sum_over_pieces(nthreads_for(conv_flops(d)), units, asize,
+                                      [&](int64_t u, float* acc) {
+    const int64_t n = u / (d.G * nt), g = (u / nt) % d.G, t = u % nt;
+    const int64_t oh0 = t * R, rows = std::min(R, d.OH - oh0), Tw = rows * Wp;
+    const int64_t sr = rows + eh, cs = (sr * Wp + (d.KW - 1) * d.dw + 15) / 16 * 16;
+    float* ws = tl_col.get(static_cast<size_t>(q.Cg * cs + q.Og * Tw));
+    if (!ws) return;
+    build_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, oh0, sr, Wp, cs, ws);
+    float* gyw = ws + q.Cg * cs;
+    widen_rows(gy + (n * d.O + g * q.Og) * q.OHW, q.OHW, d.OW, oh0, rows, q.Og, Wp, gyw);
+    // One GEMM for all taps: gW[Og, KK*Cg] += gy_wide @ B, column tap*Cg + c of B being
+    // channel c of the slab shifted by the tap (packed straight from the slab; gy_wide is
+    // packed once, not once per tap).
+    std::vector<const float*>& bp = tl_brow;
+    bp.resize(static_cast<size_t>(q.K));
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) {
+        const float* base = ws + i * d.dh * Wp + j * d.dw;
+        const int64_t tap = i * d.KW + j;
+        for (int64_t c = 0; c < q.Cg; ++c) bp[tap * q.Cg + c] = base + c * cs;
+      }
+    gemm_serial_colptr(gyw, Tw, bp.data(), acc + g * q.Og * q.K, q.K, q.Og, q.K, Tw, 1.0f,
+                       1.0f);
   });
-  for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
+  if (!accs) return;
   for (int64_t g = 0; g < d.G; ++g)
     for (int64_t o = 0; o < q.Og; ++o)
       for (int64_t tap = 0; tap < q.KK; ++tap)
@@ -1211,63 +1222,53 @@ void bwd_weight_stacked(const float* gy, const float* x, float* gw, const Conv2d
   const int64_t per_thread = (d.N + nth - 1) / nth;
   const int64_t ni = std::clamp<int64_t>(kStackCols / frame, 1, std::min(fit, per_thread));
   const int64_t units = ((d.N + ni - 1) / ni) * d.G;  // (image group, group)
-  const int64_t pieces = std::min<int64_t>(nth, units);
   const int64_t asize = d.G * q.KK * q.Og * q.Cg;
-  float* accs = tl_partial.get(static_cast<size_t>(pieces * asize));
-  if (!accs) return;
-  cpu::ClaimPool::instance().run(nth, pieces, [&](int64_t p) {
-    float* acc = accs + p * asize;
-    zero_floats(acc, asize);
-    int64_t u0, u1;
-    cpu::split_range(units, 1, static_cast<int>(p), static_cast<int>(pieces), &u0, &u1);
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t n0 = (u / d.G) * ni, g = u % d.G, nn = std::min(ni, d.N - n0);
-      // L: the stack's wide pixels, rounded up to whole vectors for the direct kernel (gy
-      // is zero past nn frames).
-      const int64_t L = (nn * frame + 15) / 16 * 16;
-      // Per plane: the nn frames, then zeros for the shifted reads past the last one.
-      const int64_t cs = (L + ea * Wp + Wp - d.OW + 15) / 16 * 16;
-      float* ws = tl_col.get(static_cast<size_t>(q.Cg * planes * cs + q.Og * L));
-      if (!ws) return;
-      float* gyw = ws + q.Cg * planes * cs;
-      for (int64_t m = 0; m < nn; ++m) {
-        const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
-        if (planes == 1) {
-          for (int64_t c = 0; c < q.Cg; ++c)
-            pad_plane_rows(xg + c * q.HW, d.H, d.W, d.ph, d.pw, sr, Wp, ws + c * cs + m * frame);
-        } else {
-          build_phase_slab(xg, d, q.Cg, 0, sr, Wp, cs, ws + m * frame, /*zero_tail=*/false);
-        }
+  const float* accs = sum_over_pieces(nth, units, asize, [&](int64_t u, float* acc) {
+    const int64_t n0 = (u / d.G) * ni, g = u % d.G, nn = std::min(ni, d.N - n0);
+    // L: the stack's wide pixels, rounded up to whole vectors for the direct kernel (gy
+    // is zero past nn frames).
+    const int64_t L = (nn * frame + 15) / 16 * 16;
+    // Per plane: the nn frames, then zeros for the shifted reads past the last one.
+    const int64_t cs = (L + ea * Wp + Wp - d.OW + 15) / 16 * 16;
+    float* ws = tl_col.get(static_cast<size_t>(q.Cg * planes * cs + q.Og * L));
+    if (!ws) return;
+    float* gyw = ws + q.Cg * planes * cs;
+    for (int64_t m = 0; m < nn; ++m) {
+      const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
+      if (planes == 1) {
+        for (int64_t c = 0; c < q.Cg; ++c)
+          pad_plane_rows(xg + c * q.HW, d.H, d.W, d.ph, d.pw, sr, Wp, ws + c * cs + m * frame);
+      } else {
+        build_phase_slab(xg, d, q.Cg, 0, sr, Wp, cs, ws + m * frame, /*zero_tail=*/false);
       }
-      for (int64_t pl = 0; pl < q.Cg * planes; ++pl)
-        zero_floats(ws + pl * cs + nn * frame, cs - nn * frame);
-      for (int64_t o = 0; o < q.Og; ++o) {
-        for (int64_t m = 0; m < nn; ++m) {
-          float* dst = gyw + o * L + m * frame;
-          widen_rows(gy + ((n0 + m) * d.O + g * q.Og + o) * q.OHW, q.OHW, d.OW, 0, d.OH, 1, Wp,
-                     dst);
-          zero_floats(dst + d.OH * Wp, ea * Wp);
-        }
-        zero_floats(gyw + o * L + nn * frame, L - nn * frame);
-      }
-      int64_t toff[9];  // tap offsets from channel c's first plane
-      for (int64_t i = 0; i < d.KH; ++i)
-        for (int64_t j = 0; j < d.KW; ++j) toff[i * d.KW + j] = dg.koff(d, 0, i, j, cs);
-      std::vector<__mmask16>& valid = tl_masks;
-      valid.resize(static_cast<size_t>(L / 16));
-      for (int64_t v = 0; v < L / 16; ++v) {
-        unsigned m = 0;
-        for (int64_t l = 0; l < 16; ++l) {
-          const int64_t pos = v * 16 + l, loc = pos % frame;
-          if (pos < nn * frame && loc / Wp < d.OH && loc % Wp < d.OW) m |= 1u << l;
-        }
-        valid[size_t(v)] = __mmask16(m);
-      }
-      wgrad_direct512(gyw, ws, planes * cs, toff, d, valid.data(), L, acc + g * q.Og * q.K);
     }
+    for (int64_t pl = 0; pl < q.Cg * planes; ++pl)
+      zero_floats(ws + pl * cs + nn * frame, cs - nn * frame);
+    for (int64_t o = 0; o < q.Og; ++o) {
+      for (int64_t m = 0; m < nn; ++m) {
+        float* dst = gyw + o * L + m * frame;
+        widen_rows(gy + ((n0 + m) * d.O + g * q.Og + o) * q.OHW, q.OHW, d.OW, 0, d.OH, 1, Wp,
+                   dst);
+        zero_floats(dst + d.OH * Wp, ea * Wp);
+      }
+      zero_floats(gyw + o * L + nn * frame, L - nn * frame);
+    }
+    int64_t toff[9];  // tap offsets from channel c's first plane
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) toff[i * d.KW + j] = dg.koff(d, 0, i, j, cs);
+    std::vector<__mmask16>& valid = tl_masks;
+    valid.resize(static_cast<size_t>(L / 16));
+    for (int64_t v = 0; v < L / 16; ++v) {
+      unsigned m = 0;
+      for (int64_t l = 0; l < 16; ++l) {
+        const int64_t pos = v * 16 + l, loc = pos % frame;
+        if (pos < nn * frame && loc / Wp < d.OH && loc % Wp < d.OW) m |= 1u << l;
+      }
+      valid[size_t(v)] = __mmask16(m);
+    }
+    wgrad_direct512(gyw, ws, planes * cs, toff, d, valid.data(), L, acc + g * q.Og * q.K);
   });
-  for (int64_t p = 1; p < pieces; ++p) add_row(accs, accs + p * asize, asize);
-  copy_floats(gw, accs, asize);
+  if (accs) copy_floats(gw, accs, asize);
 }
 
 // True when x[0, n) has no inf or NaN (x - x is 0 exactly for finite x).
