@@ -65,6 +65,12 @@ CASES = [
     (1, 48, 100, 64, 4, (3, 3), 1, 1, 1, 1),  # several slab tiles of the direct forward
     (70, 8, 7, 7, 6, (3, 3), 1, 1, 1, 1),  # several stacks of images (weight gradient)
     (2, 3, 12, 13, 33, (4, 2), 1, "same", 1, 1),  # even kernel, asymmetric padding, 33 outputs
+    # >= 32 output channels per group on small maps or with strides (AVX-512): the forward /
+    # input gradient vectorised over output channels (pixel tiles over several images)
+    (5, 24, 7, 7, 70, (3, 3), 1, 1, 1, 1),  # 70 = 64 + 6 channels; 3 + 2 images per task
+    (3, 16, 14, 13, 48, (3, 3), 2, 1, 1, 1),  # stride 2: phase planes; 48 = 3 vectors
+    (2, 64, 8, 9, 64, (3, 3), 1, 2, 2, 2),  # grouped (32 per group), dilated
+    (1, 8, 16, 16, 32, (3, 3), 2, (1, 0), 1, 1),  # asymmetric padding, batch 1
 ]
 
 
@@ -403,7 +409,7 @@ def test_vs_torch(case, rng):
 
 @pytest.mark.parametrize(
     "case",
-    [CASES[i] for i in (1, 3, 6, 7, 8, 21, 35, 36, 37, 40)],
+    [CASES[i] for i in (1, 3, 6, 7, 8, 21, 35, 36, 37, 40, 42, 44)],
 )
 def test_inf_in_input_stays_local(case, rng, cpu_path):
     """An inf in x reaches only the outputs and weight-gradient taps that read it (no 0 * inf

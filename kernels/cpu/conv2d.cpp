@@ -52,6 +52,10 @@
 //                  stacks several images' padded frames into one slab and accumulates
 //                  gW[o][c][tap] along the stacked pixels in vector lanes (wgrad_tile512),
 //                  masked to real output pixels. See the measurements at each function.
+//                  With >= 32 output channels per group on maps up to 256 pixels (and at
+//                  strides > 1) the forward / input gradient tiles are instead 6-8 output
+//                  pixels x 16-64 output channels (fwd_chanvec512): the weights are the vector
+//                  operand, each pixel's input a broadcast, so no padding column is computed.
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
 //                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
@@ -834,9 +838,161 @@ void fwd_direct512_with(const float* x, const float* w, const float* b, float* y
   });
 }
 
+// ---- direct forward vectorised over output channels (small maps) ------------------------
+// The wide-pixel kernel above computes OH x Wp outputs per channel and rounds them up to its
+// 32- or 48-wide tiles: at 7x7 with a 3x3 kernel 64 of every 49 useful (68% with the 12-row
+// channel edge of Og = 64). Here a register tile is R output pixels x NV*16 output channels:
+// per k (channel c, tap (i, j)) NV weight vectors (packed [G][K][Ogp], Ogp = Og rounded up to
+// 16) and R broadcasts of the slab at pixel r's own offset + koff[k]. A pixel is any entry of
+// a list of slab offsets, so the tiles run over the real output pixels of several images
+// back to back: nothing computed is dropped. The results land pixel-major in a small buffer
+// ([pixels][Ogp]) that is transposed (+ bias) into y.
+template <int R, int NV>
+EMBER_AVX512 void chanvec_tile512(int64_t K, const float* W, int64_t ldw, const float* slab,
+                                  const int64_t* pix, const int64_t* koff, float* out,
+                                  int64_t ldo) {
+  static_assert(R >= 1 && NV >= 1 && R * NV <= 24);
+  __m512 acc[R][NV];
+  const float* s[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    s[r] = slab + pix[r];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t o = koff[k];
+    const float* wk = W + k * ldw;
+    __m512 wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = _mm512_load_ps(wk + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 xb = _mm512_set1_ps(s[r][o]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(wv[v], xb, acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + r * ldo + 16 * v, acc[r][v]);
+}
+
+// A tile of r pixels (1..8, r * NV <= 24) x NV vectors, with both known at compile time.
+template <int NV, int R = 8>
+void chanvec_tile_r(int r, int64_t K, const float* W, int64_t ldw, const float* slab,
+                    const int64_t* pix, const int64_t* koff, float* out, int64_t ldo) {
+  if constexpr (R >= 1) {
+    if constexpr (R * NV <= 24) {
+      if (r == R) {
+        chanvec_tile512<R, NV>(K, W, ldw, slab, pix, koff, out, ldo);
+        return;
+      }
+    }
+    chanvec_tile_r<NV, R - 1>(r, K, W, ldw, slab, pix, koff, out, ldo);
+  }
+}
+
+// Where it beats the wide-pixel kernel (1 thread, best of 2x5 alternated runs, forward /
+// input gradient ms): 64->64 7x7 N=128 7.1 -> 4.9 / 7.3 -> 4.9, 128->128 7x7 N=32
+// 6.4 -> 4.7 / 6.5 -> 5.0, 128->128 16x16 N=32 26.2 -> 23.6 / 26.5 -> 23.8, 16->32 8x8 N=128
+// 1.7 -> 1.1 / 2.2 -> 1.6; strided 32->64 14x14 s2 N=128 6.2 -> 4.4, 16->32 28x28 s2 5.7 ->
+// 4.9, 64->128 14x14 s2 16.8 -> 13.4; 32->64 14x14 N=128 10.3 -> 9.9. Not with fewer than 32
+// output channels (a tile of 16 channels does one FMA per broadcast: 16->16 28x28 7.4 ->
+// 8.1), nor for 32 output channels on maps over 100 pixels at stride 1 (32->32 14x14 even,
+// 32->64 14x14 input gradient, i.e. 32 outputs of 64 channels, 11.6 -> 12.1), nor on large
+// maps, where the wide kernel's waste is small (3->64 32x32 2.5 -> 3.2).
+bool use_chanvec512(const Conv2dDims& d) {
+  const int64_t Og = d.O / d.G, OHW = d.OH * d.OW;
+  return Og >= 32 && OHW <= 256 && (Og >= 64 || OHW <= 100 || d.sh * d.sw > 1);
+}
+
+thread_local std::vector<int64_t> tl_pix;
+
+// w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b (use_direct512 geometry).
+void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
+                    const Conv2dDims& d) {
+  const Geo q(d);
+  const DirectGeo dg(d);
+  const int64_t Ogp = (q.Og + 15) / 16 * 16, OHW = q.OHW;
+  // Weights as [G][K][Ogp], zero-padded channels.
+  float* Wp = tl_partial.get(static_cast<size_t>(d.G * q.K * Ogp));
+  if (!Wp) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t k = 0; k < q.K; ++k)
+      for (int64_t o = 0; o < Ogp; ++o)
+        Wp[(g * q.K + k) * Ogp + o] = o < q.Og ? w[(g * q.Og + o) * q.K + k] : 0.0f;
+  // Images per task: about 192 output pixels, so the pixel edge tile is a small share.
+  const int64_t IB = std::clamp<int64_t>(192 / std::max<int64_t>(OHW, 1), 1, d.N);
+  const int64_t nib = (d.N + IB - 1) / IB;
+  const int64_t sr = d.OH + dg.ea;  // slab rows of one image (all its output rows)
+  const int64_t cs = (sr * dg.Wp + 15) / 16 * 16;
+  const int64_t nplanes = q.Cg * dg.planes, frame = nplanes * cs;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), nib * d.G, [&](int64_t p) {
+    const int64_t n0 = (p / d.G) * IB, g = p % d.G, ni = std::min(IB, d.N - n0);
+    const int64_t P = ni * OHW;
+    float* ws = tl_col.get(static_cast<size_t>(ni * frame + P * Ogp));
+    if (!ws) return;
+    float* out = ws + ni * frame;  // [P][Ogp]
+    std::vector<int64_t>& koff = tl_koff;
+    koff.resize(static_cast<size_t>(q.K));
+    for (int64_t c = 0; c < q.Cg; ++c)
+      for (int64_t i = 0; i < d.KH; ++i)
+        for (int64_t j = 0; j < d.KW; ++j)
+          koff[(c * d.KH + i) * d.KW + j] = dg.koff(d, c, i, j, cs);
+    std::vector<int64_t>& pix = tl_pix;
+    pix.resize(static_cast<size_t>(P));
+    for (int64_t m = 0; m < ni; ++m) {
+      const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
+      if (dg.planes == 1)
+        build_slab(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
+      else
+        build_phase_slab(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
+      for (int64_t oh = 0; oh < d.OH; ++oh)
+        for (int64_t ow = 0; ow < d.OW; ++ow)
+          pix[(m * d.OH + oh) * d.OW + ow] = m * frame + oh * dg.Wp + ow;
+    }
+    const float* Wg = Wp + g * q.K * Ogp;
+    // Channel block outer (its K x 64 weights, 147 KB at K = 576, stream from L2 in k order);
+    // the slab (Cg x sr x Wp per image) stays in L1/L2 across the pixel tiles.
+    for (int64_t o0 = 0; o0 < Ogp; o0 += 64) {
+      const int nv = static_cast<int>(std::min<int64_t>(4, (Ogp - o0) / 16));
+      // Pixels per tile: 6 x 4 vectors or 8 x 3 / 8 x 2 / 8 x 1 (8 pixels beat 12 with one or
+      // two vectors, 6.0 vs 6.7 ms on 32->32 14x14: 12 broadcasts per k outrun the loads).
+      const int64_t R = std::min(8, 24 / nv);
+      for (int64_t t = 0; t < P; t += R) {
+        const int r = static_cast<int>(std::min(R, P - t));
+        float* ot = out + t * Ogp + o0;
+        const int64_t* pt = pix.data() + t;
+        if (nv == 4)
+          chanvec_tile_r<4>(r, q.K, Wg + o0, Ogp, ws, pt, koff.data(), ot, Ogp);
+        else if (nv == 3)
+          chanvec_tile_r<3>(r, q.K, Wg + o0, Ogp, ws, pt, koff.data(), ot, Ogp);
+        else if (nv == 2)
+          chanvec_tile_r<2>(r, q.K, Wg + o0, Ogp, ws, pt, koff.data(), ot, Ogp);
+        else
+          chanvec_tile_r<1>(r, q.K, Wg + o0, Ogp, ws, pt, koff.data(), ot, Ogp);
+      }
+    }
+    // [P][Ogp] -> y[n][g*Og + o][pixel] (+ bias).
+    for (int64_t m = 0; m < ni; ++m)
+      for (int64_t o = 0; o < q.Og; ++o) {
+        float* yo = y + ((n0 + m) * d.O + g * q.Og + o) * OHW;
+        const float* src = out + m * OHW * Ogp + o;
+        const float bias = b ? b[g * q.Og + o] : 0.0f;
+        for (int64_t i = 0; i < OHW; ++i) yo[i] = src[i * Ogp] + bias;
+      }
+  });
+}
+
 // w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b (use_direct512).
 void fwd_direct512(const float* x, const float* w, const float* b, float* y,
                    const Conv2dDims& d) {
+  if (use_chanvec512(d)) {
+    fwd_chanvec512(x, w, b, y, d);
+    return;
+  }
   const Geo q(d);
   const DirectGeo dg(d);
   const int64_t R = direct_rows(d, dg);
