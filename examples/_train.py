@@ -94,11 +94,14 @@ def fit(
     scheduler=None,
     evaluate: Callable | None = None,
     higher_is_better: bool = True,
+    clip_grad_norm: float | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train for ``args.epochs`` epochs with early stopping on ``evaluate(model, loader,
     max_steps) -> (val_loss, score)`` (default: classification accuracy). ``loss_fn(model,
-    batch) -> (loss, n_correct, n_predictions)``. Returns the history and the best score."""
+    batch) -> (loss, n_correct, n_predictions)``. ``clip_grad_norm``: when given, every step
+    scales the gradients to at most this total 2-norm (``nn.utils.clip_grad_norm_``, between
+    ``loss.backward()`` and ``optimizer.step()``). Returns the history and the best score."""
     evaluate = evaluate or accuracy
     start, best, bad, best_state = 1, None, 0, None
     if args.resume and args.checkpoint and os.path.exists(args.checkpoint):
@@ -110,6 +113,8 @@ def fit(
         start, best, bad = ckpt["epoch"] + 1, ckpt["best"], ckpt["bad_epochs"]
         best_state = ckpt["best_model"]
         log(f"resumed from {args.checkpoint} after epoch {ckpt['epoch']} (best {best})")
+    elif args.resume:
+        log(f"--resume: no checkpoint at {args.checkpoint}; starting from epoch 1")
     history = []
     for epoch in range(start, args.epochs + 1):
         model.train()
@@ -127,6 +132,8 @@ def fit(
             loss, n_correct, n = loss_fn(model, batch)
             optimizer.zero_grad()
             loss.backward()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
             loss_sum += loss.item() * n
             seen += n

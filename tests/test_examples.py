@@ -3,7 +3,6 @@ checkpoints and resume from them."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import struct
 import sys
@@ -17,13 +16,6 @@ import ember
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
          "t10k-labels-idx1-ubyte")  # fmt: skip
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _write_idx(path, arr):
@@ -46,76 +38,7 @@ def _fake_fashion_mnist(root, n_train=120, n_test=40, seed=0):
         _write_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte"), y)
 
 
-def _run_and_resume(mod, data_root, tmp_path, capsys, subset):
-    ckdir = tmp_path / "ck"
-    base = ["--data-root", str(data_root), "--checkpoint-dir", str(ckdir), "--batch-size", "16",
-            "--hidden", "16", "--no-bar", "--patience", "5", "--test-subset", "40"]  # fmt: skip
-    if subset is not None:
-        base += ["--subset", str(subset)]
-    assert mod.main(base + ["--epochs", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "epoch   1/1" in out and "test accuracy" in out
-    assert (ckdir / "last.safetensors").is_file() and (ckdir / "best.safetensors").is_file()
-    ck = ember.load(ckdir / "last.safetensors")
-    assert ck["epoch"] == 1 and set(ck) >= {"model", "optimizer", "best_val_acc", "bad"}
-    assert "lstm.weight_ih_l0" in ck["model"]
-    w1 = ck["model"]["lstm.weight_hh_l0"].numpy().copy()
-    # resume: continues at epoch 2, from the saved weights
-    assert mod.main(base + ["--epochs", "2", "--resume"]) == 0
-    out = capsys.readouterr().out
-    assert "resumed from" in out and "epoch   2/2" in out and "epoch   1/" not in out
-    ck2 = ember.load(ckdir / "last.safetensors")
-    assert ck2["epoch"] == 2
-    assert not np.array_equal(ck2["model"]["lstm.weight_hh_l0"].numpy(), w1)
-    return out
-
-
-def test_lstm_classifier_on_tiny_synthetic_data(tmp_path, capsys):
-    """Runs everywhere: a tiny Fashion-MNIST-shaped IDX set written to a temp dir."""
-    data = tmp_path / "data"
-    data.mkdir()
-    _fake_fashion_mnist(data)
-    mod = _load("lstm_classifier")
-    _run_and_resume(mod, data, tmp_path, capsys, subset=None)
-
-
-def test_lstm_classifier_on_fashion_mnist(tmp_path, capsys):
-    root = ember.datasets.FASHION_MNIST_DIR
-    present = all(
-        any(
-            os.path.isfile(os.path.join(d, f + ext))
-            for d in (root, os.path.join(root, "FashionMNIST", "raw"))
-            for ext in ("", ".gz")
-        )  # fmt: skip
-        for f in FILES
-    )
-    if not present:
-        pytest.skip(f"Fashion-MNIST files not found in {root} (Debian's dataset-fashion-mnist)")
-    mod = _load("lstm_classifier")
-    _run_and_resume(mod, root, tmp_path, capsys, subset=200)
-
-
-def test_lstm_classifier_missing_data_fails_clearly(tmp_path, capsys):
-    mod = _load("lstm_classifier")
-    rc = mod.main(["--data-root", str(tmp_path), "--checkpoint-dir", str(tmp_path / "ck"),
-                   "--no-bar"])  # fmt: skip
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert "[FashionMNIST] train-images-idx3-ubyte(.gz) not found" in err
-
-
-def test_lstm_classifier_resume_without_checkpoint(tmp_path, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
-    _fake_fashion_mnist(data, 30, 10)
-    mod = _load("lstm_classifier")
-    rc = mod.main(["--data-root", str(data), "--checkpoint-dir", str(tmp_path / "none"),
-                   "--resume", "--no-bar"])  # fmt: skip
-    assert rc == 2
-    assert "no checkpoint" in capsys.readouterr().err
-
-
-# ---- the examples built on examples/_train.py (MLP, CNN, ResNet, character Transformer) -----
+# ---- the examples, all on examples/_train.py (MLP, CNN, ResNet, LSTM, character Transformer)
 
 
 @pytest.fixture
@@ -130,7 +53,8 @@ def fake_fashion(tmp_path):
 def examples_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     for name in list(sys.modules):
-        if name in ("_train", "cnn_fashion", "resnet_fashion", "char_transformer", "mlp_digits"):
+        if name in ("_train", "cnn_fashion", "resnet_fashion", "lstm_classifier",
+                    "char_transformer", "mlp_digits"):  # fmt: skip
             del sys.modules[name]
 
 
@@ -211,3 +135,124 @@ def test_fashion_example_reports_missing_data(examples_on_path, tmp_path):
 
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         cnn_fashion.main(["--root", str(tmp_path), "--epochs", "1"])
+
+
+# ---- the LSTM classifier: Adam with gradient clipping on the shared loop ----------------------
+
+
+def _lstm_run_and_resume(data_root, tmp_path, capsys, monkeypatch, extra=()):
+    """One epoch, then --resume to epoch 2: the checkpoint holds the LSTM's weights, the second
+    run starts at epoch 2 from them and changes them; every training step clips at 1.0."""
+    import lstm_classifier
+
+    clips = []
+    clip = ember.nn.utils.clip_grad_norm_
+
+    def spy(parameters, max_norm, *a, **kw):
+        clips.append(max_norm)
+        return clip(parameters, max_norm, *a, **kw)
+
+    monkeypatch.setattr(ember.nn.utils, "clip_grad_norm_", spy)
+    ckpt = tmp_path / "lstm.ckpt"
+    argv = ["--root", str(data_root), "--batch-size", "16", "--hidden", "16", "--patience", "5",
+            "--quiet", "--checkpoint", str(ckpt), *extra]  # fmt: skip
+    assert lstm_classifier.main(argv + ["--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1  train loss" in out and "test accuracy" in out
+    assert "LSTM(28, 16" in out
+    ck = ember.load(ckpt)
+    assert ck["epoch"] == 1
+    assert set(ck) >= {"model", "optimizer", "best", "bad_epochs", "best_model"}
+    assert "lstm.weight_ih_l0" in ck["model"] and "head.weight" in ck["model"]
+    w1 = ck["model"]["lstm.weight_hh_l0"].numpy().copy()
+    steps = len(clips)
+    assert steps > 0 and clips == [1.0] * steps
+    # resume: continues at epoch 2, from the saved weights, and trains them further
+    assert lstm_classifier.main(argv + ["--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "after epoch 1" in out
+    assert "epoch   2  train loss" in out and "epoch   1  train loss" not in out
+    assert len(clips) == 2 * steps
+    ck2 = ember.load(ckpt)
+    assert ck2["epoch"] == 2
+    assert not np.array_equal(ck2["model"]["lstm.weight_hh_l0"].numpy(), w1)
+    return steps
+
+
+def test_lstm_classifier_on_tiny_synthetic_data(examples_on_path, tmp_path, capsys, monkeypatch):
+    """Runs everywhere: a tiny Fashion-MNIST-shaped IDX set written to a temp dir."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _fake_fashion_mnist(data)  # 120 training images: 108 train (7 batches of 16), 12 validation
+    assert _lstm_run_and_resume(data, tmp_path, capsys, monkeypatch) == 7
+
+
+def test_lstm_classifier_on_fashion_mnist(examples_on_path, tmp_path, capsys, monkeypatch):
+    root = ember.datasets.FASHION_MNIST_DIR
+    present = all(
+        any(
+            os.path.isfile(os.path.join(d, f + ext))
+            for d in (root, os.path.join(root, "FashionMNIST", "raw"))
+            for ext in ("", ".gz")
+        )  # fmt: skip
+        for f in FILES
+    )
+    if not present:
+        pytest.skip(f"Fashion-MNIST files not found in {root} (Debian's dataset-fashion-mnist)")
+    extra = ["--subset", "200", "--max-steps", "4"]
+    assert _lstm_run_and_resume(root, tmp_path, capsys, monkeypatch, extra) == 4
+
+
+def test_lstm_classifier_missing_data_fails_clearly(examples_on_path, tmp_path, capsys):
+    import lstm_classifier
+
+    rc = lstm_classifier.main(["--root", str(tmp_path), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "[FashionMNIST] train-images-idx3-ubyte(.gz) not found" in err
+    assert "dataset-fashion-mnist" in err
+
+
+def test_lstm_classifier_resume_without_checkpoint(examples_on_path, tmp_path, capsys):
+    """--resume with no checkpoint yet says so and trains from epoch 1, writing one."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _fake_fashion_mnist(data, 30, 10)
+    import lstm_classifier
+
+    ckpt = tmp_path / "none.ckpt"
+    argv = ["--root", str(data), "--hidden", "8", "--epochs", "1", "--quiet", "--checkpoint",
+            str(ckpt), "--resume"]  # fmt: skip
+    assert lstm_classifier.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"--resume: no checkpoint at {ckpt}; starting from epoch 1" in out
+    assert "resumed from" not in out and "epoch   1  train loss" in out
+    assert ember.load(ckpt)["epoch"] == 1
+
+
+def test_fit_clips_the_gradient_norm_between_backward_and_step(examples_on_path):
+    """_train.fit(clip_grad_norm=c): the SGD step (lr 1) moves the weights by at most c."""
+    import argparse
+
+    import _train
+
+    x = ember.from_numpy(np.full((4, 3), 100.0, np.float32))
+
+    def loss_fn(model, batch):
+        return model(batch).sum(), 0, len(x)
+
+    def no_eval(model, loader, max_steps):
+        return 0.0, 0.0
+
+    args = argparse.Namespace(epochs=1, max_steps=None, quiet=True, resume=False,
+                              checkpoint=None, patience=1)  # fmt: skip
+    moved = {}
+    for clip in (None, 1.0):
+        model = ember.nn.Linear(3, 1, bias=False)
+        w0 = model.weight.detach().numpy().copy()
+        opt = ember.optim.SGD(model.parameters(), lr=1.0)
+        _train.fit(model, opt, [x], [], loss_fn, args, evaluate=no_eval,
+                   clip_grad_norm=clip, log=lambda s: None)  # fmt: skip
+        moved[clip] = float(np.linalg.norm(model.weight.detach().numpy() - w0))
+    assert moved[None] == pytest.approx(400 * np.sqrt(3), rel=1e-5)  # unclipped: |grad|
+    assert moved[1.0] == pytest.approx(1.0, rel=1e-4)
