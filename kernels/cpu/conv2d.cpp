@@ -755,6 +755,18 @@ EMBER_AVX512 void build_phase_slab(const float* xg, const Conv2dDims& d, int64_t
 }
 
 thread_local std::vector<int64_t> tl_koff;
+
+// koff[k] for k = (c*KH + i)*KW + j, w's own order: the slab offset of tap (i, j) of channel
+// c, for plane stride cs (in this thread's tl_koff).
+const std::vector<int64_t>& direct_koffs(const Conv2dDims& d, const DirectGeo& dg, int64_t cs) {
+  const int64_t Cg = d.C / d.G;
+  std::vector<int64_t>& koff = tl_koff;
+  koff.resize(static_cast<size_t>(Cg * d.KH * d.KW));
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t i = 0; i < d.KH; ++i)
+      for (int64_t j = 0; j < d.KW; ++j) koff[(c * d.KH + i) * d.KW + j] = dg.koff(d, c, i, j, cs);
+  return koff;
+}
 thread_local std::vector<__mmask16> tl_masks;
 
 // Register-tile shape: 12 channels x 32 wide outputs, or 8 x 48. The 8 x 48 tile leaves no
@@ -797,12 +809,7 @@ void fwd_direct512_with(const float* x, const float* w, const float* b, float* y
       build_slab(xg, d, q.Cg, oh0, sr, Wp, cs, ws);
     else
       build_phase_slab(xg, d, q.Cg, oh0, sr, Wp, cs, ws);
-    std::vector<int64_t>& koff = tl_koff;
-    koff.resize(static_cast<size_t>(q.K));
-    for (int64_t c = 0; c < q.Cg; ++c)
-      for (int64_t i = 0; i < d.KH; ++i)
-        for (int64_t j = 0; j < d.KW; ++j)
-          koff[(c * d.KH + i) * d.KW + j] = dg.koff(d, c, i, j, cs);
+    const std::vector<int64_t>& koff = direct_koffs(d, dg, cs);
     // Valid lanes (ow < OW, n < P) of each 16-wide vector of the wide outputs.
     std::vector<__mmask16>& masks = tl_masks;
     masks.resize(static_cast<size_t>((P + 15) / 16));
@@ -935,12 +942,7 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
     float* ws = tl_col.get(static_cast<size_t>(ni * frame + P * Ogp));
     if (!ws) return;
     float* out = ws + ni * frame;  // [P][Ogp]
-    std::vector<int64_t>& koff = tl_koff;
-    koff.resize(static_cast<size_t>(q.K));
-    for (int64_t c = 0; c < q.Cg; ++c)
-      for (int64_t i = 0; i < d.KH; ++i)
-        for (int64_t j = 0; j < d.KW; ++j)
-          koff[(c * d.KH + i) * d.KW + j] = dg.koff(d, c, i, j, cs);
+    const std::vector<int64_t>& koff = direct_koffs(d, dg, cs);
     std::vector<int64_t>& pix = tl_pix;
     pix.resize(static_cast<size_t>(P));
     for (int64_t m = 0; m < ni; ++m) {
