@@ -813,13 +813,13 @@ void fwd_direct512_with(const float* x, const float* w, const float* b, float* y
     // Valid lanes (ow < OW, n < P) of each 16-wide vector of the wide outputs.
     std::vector<__mmask16>& masks = tl_masks;
     masks.resize(static_cast<size_t>((P + 15) / 16));
-    for (size_t v = 0; v < masks.size(); ++v) {
+    for (int64_t v = 0, nn = 0, col = 0; v < int64_t(masks.size()); ++v) {
       unsigned m = 0;
-      for (int64_t l = 0; l < 16; ++l) {
-        const int64_t nn = int64_t(v) * 16 + l;
-        if (nn < P && nn % Wp < d.OW) m |= 1u << l;
+      for (int64_t l = 0; l < 16; ++l, ++nn) {  // col = nn % Wp, stepped (no division)
+        if (nn < P && col < d.OW) m |= 1u << l;
+        if (++col == Wp) col = 0;
       }
-      masks[v] = __mmask16(m);
+      masks[size_t(v)] = __mmask16(m);
     }
     float* yc = y + (n * d.O + g * q.Og) * q.OHW + oh0 * d.OW;
     // Channel block outer: its packed weights (K x MRB floats) stay in L1 while the tiles
@@ -1416,11 +1416,16 @@ void bwd_weight_stacked(const float* gy, const float* x, float* gw, const Conv2d
       for (int64_t j = 0; j < d.KW; ++j) toff[i * d.KW + j] = dg.koff(d, 0, i, j, cs);
     std::vector<__mmask16>& valid = tl_masks;
     valid.resize(static_cast<size_t>(L / 16));
-    for (int64_t v = 0; v < L / 16; ++v) {
+    // Position v*16 + l is column col of row row of frame fr (stepped, no division: 64-bit
+    // divisions per position cost more than the kernel on a 1-channel stem).
+    for (int64_t v = 0, fr = 0, row = 0, col = 0; v < L / 16; ++v) {
       unsigned m = 0;
       for (int64_t l = 0; l < 16; ++l) {
-        const int64_t pos = v * 16 + l, loc = pos % frame;
-        if (pos < nn * frame && loc / Wp < d.OH && loc % Wp < d.OW) m |= 1u << l;
+        if (fr < nn && row < d.OH && col < d.OW) m |= 1u << l;
+        if (++col == Wp) {
+          col = 0;
+          if (++row == sr) row = 0, ++fr;
+        }
       }
       valid[size_t(v)] = __mmask16(m);
     }
