@@ -71,6 +71,12 @@ CASES = [
     (3, 16, 14, 13, 48, (3, 3), 2, 1, 1, 1),  # stride 2: phase planes; 48 = 3 vectors
     (2, 64, 8, 9, 64, (3, 3), 1, 2, 2, 2),  # grouped (32 per group), dilated
     (1, 8, 16, 16, 32, (3, 3), 2, (1, 0), 1, 1),  # asymmetric padding, batch 1
+    # > 8 input channels per group (AVX-512): the weight gradient vectorised over input
+    # channels on a channels-last slab
+    (9, 40, 6, 5, 7, (3, 3), 1, 1, 1, 1),  # 40 = 3 vectors with 8 zero lanes; 7 = 4 + 3 outputs
+    (2, 32, 9, 8, 6, (5, 5), 1, 2, 1, 1),  # 25 taps in blocks of 3 (two channel vectors)
+    (2, 12, 15, 14, 12, (3, 3), 2, 2, 2, 1),  # stride and dilation 2: phase planes
+    (2, 20, 13, 12, 6, (3, 3), 3, 1, 1, 2),  # stride 3, 10 channels per group
 ]
 
 
@@ -149,7 +155,8 @@ def test_conv2d_vs_reference(case, dtype, rng, cpu_path, poison):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
-    "case", [CASES[1], CASES[4], CASES[6], CASES[15], CASES[16], CASES[22], CASES[25], CASES[26]]
+    "case",
+    [CASES[i] for i in (1, 4, 6, 15, 16, 22, 25, 26, 46)],
 )
 def test_conv2d_threads_no_bias(case, threads, rng, cpu_path):
     old = ember.get_num_threads()
@@ -409,7 +416,7 @@ def test_vs_torch(case, rng):
 
 @pytest.mark.parametrize(
     "case",
-    [CASES[i] for i in (1, 3, 6, 7, 8, 21, 35, 36, 37, 40, 42, 44)],
+    [CASES[i] for i in (1, 3, 6, 7, 8, 21, 35, 36, 37, 40, 42, 44, 46, 48, 49)],
 )
 def test_inf_in_input_stays_local(case, rng, cpu_path):
     """An inf in x reaches only the outputs and weight-gradient taps that read it (no 0 * inf

@@ -48,10 +48,15 @@
 //                  tile of output channels x wide pixels loads its B vectors straight from the
 //                  slab (direct_tile512); the Wp - OW extra columns are dropped while the tile
 //                  is compacted (vcompressps) into y. The input gradient is the same kernel on
-//                  gy with the flipped, transposed weights. The weight gradient (< 64 channels)
-//                  stacks several images' padded frames into one slab and accumulates
-//                  gW[o][c][tap] along the stacked pixels in vector lanes (wgrad_tile512),
-//                  masked to real output pixels. See the measurements at each function.
+//                  gy with the flipped, transposed weights. The weight gradient with more than
+//                  8 input channels per group (any map whose padded image fits kColCap)
+//                  transposes the input into a channels-last slab and vectorises over input
+//                  channels (bwd_weight_chanvec): R output channels x TT taps x 16-32 input
+//                  channels of accumulators over the real output pixels, gy broadcast from its
+//                  own rows. With up to 8 (stems) it stacks several images' padded frames into
+//                  one slab and accumulates gW[o][c][tap] along the stacked pixels in vector
+//                  lanes (wgrad_tile512), masked to real output pixels. See the measurements at
+//                  each function.
 //                  With >= 32 output channels per group on maps up to 256 pixels (and at
 //                  strides > 1) the forward / input gradient tiles are instead 6-8 output
 //                  pixels x 16-64 output channels (fwd_chanvec512): the weights are the vector
@@ -1269,8 +1274,9 @@ void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2d
           gw[((g * q.Og + o) * q.Cg + c) * q.KK + tap] = accs[((g * q.Og + o) * q.KK + tap) * q.Cg + c];
 }
 
-// AVX-512 weight gradient, stride 1, fewer than 64 input channels per group, maps whose padded
-// image (Cg + Og channels) fits kColCap: the images of a piece are stacked into one tall slab,
+// AVX-512 weight gradient for up to 8 input channels per group (stems; bwd_weight_chanvec
+// below takes more), maps whose padded image (Cg + Og channels) fits kColCap, and for what
+// the channels-last slab does not fit: the images of a piece are stacked into one tall slab,
 // each image's padded frame of sr = OH + eh rows after the previous one, and gy is widened
 // into the same layout with zero rows where the stack's wide output rows are not an image's
 // output row (the last eh rows of each frame) and zero columns past OW. Then
@@ -1280,7 +1286,10 @@ void bwd_weight_shifted(const float* gy, const float* x, float* gw, const Conv2d
 // on 7x7-28x28 maps re-read the gW tile per image). Best of 3 alternated runs, 1 thread,
 // against the per-image shifted GEMM / im2col paths: N=128 16->16 28x28 16.1 -> 6.5 ms,
 // 32->32 14x14 6.5 -> 6.0, 32->64 14x14 12.0 -> 11.2; with 64 or more channels the GEMM
-// forms were faster (64->64 7x7 7.0 vs 7.9 ms, 128->128 16x16 12.0 vs 14.9 ms).
+// forms were faster (64->64 7x7 7.0 vs 7.9 ms, 128->128 16x16 12.0 vs 14.9 ms). These were
+// measured before bwd_weight_chanvec, which is now faster from 9 input channels on; on the
+// stems this kernel still wins over it (N=128 1->16 28x28 1.3 ms, 3->16 2.4 vs 4.6 ms,
+// 8->16 4.4 vs 4.9 ms).
 constexpr int64_t kStackCols = 4096;
 
 bool use_wgrad_stacked(const Conv2dDims& d) {
@@ -1434,6 +1443,243 @@ void bwd_weight_stacked(const float* gy, const float* x, float* gw, const Conv2d
   if (accs) copy_floats(gw, accs, asize);
 }
 
+// ---- weight gradient vectorised over input channels ---------------------------------------
+// gW[o][c][tap] = sum over the real output pixels p of gy[o][p] * x_slab[c][p + off(tap)].
+// The stacked kernel above runs its vectors along the pixels (unaligned shifted loads, a lane
+// sum per accumulator, zero-masked padding columns); here the input is first transposed into
+// a channels-last slab S[pixel][Cgp] (Cgp = Cg rounded up to 16, zero lanes and zero padding
+// pixels), so that one tap of one pixel is one aligned vector of 16 input channels. A register
+// tile is R output channels x TT taps x NV channel vectors: per output pixel R broadcasts of
+// gy (straight from gy's NCHW rows, no copy) and TT*NV slab vectors feed R*TT*NV FMAs, and the
+// accumulators run over all the pixels of a block of images before they are added to a
+// tap-major [Og][KK][Cgp] sum. Only real output pixels are visited, so an inf in the input
+// that no output reads stays out of the sums, as in the reference.
+
+// Transposes the 16 x 16 block r[0..15] in place (r[i] lane j -> r[j] lane i).
+EMBER_AVX512 inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), e = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+  }
+}
+
+// One image's channels-last slab: plane (pr, pc) of the phase split (DirectGeo; one plane at
+// stride 1) at S + plane*frame*Cgp, position (r, s) of a plane (r < sr, s < Wp) the Cgp
+// floats of padded input pixel (r*sh + pr, s*sw + pc). Zeros outside the image and in the
+// lanes c >= Cg.
+EMBER_AVX512 void build_cl_slab(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t Cgp,
+                                int64_t sr, int64_t Wp, float* S) {
+  const int64_t frame = sr * Wp;
+  const __m512 z = _mm512_setzero_ps();
+  // Positions outside the image.
+  for (int64_t pr = 0; pr < d.sh; ++pr)
+    for (int64_t pc = 0; pc < d.sw; ++pc) {
+      float* P = S + (pr * d.sw + pc) * frame * Cgp;
+      const int64_t c0 = pc - d.pw;
+      const int64_t s_lo = std::clamp<int64_t>((-c0 + d.sw - 1) / d.sw, 0, Wp);
+      const int64_t s_hi = std::clamp<int64_t>((d.W - c0 + d.sw - 1) / d.sw, s_lo, Wp);
+      for (int64_t r = 0; r < sr; ++r) {
+        const int64_t ih = r * d.sh + pr - d.ph;
+        const bool in = ih >= 0 && ih < d.H;
+        for (int64_t s = 0; s < Wp; ++s)
+          if (!in || s < s_lo || s >= s_hi)
+            for (int64_t c = 0; c < Cgp; c += 16) _mm512_store_ps(P + (r * Wp + s) * Cgp + c, z);
+      }
+    }
+  // The image, in blocks of 16 channels x 16 columns of one row, transposed in registers.
+  for (int64_t c0 = 0; c0 < Cgp; c0 += 16) {
+    const int64_t nc = std::min<int64_t>(16, Cg - c0);
+    for (int64_t ih = 0; ih < d.H; ++ih) {
+      const int64_t rp = ih + d.ph, pr = rp % d.sh, r = rp / d.sh;
+      if (r >= sr) break;
+      for (int64_t iw0 = 0; iw0 < d.W; iw0 += 16) {
+        const int64_t nw = std::min<int64_t>(16, d.W - iw0);
+        const __mmask16 m = __mmask16((1u << nw) - 1);
+        __m512 v[16];
+        for (int64_t c = 0; c < 16; ++c)
+          v[c] = c < nc ? _mm512_maskz_loadu_ps(m, xg + ((c0 + c) * d.H + ih) * d.W + iw0) : z;
+        transpose16x16(v);
+        // Padded column cp = iw0 + pw + l: plane column pc = cp % sw, position s = cp / sw,
+        // stepped without a division per pixel (a 64-bit division cost more than the rest).
+        int64_t pc = (iw0 + d.pw) % d.sw, s = (iw0 + d.pw) / d.sw;
+        for (int64_t l = 0; l < nw && s < Wp; ++l) {
+          _mm512_store_ps(S + (((pr * d.sw + pc) * sr + r) * Wp + s) * Cgp + c0, v[l]);
+          if (++pc == d.sw) pc = 0, ++s;
+        }
+      }
+    }
+  }
+}
+
+// One pass of the kernel: output rows [oh0, oh1) of ni images; image m's gy rows of this
+// group at gyb[m], its slab at slab + m*fs (rows of Wp pixels of Cgp floats), tap t at toff[t]
+// floats from a pixel's own position.
+struct WgradPass {
+  const Conv2dDims& d;
+  const float* const* gyb;
+  const float* slab;
+  const int64_t* toff;
+  int64_t ni, oh0, oh1, fs, Wp, Cgp;
+};
+
+// out[r*ldo + t*Cgp + 16*v] += sum over the pass's output pixels of gy[o0 + r][pixel] *
+// S[pixel + toff[t] + 16*v]: R output channels x TT taps x NV vectors of 16 input channels.
+template <int R, int TT, int NV>
+EMBER_AVX512 void wgrad_cl_tile(const WgradPass& ps, int64_t o0, const int64_t* toff,
+                                const float* slab, float* out, int64_t ldo) {
+  static_assert(R * TT * NV <= 24);
+  const Conv2dDims& d = ps.d;
+  const int64_t OHW = d.OH * d.OW, Cgp = ps.Cgp;
+  __m512 acc[R][TT][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 6
+    for (int t = 0; t < TT; ++t)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][t][v] = _mm512_setzero_ps();
+  for (int64_t m = 0; m < ps.ni; ++m) {
+    const float* g = ps.gyb[m] + o0 * OHW + ps.oh0 * d.OW;
+    for (int64_t oh = ps.oh0; oh < ps.oh1; ++oh) {
+      const float* sp = slab + m * ps.fs + oh * ps.Wp * Cgp;
+      for (int64_t ow = 0; ow < d.OW; ++ow, ++g, sp += Cgp) {
+        __m512 gv[R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) gv[r] = _mm512_set1_ps(g[r * OHW]);
+#pragma GCC unroll 6
+        for (int t = 0; t < TT; ++t)
+#pragma GCC unroll 2
+          for (int v = 0; v < NV; ++v) {
+            __m512 xv = _mm512_load_ps(sp + toff[t] + 16 * v);
+            __asm__("" : "+v"(xv));  // one load, not one folded into each of the R FMAs
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) acc[r][t][v] = _mm512_fmadd_ps(gv[r], xv, acc[r][t][v]);
+          }
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 6
+    for (int t = 0; t < TT; ++t)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        float* o = out + r * ldo + t * Cgp + 16 * v;
+        _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[r][t][v]));
+      }
+}
+
+// wgrad_cl_tile with r (1..4) output channels and tt (1..6 / 1..3) taps chosen at run time.
+template <int NV, int R = 4, int TT = 24 / (4 * NV)>
+void wgrad_cl_tile_rt(int r, int tt, const WgradPass& ps, int64_t o0, const int64_t* toff,
+                      const float* slab, float* out, int64_t ldo) {
+  if constexpr (R >= 1 && TT >= 1) {
+    if (r == R && tt == TT)
+      wgrad_cl_tile<R, TT, NV>(ps, o0, toff, slab, out, ldo);
+    else if (tt < TT)
+      wgrad_cl_tile_rt<NV, R, TT - 1>(r, tt, ps, o0, toff, slab, out, ldo);
+    else
+      wgrad_cl_tile_rt<NV, R - 1, 24 / (4 * NV)>(r, tt, ps, o0, toff, slab, out, ldo);
+  }
+}
+
+thread_local std::vector<const float*> tl_gyb;
+
+// Against the stacked kernel (< 64 channels) or the shifted GEMM (>= 64), 1 thread, best of 3
+// alternated runs, ms: N=128 16->16 28x28 7.8 -> 5.0, 32->32 14x14 7.3 -> 4.3, 64->64 7x7
+// 8.4 -> 4.1, 32->64 14x14 stride 2 6.1 -> 2.7, 16->32 28x28 stride 2 5.7 -> 3.7; N=32
+// 64->64 32x32 29.6 -> 18.1 (26.3 -> 16.7 in a faster spell of the machine: 145 GFLOP/s,
+// ~85% of the FMA peak), N=8 64->64 56x56 21.4 -> 14.0 (bands of ~512 pixels: 18.1 with
+// whole images), N=16 128->128 32x32 49.6 -> 39.0, 512->512 7x7 69.5 -> 56.8 (there the
+// [Og][KK][Cgp] sums, 9 MB, no longer stay in cache: blocking over output channels would be
+// next); 5x5 and 7x7 kernels (32 and 16 channels, GEMM before) 18.1 -> 9.8, 37.1 -> 12.3.
+// With 8 input channels or fewer, half the lanes or more are zero and the stacked kernel
+// wins (see there); 10 and 12 channels 5.4 -> 4.9 and 5.8 -> 4.8 ms.
+bool use_wgrad_chanvec(const Conv2dDims& d) {
+  const int64_t Cg = d.C / d.G, Cgp = (Cg + 15) / 16 * 16;
+  const DirectGeo dg(d);
+  return cpu::avx512_selected() && d.KH * d.KW > 1 && Cg > 8 &&
+         Cgp * dg.planes * (d.OH + dg.ea) * dg.Wp <= kColCap;
+}
+
+void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  const Geo q(d);
+  const DirectGeo dg(d);
+  const int64_t Cgp = (q.Cg + 15) / 16 * 16, Wp = dg.Wp, sr = d.OH + dg.ea;
+  const int64_t fs = dg.planes * sr * Wp * Cgp;  // floats per image's slab
+  const int nth = nthreads_for(conv_flops(d));
+  // Images per block: about 512 output pixels (the accumulators' load and store amortised
+  // over them), the slabs within kColCap, at least one block per thread.
+  const int64_t per_thread = (d.N + nth - 1) / nth;
+  const int64_t ni = std::clamp<int64_t>(std::min(512 / q.OHW, kColCap / fs), 1, per_thread);
+  const int64_t units = (d.N + ni - 1) / ni * d.G;
+  const int64_t asize = d.G * q.Og * q.KK * Cgp;  // [G][Og][KK][Cgp]
+  // Larger maps are done in bands of about as many pixels, so that the slab rows a pass
+  // reads (band + KH - 1 rows) stay in L1/L2 across the passes over the band.
+  const int64_t band = ni > 1 ? d.OH : std::clamp<int64_t>(512 / d.OW, 1, d.OH);
+  // Tap-offset table, floats from a pixel's own position in plane 0.
+  std::vector<int64_t> toff(static_cast<size_t>(q.KK));
+  for (int64_t i = 0; i < d.KH; ++i)
+    for (int64_t j = 0; j < d.KW; ++j)
+      toff[size_t(i * d.KW + j)] = dg.koff(d, 0, i, j, sr * Wp) * Cgp;
+  const int NV = Cgp % 32 == 0 ? 2 : 1;
+  const int64_t ttmax = 24 / (4 * NV), ntb = (q.KK + ttmax - 1) / ttmax;
+  const float* accs = sum_over_pieces(nth, units, asize, [&](int64_t u, float* acc) {
+    const int64_t n0 = (u / d.G) * ni, g = u % d.G, nn = std::min(ni, d.N - n0);
+    float* ws = tl_col.get(static_cast<size_t>(nn * fs));
+    if (!ws) return;
+    std::vector<const float*>& gyb = tl_gyb;
+    gyb.resize(static_cast<size_t>(nn));
+    for (int64_t m = 0; m < nn; ++m) {
+      build_cl_slab(x + ((n0 + m) * d.C + g * q.Cg) * q.HW, d, q.Cg, Cgp, sr, Wp, ws + m * fs);
+      gyb[m] = gy + ((n0 + m) * d.O + g * q.Og) * q.OHW;
+    }
+    float* ag = acc + g * q.Og * q.KK * Cgp;
+    for (int64_t oh0 = 0; oh0 < d.OH; oh0 += band) {
+      const WgradPass ps{d, gyb.data(), ws, toff.data(), nn, oh0, std::min(d.OH, oh0 + band),
+                         fs, Wp, Cgp};
+      for (int64_t c0 = 0; c0 < Cgp; c0 += 16 * NV)
+        for (int64_t o0 = 0; o0 < q.Og; o0 += 4) {
+          const int r = static_cast<int>(std::min<int64_t>(4, q.Og - o0));
+          for (int64_t tb = 0; tb < ntb; ++tb) {
+            // Balanced tap blocks: 9 taps as 4 + 5 (NV = 1) or 3 x 3 (NV = 2).
+            const int64_t t0 = tb * q.KK / ntb, t1 = (tb + 1) * q.KK / ntb;
+            const int tt = static_cast<int>(t1 - t0);
+            float* out = ag + (o0 * q.KK + t0) * Cgp + c0;
+            const int64_t* to = toff.data() + t0;
+            if (NV == 2)
+              wgrad_cl_tile_rt<2>(r, tt, ps, o0, to, ws + c0, out, q.KK * Cgp);
+            else
+              wgrad_cl_tile_rt<1>(r, tt, ps, o0, to, ws + c0, out, q.KK * Cgp);
+          }
+        }
+    }
+  });
+  if (!accs) return;
+  for (int64_t o = 0; o < d.O; ++o)
+    for (int64_t c = 0; c < q.Cg; ++c)
+      for (int64_t t = 0; t < q.KK; ++t)
+        gw[(o * q.Cg + c) * q.KK + t] = accs[(o * q.KK + t) * Cgp + c];
+}
+
 // True when x[0, n) has no inf or NaN (x - x is 0 exactly for finite x).
 EMBER_AVX2 bool all_finite(const float* x, int64_t n) {
   __m256 bad = _mm256_setzero_ps();
@@ -1448,6 +1694,10 @@ EMBER_AVX2 bool all_finite(const float* x, int64_t n) {
 }
 
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  if (use_wgrad_chanvec(d)) {
+    bwd_weight_chanvec(gy, x, gw, d);
+    return;
+  }
   if (use_wgrad_stacked(d)) {
     bwd_weight_stacked(gy, x, gw, d);
     return;
