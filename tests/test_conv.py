@@ -77,6 +77,10 @@ CASES = [
     (2, 32, 9, 8, 6, (5, 5), 1, 2, 1, 1),  # 25 taps in blocks of 3 (two channel vectors)
     (2, 12, 15, 14, 12, (3, 3), 2, 2, 2, 1),  # stride and dilation 2: phase planes
     (2, 20, 13, 12, 6, (3, 3), 3, 1, 1, 2),  # stride 3, 10 channels per group
+    # strides > 1, >= 8 input channels per group (AVX-512): the input gradient by phases of gx
+    (2, 8, 11, 10, 6, (2, 2), 3, 0, 1, 1),  # stride 3 > kernel: phases no tap reaches are 0
+    (3, 16, 9, 12, 20, (3, 3), (2, 1), (1, 0), 1, 1),  # strides (2, 1), asymmetric padding
+    (2, 24, 10, 9, 8, (3, 2), 2, 2, (2, 1), 2),  # grouped, dilated, padding 2: shifts < 0
 ]
 
 

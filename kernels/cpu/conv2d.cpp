@@ -61,6 +61,9 @@
 //                  strides > 1) the forward / input gradient tiles are instead 6-8 output
 //                  pixels x 16-64 output channels (fwd_chanvec512): the weights are the vector
 //                  operand, each pixel's input a broadcast, so no padding column is computed.
+//                  The input gradient at strides > 1 (>= 8 input channels per group) splits
+//                  gx into its sh x sw phases, each a stride-1 correlation of gy with the taps
+//                  that reach it, run by the same tiles (bwd_data_phased512).
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
 //                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
@@ -922,6 +925,33 @@ bool use_chanvec512(const Conv2dDims& d) {
 
 thread_local std::vector<int64_t> tl_pix;
 
+// out[p][0, Ogp) = sum_k W[k][0, Ogp) * slab[pix[p] + koff[k]] for the P pixels of pix (W
+// [K][Ogp], out [P][Ogp]): the tile loop of the channel-vectorised kernel.
+void chanvec_run(int64_t K, const float* W, int64_t Ogp, const float* slab, const int64_t* pix,
+                 int64_t P, const int64_t* koff, float* out) {
+  // Channel block outer (its K x 64 weights, 147 KB at K = 576, stream from L2 in k order);
+  // the slab (Cg x sr x Wp per image) stays in L1/L2 across the pixel tiles.
+  for (int64_t o0 = 0; o0 < Ogp; o0 += 64) {
+    const int nv = static_cast<int>(std::min<int64_t>(4, (Ogp - o0) / 16));
+    // Pixels per tile: 6 x 4 vectors or 8 x 3 / 8 x 2 / 8 x 1 (8 pixels beat 12 with one or
+    // two vectors, 6.0 vs 6.7 ms on 32->32 14x14: 12 broadcasts per k outrun the loads).
+    const int64_t R = std::min(8, 24 / nv);
+    for (int64_t t = 0; t < P; t += R) {
+      const int r = static_cast<int>(std::min(R, P - t));
+      float* ot = out + t * Ogp + o0;
+      const int64_t* pt = pix + t;
+      if (nv == 4)
+        chanvec_tile_r<4>(r, K, W + o0, Ogp, slab, pt, koff, ot, Ogp);
+      else if (nv == 3)
+        chanvec_tile_r<3>(r, K, W + o0, Ogp, slab, pt, koff, ot, Ogp);
+      else if (nv == 2)
+        chanvec_tile_r<2>(r, K, W + o0, Ogp, slab, pt, koff, ot, Ogp);
+      else
+        chanvec_tile_r<1>(r, K, W + o0, Ogp, slab, pt, koff, ot, Ogp);
+    }
+  }
+}
+
 // w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b (use_direct512 geometry).
 void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
                     const Conv2dDims& d) {
@@ -960,28 +990,7 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
         for (int64_t ow = 0; ow < d.OW; ++ow)
           pix[(m * d.OH + oh) * d.OW + ow] = m * frame + oh * dg.Wp + ow;
     }
-    const float* Wg = Wp + g * q.K * Ogp;
-    // Channel block outer (its K x 64 weights, 147 KB at K = 576, stream from L2 in k order);
-    // the slab (Cg x sr x Wp per image) stays in L1/L2 across the pixel tiles.
-    for (int64_t o0 = 0; o0 < Ogp; o0 += 64) {
-      const int nv = static_cast<int>(std::min<int64_t>(4, (Ogp - o0) / 16));
-      // Pixels per tile: 6 x 4 vectors or 8 x 3 / 8 x 2 / 8 x 1 (8 pixels beat 12 with one or
-      // two vectors, 6.0 vs 6.7 ms on 32->32 14x14: 12 broadcasts per k outrun the loads).
-      const int64_t R = std::min(8, 24 / nv);
-      for (int64_t t = 0; t < P; t += R) {
-        const int r = static_cast<int>(std::min(R, P - t));
-        float* ot = out + t * Ogp + o0;
-        const int64_t* pt = pix.data() + t;
-        if (nv == 4)
-          chanvec_tile_r<4>(r, q.K, Wg + o0, Ogp, ws, pt, koff.data(), ot, Ogp);
-        else if (nv == 3)
-          chanvec_tile_r<3>(r, q.K, Wg + o0, Ogp, ws, pt, koff.data(), ot, Ogp);
-        else if (nv == 2)
-          chanvec_tile_r<2>(r, q.K, Wg + o0, Ogp, ws, pt, koff.data(), ot, Ogp);
-        else
-          chanvec_tile_r<1>(r, q.K, Wg + o0, Ogp, ws, pt, koff.data(), ot, Ogp);
-      }
-    }
+    chanvec_run(q.K, Wp + g * q.K * Ogp, Ogp, ws, pix.data(), P, koff.data(), out);
     // [P][Ogp] -> y[n][g*Og + o][pixel] (+ bias).
     for (int64_t m = 0; m < ni; ++m)
       for (int64_t o = 0; o < q.Og; ++o) {
@@ -1145,7 +1154,133 @@ void bwd_data_direct512(const float* gy, const float* w, float* gx, const Conv2d
   fwd_direct512(gy, wf, nullptr, gx, bwd_data_as_fwd_dims(d));
 }
 
+// ---- input gradient at strides > 1: phases of gx, each a stride-1 correlation of gy ------
+// gx[c][ih][iw] = sum_{o,i,j} w[o][c][i][j] * gy[o][oh][ow] over oh*sh - ph + i*dh = ih (and
+// the same for columns). Split gx by phase (a, b) = (ih % sh, iw % sw): in phase (a, b),
+// pixel (u, v) = ((ih - a) / sh, (iw - b) / sw) receives tap i only if sh divides
+// a + ph - i*dh, from gy row u + di, di = (a + ph - i*dh) / sh (likewise j, dj): a stride-1
+// correlation of gy with the phase's own few taps (2x2, 2x1, 1x2 and 1x1 of a 3x3 kernel at
+// stride 2), no zero taps and no scatter-add (im2col + GEMM + col2im before: K = Og of 16-64
+// made short GEMMs, and col2im added every element back in). Each phase runs the channel-
+// vectorised tile loop (chanvec_run): a pixel list of the phase's gx pixels over a block of
+// images, broadcasts from a zero-padded gy slab, weight vectors over gx's channels; the
+// [pixels][Cgp] results are then written to their gx pixels.
+struct GxPhase {
+  int64_t a, b, HU, WV;         // phase, its rows and columns of gx
+  std::vector<int64_t> di, dj;  // per tap of the phase: gy row / column shift
+  std::vector<int64_t> taps;    // per tap: i*KW + j in w
+};
+
+void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Cgp = (q.Cg + 15) / 16 * 16;
+  std::vector<GxPhase> phases;
+  int64_t dmin_h = 0, dmax_h = 0, dmin_w = 0, dmax_w = 0, hu_max = 0, wv_max = 0;
+  for (int64_t a = 0; a < d.sh; ++a)
+    for (int64_t b = 0; b < d.sw; ++b) {
+      GxPhase ph{a, b, (d.H - a + d.sh - 1) / d.sh, (d.W - b + d.sw - 1) / d.sw, {}, {}, {}};
+      for (int64_t i = 0; i < d.KH; ++i) {
+        const int64_t ti = a + d.ph - i * d.dh;
+        if (((ti % d.sh) + d.sh) % d.sh) continue;
+        for (int64_t j = 0; j < d.KW; ++j) {
+          const int64_t tj = b + d.pw - j * d.dw;
+          if (((tj % d.sw) + d.sw) % d.sw) continue;
+          ph.di.push_back(ti / d.sh);
+          ph.dj.push_back(tj / d.sw);
+          ph.taps.push_back(i * d.KW + j);
+          dmin_h = std::min(dmin_h, ti / d.sh), dmax_h = std::max(dmax_h, ti / d.sh);
+          dmin_w = std::min(dmin_w, tj / d.sw), dmax_w = std::max(dmax_w, tj / d.sw);
+        }
+      }
+      hu_max = std::max(hu_max, ph.HU), wv_max = std::max(wv_max, ph.WV);
+      phases.push_back(std::move(ph));
+    }
+  // gy slab of one image: Og planes of SR x Wp, gy at row PT and column PL, zeros around,
+  // covering every row u + di and column v + dj a phase reads.
+  const int64_t PT = -dmin_h, PL = -dmin_w;
+  const int64_t SR = std::max(hu_max + dmax_h, d.OH) + PT, Wp = std::max(wv_max + dmax_w, d.OW) + PL;
+  const int64_t cs = SR * Wp, frame = q.Og * cs;
+  // Phase weights, [G][phase][Og*T][Cgp] (k = o*T + t), zero lanes past Cg.
+  std::vector<int64_t> woff(phases.size() + 1, 0);
+  for (size_t f = 0; f < phases.size(); ++f)
+    woff[f + 1] = woff[f] + q.Og * int64_t(phases[f].taps.size()) * Cgp;
+  float* wp = tl_wflip.get(static_cast<size_t>(d.G * woff.back()));
+  if (!wp) return;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (size_t f = 0; f < phases.size(); ++f) {
+      const std::vector<int64_t>& taps = phases[f].taps;
+      const int64_t T = int64_t(taps.size());
+      float* wf = wp + g * woff.back() + woff[f];
+      for (int64_t o = 0; o < q.Og; ++o)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c = 0; c < Cgp; ++c)
+            wf[(o * T + t) * Cgp + c] =
+                c < q.Cg ? w[((g * q.Og + o) * q.Cg + c) * q.KK + taps[size_t(t)]] : 0.0f;
+    }
+  // Images per task: about 192 gx pixels per phase.
+  const int64_t IB = std::clamp<int64_t>(192 / std::max<int64_t>(hu_max * wv_max, 1), 1, d.N);
+  const int64_t nib = (d.N + IB - 1) / IB;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), nib * d.G, [&](int64_t p) {
+    const int64_t n0 = (p / d.G) * IB, g = p % d.G, ni = std::min(IB, d.N - n0);
+    const int64_t Pmax = ni * hu_max * wv_max;
+    float* ws = tl_col.get(static_cast<size_t>(ni * frame + Pmax * Cgp));
+    if (!ws) return;
+    float* out = ws + ni * frame;  // [pixels][Cgp]
+    for (int64_t m = 0; m < ni; ++m)
+      for (int64_t o = 0; o < q.Og; ++o)
+        pad_plane_rows(gy + ((n0 + m) * d.O + g * q.Og + o) * q.OHW, d.OH, d.OW, PT, PL, SR, Wp,
+                       ws + m * frame + o * cs);
+    std::vector<int64_t>& pix = tl_pix;
+    std::vector<int64_t>& koff = tl_koff;
+    for (size_t f = 0; f < phases.size(); ++f) {
+      const GxPhase& ph = phases[f];
+      const int64_t T = int64_t(ph.taps.size()), P = ni * ph.HU * ph.WV;
+      float* gxg = gx + (n0 * d.C + g * q.Cg) * q.HW + ph.a * d.W + ph.b;
+      if (P == 0) continue;
+      if (T == 0) {  // no tap reaches this phase (stride > kernel extent): zeros
+        for (int64_t m = 0; m < ni; ++m)
+          for (int64_t c = 0; c < q.Cg; ++c)
+            for (int64_t u = 0; u < ph.HU; ++u)
+              for (int64_t v = 0; v < ph.WV; ++v)
+                gxg[(m * d.C + c) * q.HW + u * d.sh * d.W + v * d.sw] = 0.0f;
+        continue;
+      }
+      koff.resize(static_cast<size_t>(q.Og * T));
+      for (int64_t o = 0; o < q.Og; ++o)
+        for (int64_t t = 0; t < T; ++t)
+          koff[size_t(o * T + t)] = o * cs + (ph.di[size_t(t)] + PT) * Wp + ph.dj[size_t(t)] + PL;
+      pix.resize(static_cast<size_t>(P));
+      for (int64_t m = 0, k = 0; m < ni; ++m)
+        for (int64_t u = 0; u < ph.HU; ++u)
+          for (int64_t v = 0; v < ph.WV; ++v) pix[size_t(k++)] = m * frame + u * Wp + v;
+      chanvec_run(q.Og * T, wp + g * woff.back() + woff[f], Cgp, ws, pix.data(), P, koff.data(),
+                  out);
+      // [pixels][Cgp] -> gx[n][g*Cg + c][u*sh + a][v*sw + b].
+      for (int64_t m = 0; m < ni; ++m)
+        for (int64_t c = 0; c < q.Cg; ++c) {
+          const float* src = out + m * ph.HU * ph.WV * Cgp + c;
+          float* dst = gxg + (m * d.C + c) * q.HW;
+          for (int64_t u = 0; u < ph.HU; ++u)
+            for (int64_t v = 0; v < ph.WV; ++v)
+              dst[u * d.sh * d.W + v * d.sw] = src[(u * ph.WV + v) * Cgp];
+        }
+    }
+  });
+}
+
+// Against im2col + GEMM + col2im (1 thread, best of 2 alternated runs, ms): N=128 16->32 28x28
+// 3x3 stride 2 9.6 -> 5.6, 32->64 14x14 7.5 -> 3.8, N=16 64->128 32x32 9.2 -> 7.3, N=32
+// 64->64 28x28 11.2 -> 6.7, N=128 8->16 28x28 4.1 -> 2.9; but 3->16 0.95 -> 1.45 (gx of 3
+// channels fills 3 of 16 lanes), hence 8 channels per group and up.
+bool use_bwd_data_phased(const Conv2dDims& d) {
+  return cpu::avx512_selected() && d.sh * d.sw > 1 && d.KH * d.KW > 1 && d.C / d.G >= 8;
+}
+
 void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  if (use_bwd_data_phased(d)) {
+    bwd_data_phased512(gy, w, gx, d);
+    return;
+  }
   if (bwd_data_direct_ok(d)) {
     bwd_data_direct512(gy, w, gx, d);
     return;
