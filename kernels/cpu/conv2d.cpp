@@ -1271,9 +1271,15 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
 // Against im2col + GEMM + col2im (1 thread, best of 2 alternated runs, ms): N=128 16->32 28x28
 // 3x3 stride 2 9.6 -> 5.6, 32->64 14x14 7.5 -> 3.8, N=16 64->128 32x32 9.2 -> 7.3, N=32
 // 64->64 28x28 11.2 -> 6.7, N=128 8->16 28x28 4.1 -> 2.9; but 3->16 0.95 -> 1.45 (gx of 3
-// channels fills 3 of 16 lanes), hence 8 channels per group and up.
+// channels fills 3 of 16 lanes), hence 8 channels per group and up. A task holds one image's
+// padded gy and one phase's results at least: bounded by kColCap like the other tiles (larger
+// maps take the im2col tiles).
 bool use_bwd_data_phased(const Conv2dDims& d) {
-  return cpu::avx512_selected() && d.sh * d.sw > 1 && d.KH * d.KW > 1 && d.C / d.G >= 8;
+  const int64_t Cgp = (d.C / d.G + 15) / 16 * 16;
+  const int64_t gy_img = d.O / d.G * (d.OH + d.KH * d.dh) * (d.OW + d.KW * d.dw);
+  const int64_t phase = (d.H + d.sh - 1) / d.sh * ((d.W + d.sw - 1) / d.sw) * Cgp;
+  return cpu::avx512_selected() && d.sh * d.sw > 1 && d.KH * d.KW > 1 && d.C / d.G >= 8 &&
+         gy_img + phase <= kColCap;
 }
 
 void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
