@@ -1203,7 +1203,8 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
   // gy slab of one image: Og planes of SR x Wp, gy at row PT and column PL, zeros around,
   // covering every row u + di and column v + dj a phase reads.
   const int64_t PT = -dmin_h, PL = -dmin_w;
-  const int64_t SR = std::max(hu_max + dmax_h, d.OH) + PT, Wp = std::max(wv_max + dmax_w, d.OW) + PL;
+  const int64_t SR = std::max(hu_max + dmax_h, d.OH) + PT;
+  const int64_t Wp = std::max(wv_max + dmax_w, d.OW) + PL;
   const int64_t cs = SR * Wp, frame = q.Og * cs;
   // Phase weights, [G][phase][Og*T][Cgp] (k = o*T + t), zero lanes past Cg.
   std::vector<int64_t> woff(phases.size() + 1, 0);
