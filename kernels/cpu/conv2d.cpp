@@ -709,9 +709,61 @@ int64_t direct_rows(const Conv2dDims& d, const DirectGeo& dg) {
 
 // Phase planes of Cg channels for output rows [oh0, oh0 + sr - ea): plane (c, pr, pc) at
 // ws + ((c*sh + pr)*sw + pc)*cs, sr rows of Wp, zeros outside the image and after the rows.
+// Lanes k of a 16-float vector with lo <= k < hi.
+inline __mmask16 lane_range(int64_t lo, int64_t hi) {
+  auto below = [](int64_t k) { return k >= 16 ? 0xFFFFu : k <= 0 ? 0u : (1u << k) - 1; };
+  return __mmask16(below(hi) & ~below(lo));
+}
+
+// build_phase_slab for sw == 2: both column planes of an input row come from one pair of
+// masked loads (32 floats: even lanes to plane pc = 0, odd lanes to pc = 1), and the lane
+// masks, which depend on the column block only, are computed once per plane row block. Per
+// row and plane (the loop of build_phase_slab) the masks and the second load made the slab
+// half of a strided small-map forward (N=128 32->64 14x14).
+EMBER_AVX512 void build_phase_slab_s2(const float* xg, const Conv2dDims& d, int64_t Cg,
+                                      int64_t oh0, int64_t sr, int64_t Wp, int64_t cs,
+                                      float* ws, bool zero_tail) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512 z = _mm512_setzero_ps();
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t pr = 0; pr < d.sh; ++pr) {
+      float* P0 = ws + (c * d.sh + pr) * 2 * cs;  // plane (pr, 0); (pr, 1) follows at + cs
+      for (int64_t s0 = 0; s0 < Wp; s0 += 16) {
+        const int64_t base = 2 * s0 - d.pw;  // input column of lane 0 of the 32-float window
+        const __mmask16 ma = lane_range(-base, d.W - base);
+        const __mmask16 mb = lane_range(-base - 16, d.W - base - 16);
+        const __mmask16 ms = lane_range(0, Wp - s0);
+        for (int64_t r = 0; r < sr; ++r) {
+          float* dst = P0 + r * Wp + s0;
+          const int64_t ir = (oh0 + r) * d.sh + pr - d.ph;
+          __m512 va = z, vb = z;
+          if (ir >= 0 && ir < d.H) {
+            // Lanes outside [0, W) are masked off: the pointers are formed for the masked
+            // loads alone, nothing before or after the row is read.
+            const float* row = xg + (c * d.H + ir) * d.W;
+            if (ma) va = _mm512_maskz_loadu_ps(ma, row + base);
+            if (mb) vb = _mm512_maskz_loadu_ps(mb, row + base + 16);
+          }
+          _mm512_mask_storeu_ps(dst, ms, _mm512_permutex2var_ps(va, even, vb));
+          _mm512_mask_storeu_ps(dst + cs, ms, _mm512_permutex2var_ps(va, odd, vb));
+        }
+      }
+      if (zero_tail) {
+        zero_floats(P0 + sr * Wp, cs - sr * Wp);
+        zero_floats(P0 + cs + sr * Wp, cs - sr * Wp);
+      }
+    }
+}
+
 EMBER_AVX512 void build_phase_slab(const float* xg, const Conv2dDims& d, int64_t Cg,
                                    int64_t oh0, int64_t sr, int64_t Wp, int64_t cs, float* ws,
                                    bool zero_tail = true) {
+  if (d.sw == 2) {
+    build_phase_slab_s2(xg, d, Cg, oh0, sr, Wp, cs, ws, zero_tail);
+    return;
+  }
   for (int64_t c = 0; c < Cg; ++c)
     for (int64_t pr = 0; pr < d.sh; ++pr)
       for (int64_t pc = 0; pc < d.sw; ++pc) {
@@ -728,32 +780,6 @@ EMBER_AVX512 void build_phase_slab(const float* xg, const Conv2dDims& d, int64_t
             continue;
           }
           const float* row = xg + (c * d.H + ir) * d.W;
-          if (d.sw == 2) {
-            // Deinterleave: 16 outputs from (up to) 32 input floats, with masked loads for the
-            // columns outside the image (zeros) and a masked store for the row end, so a whole
-            // short row is one or two steps (maps of 14-32 columns).
-            const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
-                                                  24, 26, 28, 30);
-            auto lanes = [](int64_t lo, int64_t hi) {  // lanes k with lo <= k < hi
-              auto below = [](int64_t k) {
-                return k >= 16 ? 0xFFFFu : k <= 0 ? 0u : (1u << k) - 1;
-              };
-              return __mmask16(below(hi) & ~below(lo));
-            };
-            for (int64_t s = 0; s < Wp; s += 16) {
-              const int64_t base = 2 * s + c0;  // input column of lane 0
-              const __mmask16 ma = lanes(-base, d.W - base);
-              const __mmask16 mb = lanes(-base - 16, d.W - base - 16);
-              // Lanes outside [0, W) are masked off, so nothing before or after the row is
-              // read; the pointers are only formed for the masked loads.
-              const __m512 va = ma ? _mm512_maskz_loadu_ps(ma, row + base) : _mm512_setzero_ps();
-              const __m512 vb =
-                  mb ? _mm512_maskz_loadu_ps(mb, row + base + 16) : _mm512_setzero_ps();
-              _mm512_mask_storeu_ps(dst + s, lanes(0, Wp - s),
-                                    _mm512_permutex2var_ps(va, idx, vb));
-            }
-            continue;
-          }
           zero_floats(dst, s_lo);
           for (int64_t s = s_lo; s < s_hi; ++s) dst[s] = row[s * d.sw + c0];
           zero_floats(dst + s_hi, Wp - s_hi);
