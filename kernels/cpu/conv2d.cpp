@@ -717,9 +717,10 @@ inline __mmask16 lane_range(int64_t lo, int64_t hi) {
 
 // build_phase_slab for sw == 2: both column planes of an input row come from one pair of
 // masked loads (32 floats: even lanes to plane pc = 0, odd lanes to pc = 1), and the lane
-// masks, which depend on the column block only, are computed once per plane row block. Per
-// row and plane (the loop of build_phase_slab) the masks and the second load made the slab
-// half of a strided small-map forward (N=128 32->64 14x14).
+// masks, which depend on the column block only, are computed once per column block of a
+// channel's row phase, not per row. Per row and plane (the loop of build_phase_slab) the
+// masks and the second load made the slab half of a strided small-map forward (N=128
+// 32->64 14x14).
 EMBER_AVX512 void build_phase_slab_s2(const float* xg, const Conv2dDims& d, int64_t Cg,
                                       int64_t oh0, int64_t sr, int64_t Wp, int64_t cs,
                                       float* ws, bool zero_tail) {
