@@ -6,7 +6,8 @@ a two-layer classifier head.
 
 Holds out 10 % of the training images for early stopping, saves a checkpoint after every
 epoch, and prints the test accuracy of the best epoch's weights. Needs the Fashion-MNIST IDX
-files (Debian's dataset-fashion-mnist package, or --root) and tqdm: pip install "ember[examples]".
+files (Debian's dataset-fashion-mnist package, or --root; a missing file ends the run with the
+dataset's message and exit status 2) and tqdm: pip install "ember[examples]".
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         ember.set_num_threads(args.threads)
     ember.manual_seed(args.seed)
-    train, val, test = fashion_loaders(args)
+    try:
+        train, val, test = fashion_loaders(args)
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 2
     model = make_cnn()
     opt = ember.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
     sched = ember.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)

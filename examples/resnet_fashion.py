@@ -7,7 +7,8 @@ global average pooling and a linear classifier. Random crops and flips augment t
 
 Holds out 10 % of the training images for early stopping, saves a checkpoint after every
 epoch, and prints the test accuracy of the best epoch's weights. Needs the Fashion-MNIST IDX
-files (Debian's dataset-fashion-mnist package, or --root) and tqdm: pip install "ember[examples]".
+files (Debian's dataset-fashion-mnist package, or --root; a missing file ends the run with the
+dataset's message and exit status 2) and tqdm: pip install "ember[examples]".
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             transforms.RandomHorizontalFlip(generator=gen),
         ]
     )
-    train, val, test = fashion_loaders(args, train_transform=augment)
+    try:
+        train, val, test = fashion_loaders(args, train_transform=augment)
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 2
     model = ResNet(args.width)
     opt = ember.optim.SGD(
         model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True

@@ -3,6 +3,7 @@ checkpoints and resume from them."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import struct
 import sys
@@ -130,11 +131,14 @@ def test_char_transformer_trains_checkpoints_and_resumes(examples_on_path, tmp_p
     assert "sample:\ndef " in first
 
 
-def test_fashion_example_reports_missing_data(examples_on_path, tmp_path):
-    import cnn_fashion
-
-    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
-        cnn_fashion.main(["--root", str(tmp_path), "--epochs", "1"])
+@pytest.mark.parametrize("name", ["cnn_fashion", "resnet_fashion"])
+def test_fashion_example_reports_missing_data(examples_on_path, tmp_path, capsys, name):
+    """No traceback: the dataset's message on stderr and exit status 2, as the LSTM example."""
+    module = importlib.import_module(name)
+    assert module.main(["--root", str(tmp_path), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "[FashionMNIST] train-images-idx3-ubyte(.gz) not found" in err
+    assert "dataset-fashion-mnist" in err
 
 
 # ---- the LSTM classifier: Adam with gradient clipping on the shared loop ----------------------
