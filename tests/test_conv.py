@@ -81,6 +81,9 @@ CASES = [
     (2, 8, 11, 10, 6, (2, 2), 3, 0, 1, 1),  # stride 3 > kernel: phases no tap reaches are 0
     (3, 16, 9, 12, 20, (3, 3), (2, 1), (1, 0), 1, 1),  # strides (2, 1), asymmetric padding
     (2, 24, 10, 9, 8, (3, 2), 2, 2, (2, 1), 2),  # grouped, dilated, padding 2: shifts < 0
+    # > 2 MFLOP, so two threads split it: several tasks / pieces of the phased input gradient,
+    # the channel-vectorised weight gradient and the strided channel-vectorised forward
+    (8, 16, 14, 14, 32, (3, 3), 2, 1, 1, 1),
 ]
 
 
@@ -160,7 +163,7 @@ def test_conv2d_vs_reference(case, dtype, rng, cpu_path, poison):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "case",
-    [CASES[i] for i in (1, 4, 6, 15, 16, 22, 25, 26, 46)],
+    [CASES[i] for i in (1, 4, 6, 15, 16, 22, 25, 26, 46, 53)],
 )
 def test_conv2d_threads_no_bias(case, threads, rng, cpu_path):
     old = ember.get_num_threads()
