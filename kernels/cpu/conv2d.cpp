@@ -709,6 +709,14 @@ int64_t direct_rows(const Conv2dDims& d, const DirectGeo& dg) {
 
 // Phase planes of Cg channels for output rows [oh0, oh0 + sr - ea): plane (c, pr, pc) at
 // ws + ((c*sh + pr)*sw + pc)*cs, sr rows of Wp, zeros outside the image and after the rows.
+// Positions [lo, hi) of [0, Wp) of phase-plane column pc (input column s*sw + pc - pw) that
+// lie inside the image's columns.
+inline void plane_cols(const Conv2dDims& d, int64_t pc, int64_t Wp, int64_t* lo, int64_t* hi) {
+  valid_range(Wp, d.W, d.sw, d.pw, pc, lo, hi);
+  *lo = std::min(*lo, Wp);
+  *hi = std::min(*hi, Wp);
+}
+
 // Lanes k of a 16-float vector with lo <= k < hi.
 inline __mmask16 lane_range(int64_t lo, int64_t hi) {
   auto below = [](int64_t k) { return k >= 16 ? 0xFFFFu : k <= 0 ? 0u : (1u << k) - 1; };
@@ -769,10 +777,9 @@ EMBER_AVX512 void build_phase_slab(const float* xg, const Conv2dDims& d, int64_t
     for (int64_t pr = 0; pr < d.sh; ++pr)
       for (int64_t pc = 0; pc < d.sw; ++pc) {
         float* P = ws + ((c * d.sh + pr) * d.sw + pc) * cs;
-        // Columns s with input column s*sw + pc - pw in [0, W).
         const int64_t c0 = pc - d.pw;  // input column of s = 0
-        const int64_t s_lo = std::clamp<int64_t>((-c0 + d.sw - 1) / d.sw, 0, Wp);
-        const int64_t s_hi = std::clamp<int64_t>((d.W - c0 + d.sw - 1) / d.sw, s_lo, Wp);
+        int64_t s_lo, s_hi;
+        plane_cols(d, pc, Wp, &s_lo, &s_hi);
         for (int64_t r = 0; r < sr; ++r) {
           float* dst = P + r * Wp;
           const int64_t ir = (oh0 + r) * d.sh + pr - d.ph;
@@ -1668,9 +1675,8 @@ EMBER_AVX512 void build_cl_slab(const float* xg, const Conv2dDims& d, int64_t Cg
   for (int64_t pr = 0; pr < d.sh; ++pr)
     for (int64_t pc = 0; pc < d.sw; ++pc) {
       float* P = S + (pr * d.sw + pc) * frame * Cgp;
-      const int64_t c0 = pc - d.pw;
-      const int64_t s_lo = std::clamp<int64_t>((-c0 + d.sw - 1) / d.sw, 0, Wp);
-      const int64_t s_hi = std::clamp<int64_t>((d.W - c0 + d.sw - 1) / d.sw, s_lo, Wp);
+      int64_t s_lo, s_hi;
+      plane_cols(d, pc, Wp, &s_lo, &s_hi);
       for (int64_t r = 0; r < sr; ++r) {
         const int64_t ih = r * d.sh + pr - d.ph;
         const bool in = ih >= 0 && ih < d.H;
