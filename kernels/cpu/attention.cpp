@@ -22,18 +22,24 @@
 //   exp(m_old - m_new) when the max grows), so the only score storage is a 64x64 tile in a
 //   per-thread workspace that is reused across calls -- memory stays O(L * D). Causal skips the
 //   key tiles entirely above the diagonal, and on diagonal tiles the column panels and keys
-//   past each row block's diagonal. The tile products (Q K^T and P V; five in the backward) run
-//   on one register-blocked FMA micro-kernel -- 6x16 AVX2, or its 8x32 AVX-512 twin where the
-//   GEMM would pick AVX-512 -- whose A operand is addressed by (row, k) strides, so it also
-//   reads P^T and dS^T without a transpose. K and V tiles are transposed per tile with 8x8
-//   register transposes so Q K^T and dO V^T have contiguous B rows. The softmax parts use
-//   exp256_ps (vexp.h), or exp512_ps on 16 lanes where the tile products use AVX-512 (there
-//   the 8-lane exp was about a third of the forward's time).
+//   past each row block's diagonal. Two layouts:
+//   - AVX-512 (selected with the GEMM's rule, cpu::avx512_selected()): scores transposed,
+//     S^T = K_j Q_i^T with the tile's 64 queries across the lanes (fwd_tile512). Q_i^T is
+//     packed once per query tile, the softmax's row max and sum become vertical max / add over
+//     key rows, P V reads P^T with unit stride, and the rescale by alpha rides in the P V
+//     update of the accumulator. Products on micro_t: 6 rows x 64 columns, 24 zmm
+//     accumulators, 24 FMAs per 37 uops (the 8 x 32 tile it replaced needed 29 for 16 and was
+//     issue-bound; with that and the K^T transposes it had, 4x8x512x64 took 30 ms, now 21).
+//   - AVX2: S = Q K_j^T (fwd_tile_avx2) on the 6x16 micro-kernel, whose A operand is addressed
+//     by (row, k) strides; K tiles are transposed per tile with 8x8 register transposes.
+//   exp256_ps / exp512_ps (vexp.h) for the softmax.
 //   Backward (FlashAttention-2): D_i = rowsum(dO_i * O_i) first, then per key tile j: recompute
 //   S = Q K_j^T, P = exp(S - lse), dP = dO V_j^T, dS = scale * P * (dP - D_i), and accumulate
-//   dV_j += P^T dO, dK_j += dS^T Q, dQ_i += dS K_j. A piece is one n (all its key tiles), so dQ
-//   has one writer and needs no atomics or per-thread copies; this caps the backward's
-//   parallelism at N pieces (N = batch * heads is >= 8 in every realistic case).
+//   dV_j += P^T dO, dK_j += dS^T Q, dQ_i += dS K_j (tile_mm: micro_t under AVX-512, the 6x16
+//   AVX2 micro-kernel otherwise; K_j^T and V_j^T packed once per key tile). A piece is one n
+//   (all its key tiles), so dQ has one writer and needs no atomics or per-thread copies; this
+//   caps the backward's parallelism at N pieces (N = batch * heads is >= 8 in every realistic
+//   case).
 //   Why not gemm() per tile: its packing and dispatch would be paid per 64x64 tile product and
 //   it would open the thread pool inside a pool piece (not measured against it).
 // * Scalar template (float and double; double is the gradcheck path, float runs under
@@ -271,70 +277,105 @@ constexpr MicroFn micro_for(int r) {
                   : &micro<6, NV, MASK>;
 }
 
-// The AVX-512 twin (selected with the GEMM's rule, cpu::avx512_selected()): 8 rows x 32
-// columns, 16 zmm accumulators; masked loads/stores (__mmask16) for the column tail.
+// Causal diagonal tiles (row r of the tile sees key columns <= r + diag): kNoDiag = all.
+constexpr int64_t kNoDiag = INT64_MAX / 4;
+enum class Diag { none, cols, inner };
+
+// C[R x 16*NV] = scale * A B (+ rs[r] * C when accum; rs null: 1). A[r][k] = A[r*ars + k*aks]
+// (broadcast), B rows ldb apart, C rows ldc apart; MASK: the last vector of B and C is
+// partial (tm). K in chunks of kKcT (64: the scores of D <= 64 in one chain, whose RMS error
+// measured 0.5x float32 numpy's at D = 256 -- 0.4x with chunks of 32, 1.0x with none).
+constexpr int64_t kKcT = 64;
 template <int R, int NV, bool MASK>
-EMBER_AVX512 void micro512(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
-                           int64_t ldb, float* C, int64_t ldc, __mmask16 tm, bool accum) {
-  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
-    const int64_t k1 = std::min(K, k0 + kKc);
+EMBER_AVX512 void micro_t(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
+                          int64_t ldb, float* C, int64_t ldc, __mmask16 tm, bool accum,
+                          float scale, const float* rs) {
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKcT) {
+    const int64_t k1 = std::min(K, k0 + kKcT);
     __m512 c[R][NV];
-#pragma GCC unroll 8
+#pragma GCC unroll 6
     for (int r = 0; r < R; ++r)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* a = A + kk * aks;
       const float* b = B + kk * ldb;
       __m512 bv[NV];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v)
         bv[v] = (MASK && v == NV - 1) ? _mm512_maskz_loadu_ps(tm, b + 16 * v)
                                       : _mm512_loadu_ps(b + 16 * v);
-#pragma GCC unroll 8
+#pragma GCC unroll 6
       for (int r = 0; r < R; ++r) {
         const __m512 ar = _mm512_set1_ps(a[r * ars]);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) c[r][v] = _mm512_fmadd_ps(ar, bv[v], c[r][v]);
       }
     }
     const bool add = accum || k0 > 0;
-#pragma GCC unroll 8
+#pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 2
+      const __m512 vr = _mm512_set1_ps(rs && k0 == 0 ? rs[r] : 1.0f);
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         float* cp = C + r * ldc + 16 * v;
-        __m512 x = c[r][v];
-        if (MASK && v == NV - 1) {
-          if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(tm, cp));
-          _mm512_mask_storeu_ps(cp, tm, x);
-        } else {
-          if (add) x = _mm512_add_ps(x, _mm512_loadu_ps(cp));
-          _mm512_storeu_ps(cp, x);
-        }
+        const __m512 x = _mm512_mul_ps(c[r][v], vs);
+        if (MASK && v == NV - 1)
+          _mm512_mask_storeu_ps(
+              cp, tm, add ? _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, cp), vr, x) : x);
+        else
+          _mm512_storeu_ps(cp, add ? _mm512_fmadd_ps(_mm512_loadu_ps(cp), vr, x) : x);
       }
     }
   }
 }
 
-using Micro512Fn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
-                            float*, int64_t, __mmask16, bool);
+using MicroTFn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
+                          float*, int64_t, __mmask16, bool, float, const float*);
 
-template <int NV, bool MASK>
-constexpr Micro512Fn micro512_for(int r) {
-  return r == 1   ? &micro512<1, NV, MASK>
-         : r == 2 ? &micro512<2, NV, MASK>
-         : r == 3 ? &micro512<3, NV, MASK>
-         : r == 4 ? &micro512<4, NV, MASK>
-         : r == 5 ? &micro512<5, NV, MASK>
-         : r == 6 ? &micro512<6, NV, MASK>
-         : r == 7 ? &micro512<7, NV, MASK>
-                  : &micro512<8, NV, MASK>;
+template <int R, bool MASK>
+constexpr MicroTFn micro_t_nv(int nv) {
+  return nv == 1 ? &micro_t<R, 1, MASK>
+         : nv == 2 ? &micro_t<R, 2, MASK>
+         : nv == 3 ? &micro_t<R, 3, MASK>
+                   : &micro_t<R, 4, MASK>;
 }
 
-// Causal diagonal tiles (row r of the tile sees key columns <= r + diag): kNoDiag = all.
-constexpr int64_t kNoDiag = INT64_MAX / 4;
-enum class Diag { none, cols, inner };
+template <bool MASK>
+constexpr MicroTFn micro_t_for(int r, int nv) {
+  return r == 1   ? micro_t_nv<1, MASK>(nv)
+         : r == 2 ? micro_t_nv<2, MASK>(nv)
+         : r == 3 ? micro_t_nv<3, MASK>(nv)
+         : r == 4 ? micro_t_nv<4, MASK>(nv)
+         : r == 5 ? micro_t_nv<5, MASK>(nv)
+                  : micro_t_nv<6, MASK>(nv);
+}
+
+// C[M x N] = scale * A B (+ C when accum) on micro_t: 6-row blocks, 64-column panels. Diag as
+// in tile_mm: Diag::cols ends each row block's columns at its last row's diagonal column
+// (rounded up to 16; the caller zeroes what lies past the diagonal), Diag::inner ends K there.
+EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars,
+                             int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
+                             bool accum, float scale = 1.0f, Diag dmode = Diag::none,
+                             int64_t diag = kNoDiag) {
+  for (int64_t r0 = 0; r0 < M; r0 += 6) {
+    const int r = static_cast<int>(std::min<int64_t>(6, M - r0));
+    const int64_t last = r0 + r - 1 + diag;  // the block's last row's diagonal column
+    const int64_t n = dmode == Diag::cols ? std::clamp<int64_t>(last + 1, 0, N) : N;
+    const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
+    if (accum && kk == 0) continue;
+    for (int64_t c0 = 0; c0 < n; c0 += 64) {
+      const int64_t nc = std::min<int64_t>(64, n - c0);
+      const int nv = static_cast<int>((nc + 15) / 16);
+      const int64_t rem = nc - 16 * (nv - 1);
+      const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
+      const MicroTFn f = rem < 16 ? micro_t_for<true>(r, nv) : micro_t_for<false>(r, nv);
+      f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum, scale,
+        nullptr);
+    }
+  }
+}
 
 // C[M x N] (+)= A[M x K] B[K x N] on the micro-kernels: column panels outer (the K x 16 or
 // K x 32 B panel stays in L1 while row blocks of A stream past it). On a causal diagonal tile,
@@ -345,22 +386,7 @@ EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t
                         int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
                         bool accum, Diag dmode = Diag::none, int64_t diag = kNoDiag) {
   if (cpu::avx512_selected()) {
-    for (int64_t c0 = 0; c0 < N; c0 += 32) {
-      const int64_t nc = std::min<int64_t>(32, N - c0);
-      const int nv = nc > 16 ? 2 : 1;
-      const int64_t rem = nc - 16 * (nv - 1);
-      const bool mask = rem < 16;
-      const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
-      for (int64_t r0 = 0; r0 < M; r0 += 8) {
-        const int r = static_cast<int>(std::min<int64_t>(8, M - r0));
-        const int64_t last = r0 + r - 1 + diag;  // the block's last row's diagonal column
-        if (dmode == Diag::cols && c0 > last) continue;
-        const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
-        Micro512Fn f = nv == 2 ? (mask ? micro512_for<2, true>(r) : micro512_for<2, false>(r))
-                               : (mask ? micro512_for<1, true>(r) : micro512_for<1, false>(r));
-        f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
-      }
-    }
+    tile_mm512(M, N, K, A, ars, aks, B, ldb, C, ldc, accum, 1.0f, dmode, diag);
     return;
   }
   for (int64_t c0 = 0; c0 < N; c0 += 16) {
@@ -456,28 +482,6 @@ EMBER_AVX2 float score_row(float* s, int64_t nk, int64_t nv, float scale, const 
   return mx;
 }
 
-// The softmax passes on 16 lanes where the tile products run on AVX-512: exp is about a third
-// of the forward's time there, and exp512_ps does twice the work per instruction of
-// exp256_ps (bit-identical results). Tails go through masked loads/stores, not scalar exp.
-// s[j] = exp(s[j] - mu) for j < nv; returns their sum.
-EMBER_AVX512 float exp_row512(float* s, int64_t nv, float mu) {
-  const __m512 vmu = _mm512_set1_ps(mu);
-  __m512 vsum = _mm512_setzero_ps();
-  int64_t j = 0;
-  for (; j + 16 <= nv; j += 16) {
-    const __m512 p = cpu::exp512_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j), vmu));
-    vsum = _mm512_add_ps(vsum, p);
-    _mm512_storeu_ps(s + j, p);
-  }
-  const __mmask16 m = static_cast<__mmask16>((1u << (nv - j)) - 1u);
-  if (m) {
-    const __m512 p = cpu::exp512_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vmu));
-    vsum = _mm512_mask_add_ps(vsum, m, vsum, p);
-    _mm512_mask_storeu_ps(s + j, m, p);
-  }
-  return _mm512_reduce_add_ps(vsum);
-}
-
 // Backward row: p = exp((s - hi) - lo) into s and dS = p * (dP - D_i) * scale into dp, j < nv.
 EMBER_AVX512 void bwd_row512(float* s, float* dp, int64_t nv, float hi, float lo, float di,
                              float scale) {
@@ -491,6 +495,148 @@ EMBER_AVX512 void bwd_row512(float* s, float* dp, int64_t nv, float hi, float lo
     const __m512 t = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dp + j), vd));
     _mm512_mask_storeu_ps(s + j, m, p);
     _mm512_mask_storeu_ps(dp + j, m, _mm512_mul_ps(t, vs));
+  }
+}
+
+// dst[c][i] = src[i][c] for i < rows, c < cols (src rows lds apart, dst rows ldd apart).
+EMBER_AVX2 void transpose_tile(const float* src, int64_t lds, int64_t rows, int64_t cols,
+                               float* dst, int64_t ldd) {
+  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t i = 0; i < r8; i += 8)
+    for (int64_t c = 0; c < c8; c += 8) tr8x8(src + i * lds + c, lds, dst + c * ldd + i, ldd);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = i < r8 ? c8 : 0; c < cols; ++c) dst[c * ldd + i] = src[i * lds + c];
+}
+
+// Lanes of the query vector starting at column c0 that key row jr may see on a causal
+// diagonal tile: query column ic sees key row jr when ic >= jr + off.
+EMBER_AVX512 inline __mmask16 causal_lanes(int64_t jr, int64_t off, int64_t c0) {
+  const int64_t t = jr + off - c0;  // first visible lane
+  if (t <= 0) return static_cast<__mmask16>(0xFFFF);
+  if (t >= 16) return 0;
+  return static_cast<__mmask16>(0xFFFFu << t);
+}
+
+struct Fwd512Ws {
+  std::vector<float> qt, st, mt, acc, m, l, alpha;
+};
+
+// One (n, 64-query tile) piece of the AVX-512 forward, scores transposed (S^T = K_j Q_i^T):
+// see the header. Lanes past nq hold zero queries and are never read back.
+EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, float* out,
+                              float* lse, const AttnDims& d, const float* mask, int64_t n,
+                              int64_t i0) {
+  static thread_local Fwd512Ws ws;
+  const int64_t D = d.D, Dv = d.Dv;
+  const int64_t ldacc = (Dv + 15) / 16 * 16;
+  if (static_cast<int64_t>(ws.qt.size()) < D * kBq) ws.qt.resize(D * kBq);
+  if (ws.st.size() < static_cast<size_t>(kBk * kBq)) {
+    ws.st.resize(kBk * kBq);
+    ws.mt.resize(kBk * kBq);
+    for (auto* a : {&ws.m, &ws.l, &ws.alpha}) a->resize(kBq);
+  }
+  if (static_cast<int64_t>(ws.acc.size()) < kBq * ldacc) ws.acc.resize(kBq * ldacc);
+  float *qt = ws.qt.data(), *st = ws.st.data(), *mt = ws.mt.data(), *acc = ws.acc.data();
+  float *m = ws.m.data(), *l = ws.l.data(), *alpha = ws.alpha.data();
+  const float scale = static_cast<float>(d.scale);
+  const int64_t nq = std::min(kBq, d.Lq - i0);
+  const int64_t nvq = (nq + 15) / 16;  // query vectors (lanes past nq: zero queries, unused)
+  const float* kb = k + n * d.Lk * D;
+  const float* vb = v + n * d.Lk * Dv;
+  const float* mb = mask_batch(d, mask, n);
+  transpose_tile(q + (n * d.Lq + i0) * D, D, nq, D, qt, kBq);
+  if (nq < kBq)
+    for (int64_t c = 0; c < D; ++c) std::fill(qt + c * kBq + nq, qt + (c + 1) * kBq, 0.0f);
+  std::fill(acc, acc + nq * ldacc, 0.0f);
+  std::fill(m, m + kBq, -kInf);
+  std::fill(l, l + kBq, 0.0f);
+  const int64_t kend = d.causal ? std::min(d.Lk, i0 + nq) : d.Lk;
+  const int dnv = static_cast<int>(std::min<int64_t>(4, (Dv + 15) / 16));
+  for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
+    const int64_t nk = std::min(kBk, kend - j0);
+    const int64_t off = j0 - i0;  // causal: query column ic sees key row jr iff ic >= jr + off
+    const bool diag = d.causal && j0 + nk - 1 > i0;
+    // S^T = scale * K_j Q_i^T; on a diagonal tile a block of key rows skips the query
+    // vectors wholly left of its first row's diagonal (masked for every row of the block)
+    for (int64_t r0 = 0; r0 < nk; r0 += 6) {
+      const int r = static_cast<int>(std::min<int64_t>(6, nk - r0));
+      const int64_t v0 = diag ? std::clamp<int64_t>((r0 + off) / 16, 0, nvq) : 0;
+      if (v0 >= nvq) continue;
+      micro_t_for<false>(r, static_cast<int>(nvq - v0))(D, kb + (j0 + r0) * D, D, 1,
+                                                       qt + 16 * v0, kBq, st + r0 * kBq + 16 * v0,
+                                                       kBq, 0, false, scale, nullptr);
+    }
+    const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
+    if (mb && d.mask_rs != 0)
+      transpose_tile(mb + i0 * d.mask_rs + j0, d.mask_rs, nq, nk, mt, kBq);
+    else if (mb)
+      mrow = mb + j0;
+    // pass 1: the mask, the column max over the key rows, the new running max mu and the
+    // rescale factor alpha = exp(m_old - mu); pass 2: P^T = exp(S^T - mu) and its column sums
+    __m512 vmax[4], vmu[4], vsum[4];
+    for (int64_t c = 0; c < nvq; ++c) vmax[c] = _mm512_set1_ps(-kInf);
+    for (int64_t jr = 0; jr < nk; ++jr) {
+      float* srow = st + jr * kBq;
+      for (int64_t c = 0; c < nvq; ++c) {
+        __m512 x = _mm512_loadu_ps(srow + 16 * c);
+        if (mb) {
+          x = _mm512_add_ps(x, mrow ? _mm512_set1_ps(mrow[jr])
+                                    : _mm512_loadu_ps(mt + jr * kBq + 16 * c));
+          _mm512_storeu_ps(srow + 16 * c, x);
+        }
+        const __mmask16 lanes = diag ? causal_lanes(jr, off, 16 * c) : 0xFFFF;
+        vmax[c] = _mm512_mask_max_ps(vmax[c], lanes, x, vmax[c]);
+      }
+    }
+    for (int64_t c = 0; c < nvq; ++c) {
+      const __m512 mold = _mm512_loadu_ps(m + 16 * c);
+      const __m512 mnew = _mm512_max_ps(vmax[c], mold);
+      // all -inf so far: mu = 0 keeps exp() finite (and exp(-inf - 0) = 0)
+      vmu[c] = _mm512_mask_mov_ps(mnew, _mm512_cmp_ps_mask(mnew, _mm512_set1_ps(-kInf),
+                                                           _CMP_EQ_OQ),
+                                  _mm512_setzero_ps());
+      _mm512_storeu_ps(alpha + 16 * c, cpu::exp512_ps(_mm512_sub_ps(mold, vmu[c])));
+      _mm512_storeu_ps(m + 16 * c, mnew);
+      vsum[c] = _mm512_setzero_ps();
+    }
+    for (int64_t jr = 0; jr < nk; ++jr) {
+      float* srow = st + jr * kBq;
+      for (int64_t c = 0; c < nvq; ++c) {
+        const __mmask16 lanes = diag ? causal_lanes(jr, off, 16 * c) : 0xFFFF;
+        const __m512 p = _mm512_maskz_mov_ps(
+            lanes, cpu::exp512_ps(_mm512_sub_ps(_mm512_loadu_ps(srow + 16 * c), vmu[c])));
+        vsum[c] = _mm512_add_ps(vsum[c], p);
+        _mm512_storeu_ps(srow + 16 * c, p);
+      }
+    }
+    for (int64_t c = 0; c < nvq; ++c) {
+      const __m512 va = _mm512_loadu_ps(alpha + 16 * c);
+      _mm512_storeu_ps(l + 16 * c, _mm512_fmadd_ps(_mm512_loadu_ps(l + 16 * c), va, vsum[c]));
+    }
+    // acc = alpha * acc + P V, the rescale riding in the micro-kernel's C update. A = P^T read
+    // down its columns (unit stride across a block's queries); on a diagonal tile a block stops
+    // at its last query's diagonal (P is 0 past it; a block that stops at 0 has alpha = 1)
+    for (int64_t r0 = 0; r0 < nq; r0 += 6) {
+      const int r = static_cast<int>(std::min<int64_t>(6, nq - r0));
+      const int64_t kk = diag ? std::clamp<int64_t>(r0 + r - off, 0, nk) : nk;
+      if (kk == 0) continue;
+      for (int64_t c0 = 0; c0 < Dv; c0 += 64) {
+        const int nv = static_cast<int>(std::min<int64_t>(dnv, (Dv - c0 + 15) / 16));
+        const int64_t rem = std::min<int64_t>(64, Dv - c0) - 16 * (nv - 1);
+        const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
+        const MicroTFn f = rem < 16 ? micro_t_for<true>(r, nv) : micro_t_for<false>(r, nv);
+        f(kk, st + r0, 1, kBq, vb + j0 * Dv + c0, Dv, acc + r0 * ldacc + c0, ldacc, tm, true,
+          1.0f, alpha + r0);
+      }
+    }
+  }
+  for (int64_t i = 0; i < nq; ++i) {
+    float* o = out + (n * d.Lq + i0 + i) * Dv;
+    const float* a = acc + i * ldacc;
+    const bool empty = !(l[i] > 0.0f);
+    const float inv = empty ? 0.0f : 1.0f / l[i];
+    for (int64_t c = 0; c < Dv; ++c) o[c] = a[c] * inv;
+    put_lse(lse + 2 * (n * d.Lq + i0 + i), empty ? kInf : m[i], empty ? 0.0f : l[i]);
   }
 }
 
@@ -545,28 +691,21 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
     }
     for (int64_t r = 0; r < nq; r += 8)  // the arrays hold kBq (a multiple of 8) floats
       _mm256_storeu_ps(alpha + r, cpu::exp256_ps(_mm256_loadu_ps(alpha + r)));
-    const bool w512 = cpu::avx512_selected();
     for (int64_t r = 0; r < nq; ++r) {
       float* s = S + r * kBk;
       const int64_t nv = nvs[r];
-      float sum;
+      const __m256 vmu = _mm256_set1_ps(mu[r]);
+      __m256 vsum = _mm256_setzero_ps();
       int64_t j = 0;
-      if (w512) {
-        sum = exp_row512(s, nv, mu[r]);
-        j = nv;
-      } else {
-        const __m256 vmu = _mm256_set1_ps(mu[r]);
-        __m256 vsum = _mm256_setzero_ps();
-        for (; j + 8 <= nv; j += 8) {
-          const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmu));
-          vsum = _mm256_add_ps(vsum, p);
-          _mm256_storeu_ps(s + j, p);
-        }
-        sum = hsum(vsum);
-        for (; j < nv; ++j) {
-          s[j] = std::exp(s[j] - mu[r]);
-          sum += s[j];
-        }
+      for (; j + 8 <= nv; j += 8) {
+        const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmu));
+        vsum = _mm256_add_ps(vsum, p);
+        _mm256_storeu_ps(s + j, p);
+      }
+      float sum = hsum(vsum);
+      for (; j < nv; ++j) {
+        s[j] = std::exp(s[j] - mu[r]);
+        sum += s[j];
       }
       for (; j < nk; ++j) s[j] = 0.0f;
       l[r] = l[r] * alpha[r] + sum;
@@ -688,7 +827,10 @@ void attention_fwd(const float* q, const float* k, const float* v, float* out, f
     cpu::ClaimPool::instance().run(cpu::get_num_threads(), d.N * tiles, [&](int64_t p) {
       int64_t t = p % tiles;
       if (d.causal) t = tiles - 1 - t;  // causal: the longest tiles first, for balance
-      fwd_tile_avx2(q, k, v, out, lse, d, mask, p / tiles, t * kBq);
+      if (cpu::avx512_selected())
+        fwd_tile512(q, k, v, out, lse, d, mask, p / tiles, t * kBq);
+      else
+        fwd_tile_avx2(q, k, v, out, lse, d, mask, p / tiles, t * kBq);
     });
     return;
   }
