@@ -482,19 +482,40 @@ EMBER_AVX2 float score_row(float* s, int64_t nk, int64_t nv, float scale, const 
   return mx;
 }
 
-// Backward row: p = exp((s - hi) - lo) into s and dS = p * (dP - D_i) * scale into dp, j < nv.
-EMBER_AVX512 void bwd_row512(float* s, float* dp, int64_t nv, float hi, float lo, float di,
-                             float scale) {
-  const __m512 vhi = _mm512_set1_ps(hi), vlo = _mm512_set1_ps(lo), vd = _mm512_set1_ps(di);
+// The backward's row pass over a whole tile under AVX-512; S is already scaled by its
+// product. Row r: s += mrow (mask row r, may be null), then p = exp((s - hi_r) - lo_r) into S
+// and dS = p * (dP - D_r) * scale into dP for j < nv_r (nv_r = the causal diagonal's cut:
+// r + 1 + diag, clamped to [0, nk]); both are 0 for nv_r <= j < nk (maybe never computed).
+// Whole tile in one loop, four vectors per row unrolled: the exps' long dependency chains
+// overlap only when there is independent work in flight (one row per call ran at 33 cycles
+// per vector, this at ~16).
+EMBER_AVX512 void bwd_rows512(float* S, float* dP, int64_t nq, int64_t nk, int64_t diag,
+                              const float* mask, int64_t mask_rs, const float* lse,
+                              const float* di, float scale) {
   const __m512 vs = _mm512_set1_ps(scale);
-  for (int64_t j = 0; j < nv; j += 16) {
-    const __mmask16 m = nv - j >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                     : static_cast<__mmask16>((1u << (nv - j)) - 1u);
-    const __m512 p = cpu::exp512_ps(
-        _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vhi), vlo));
-    const __m512 t = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dp + j), vd));
-    _mm512_mask_storeu_ps(s + j, m, p);
-    _mm512_mask_storeu_ps(dp + j, m, _mm512_mul_ps(t, vs));
+  const auto lanes = [](int64_t n) {
+    return n >= 16 ? static_cast<__mmask16>(0xFFFF)
+                   : static_cast<__mmask16>(n <= 0 ? 0u : (1u << n) - 1u);
+  };
+  for (int64_t r = 0; r < nq; ++r) {
+    float* s = S + r * kBk;
+    float* dp = dP + r * kBk;
+    const float* mrow = mask ? mask + r * mask_rs : nullptr;
+    const int64_t nv = std::clamp<int64_t>(r + 1 + diag, 0, nk);
+    const __m512 vhi = _mm512_set1_ps(lse[2 * r]), vlo = _mm512_set1_ps(lse[2 * r + 1]);
+    const __m512 vd = _mm512_set1_ps(di[r]);
+#pragma GCC unroll 4
+    for (int64_t j = 0; j < kBk; j += 16) {
+      if (j >= nk) break;
+      const __mmask16 in = lanes(nk - j), m = lanes(nv - j);
+      __m512 x = _mm512_maskz_loadu_ps(m, s + j);
+      if (mrow) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, mrow + j));
+      const __m512 p =
+          _mm512_maskz_mov_ps(m, cpu::exp512_ps(_mm512_sub_ps(_mm512_sub_ps(x, vhi), vlo)));
+      const __m512 t = _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dp + j), vd));
+      _mm512_mask_storeu_ps(s + j, in, p);
+      _mm512_mask_storeu_ps(dp + j, in, _mm512_mul_ps(t, vs));
+    }
   }
 }
 
@@ -728,6 +749,55 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
   }
 }
 
+// bwd_rows512's AVX2 twin; here S is unscaled (tile_mm has no scale), score_row scales it.
+EMBER_AVX2 void bwd_rows_avx2(float* S, float* dP, int64_t nq, int64_t nk, int64_t diag,
+                              const float* mask, int64_t mask_rs, const float* lse,
+                              const float* di, float scale) {
+  for (int64_t r = 0; r < nq; ++r) {
+    float* s = S + r * kBk;
+    float* dp = dP + r * kBk;
+    const int64_t nv = std::clamp<int64_t>(r + 1 + diag, 0, nk);
+    score_row(s, nk, nv, scale, mask ? mask + r * mask_rs : nullptr);
+    const float hi = lse[2 * r], lo = lse[2 * r + 1];
+    const __m256 vhi = _mm256_set1_ps(hi), vlo = _mm256_set1_ps(lo);
+    const __m256 vd = _mm256_set1_ps(di[r]);
+    const __m256 vs = _mm256_set1_ps(scale);
+    int64_t j = 0;
+    for (; j + 8 <= nv; j += 8) {
+      const __m256 p =
+          cpu::exp256_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vhi), vlo));
+      const __m256 t = _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd));
+      _mm256_storeu_ps(s + j, p);
+      _mm256_storeu_ps(dp + j, _mm256_mul_ps(t, vs));
+    }
+    for (; j < nv; ++j) {
+      const float p = std::exp((s[j] - hi) - lo);
+      s[j] = p;
+      dp[j] = p * (dp[j] - di[r]) * scale;
+    }
+    for (; j < nk; ++j) s[j] = dp[j] = 0.0f;  // past the causal diagonal (maybe not computed)
+  }
+}
+
+// sum a[i] * b[i] in double (exact products, double sums), 8 floats at a time: D_i =
+// rowsum(dO * O) meets dP in a cancellation (dP - D_i), so it keeps the scalar path's precision.
+EMBER_AVX2 float dot_f64(const float* a, const float* b, int64_t n) {
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
+    s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                         _mm256_cvtps_pd(_mm256_castps256_ps128(y)), s0);
+    s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
+                         _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1)), s1);
+  }
+  alignas(32) double t[4];
+  _mm256_store_pd(t, _mm256_add_pd(s0, s1));
+  double sum = (t[0] + t[1]) + (t[2] + t[3]);
+  for (; i < n; ++i) sum += static_cast<double>(a[i]) * b[i];
+  return static_cast<float>(sum);
+}
+
 struct BwdWs {
   std::vector<float> kt, vt, s, dp, di;
 };
@@ -759,56 +829,45 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
   for (int64_t i = 0; i < Lq; ++i) {
     const float* o = out + (n * Lq + i) * Dv;
     const float* g = gob + i * Dv;
-    di[i] = dot(o, g, Dv);  // in double: Lq * Dv work, next to Lq * Lk * D
+    di[i] = dot_f64(o, g, Dv);
   }
-  std::fill(gqb, gqb + Lq * D, 0.0f);
-  std::fill(gkb, gkb + Lk * D, 0.0f);
-  std::fill(gvb, gvb + Lk * Dv, 0.0f);
+  const bool w512 = cpu::avx512_selected();
+  // gq, gk, gv are not zeroed first (that fill was 7% of the backward): each tile's first
+  // product into them stores instead of adding -- dQ_i at key tile 0, dK_j / dV_j at the first
+  // query tile that sees key tile j; rows no tile reaches are zeroed where they are skipped.
+  if (Lk == 0) std::fill(gqb, gqb + Lq * D, 0.0f);
   for (int64_t j0 = 0; j0 < Lk; j0 += kBk) {
     const int64_t nk = std::min(kBk, Lk - j0);
-    pack_t(kb + j0 * D, nk, D, kt);
-    pack_t(vb + j0 * Dv, nk, Dv, vt);
     // causal: query tiles whose last row is before j0 see none of these keys
     const int64_t qstart = d.causal ? j0 / kBq * kBq : 0;
+    if (qstart >= Lq) {  // no query sees these keys (causal, Lk > Lq; or Lq = 0)
+      std::fill(gkb + j0 * D, gkb + (j0 + nk) * D, 0.0f);
+      std::fill(gvb + j0 * Dv, gvb + (j0 + nk) * Dv, 0.0f);
+      continue;
+    }
+    pack_t(kb + j0 * D, nk, D, kt);
+    pack_t(vb + j0 * Dv, nk, Dv, vt);
     for (int64_t i0 = qstart; i0 < Lq; i0 += kBq) {
       const int64_t nq = std::min(kBq, Lq - i0);
       const float* qt = qb + i0 * D;
       const float* got = gob + i0 * Dv;
       const bool diag = d.causal && j0 + nk - 1 > i0;
       const Diag dc = diag ? Diag::cols : Diag::none, di_ = diag ? Diag::inner : Diag::none;
-      tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0);
+      if (w512)  // S scaled in the product, as in the forward (the same rounding)
+        tile_mm512(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, scale, dc, i0 - j0);
+      else
+        tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0);
       tile_mm(nq, nk, Dv, got, Dv, 1, vt, kBk, dP, kBk, false, dc, i0 - j0);
-      for (int64_t r = 0; r < nq; ++r) {
-        const int64_t i = i0 + r;
-        float* s = S + r * kBk;
-        float* dp = dP + r * kBk;
-        const int64_t nv = diag ? std::clamp<int64_t>(i - j0 + 1, 0, nk) : nk;
-        score_row(s, nk, nv, scale, mb ? mb + i * d.mask_rs + j0 : nullptr);
-        int64_t j = 0;
-        if (cpu::avx512_selected()) {
-          bwd_row512(s, dp, nv, lb[2 * i], lb[2 * i + 1], di[i], scale);
-          j = nv;
-        }
-        const __m256 vhi = _mm256_set1_ps(lb[2 * i]), vlo = _mm256_set1_ps(lb[2 * i + 1]);
-        const __m256 vd = _mm256_set1_ps(di[i]);
-        const __m256 vs = _mm256_set1_ps(scale);
-        for (; j + 8 <= nv; j += 8) {
-          const __m256 p =
-              cpu::exp256_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vhi), vlo));
-          const __m256 t = _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd));
-          _mm256_storeu_ps(s + j, p);
-          _mm256_storeu_ps(dp + j, _mm256_mul_ps(t, vs));
-        }
-        for (; j < nv; ++j) {
-          const float p = std::exp((s[j] - lb[2 * i]) - lb[2 * i + 1]);
-          s[j] = p;
-          dp[j] = p * (dp[j] - di[i]) * scale;
-        }
-        for (; j < nk; ++j) s[j] = dp[j] = 0.0f;  // past the causal diagonal (maybe not computed)
-      }
-      tile_mm(nk, Dv, nq, S, 1, kBk, got, Dv, gvb + j0 * Dv, Dv, true);    // dV += P^T dO
-      tile_mm(nk, D, nq, dP, 1, kBk, qt, D, gkb + j0 * D, D, true);        // dK += dS^T Q
-      tile_mm(nq, D, nk, dP, kBk, 1, kb + j0 * D, D, gqb + i0 * D, D, true, di_,
+      const int64_t cut = diag ? i0 - j0 : kNoDiag;
+      const float* mt = mb ? mb + i0 * d.mask_rs + j0 : nullptr;
+      if (w512)
+        bwd_rows512(S, dP, nq, nk, cut, mt, d.mask_rs, lb + 2 * i0, di + i0, scale);
+      else
+        bwd_rows_avx2(S, dP, nq, nk, cut, mt, d.mask_rs, lb + 2 * i0, di + i0, scale);
+      const bool first = i0 == qstart;
+      tile_mm(nk, Dv, nq, S, 1, kBk, got, Dv, gvb + j0 * Dv, Dv, !first);  // dV += P^T dO
+      tile_mm(nk, D, nq, dP, 1, kBk, qt, D, gkb + j0 * D, D, !first);      // dK += dS^T Q
+      tile_mm(nq, D, nk, dP, kBk, 1, kb + j0 * D, D, gqb + i0 * D, D, j0 > 0, di_,
               i0 - j0);  // dQ += dS K
     }
   }
