@@ -25,7 +25,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
+# The float64 correctness gates call numpy's BLAS; OpenBLAS's worker threads then busy-wait
+# for a while and took the second core from the 2-thread run timed next (ours: 10-12 ms
+# forward measured 16 ms). The gates are small: one BLAS thread (read at numpy's import).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import git_commit, machine, median_time, table  # noqa: E402
