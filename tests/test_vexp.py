@@ -39,6 +39,8 @@ def test_exp512_is_bit_identical_to_exp256():
             [-np.inf, np.inf, np.nan, -87.34, -87.33, 88.72, 88.7229, 0.0, -0.0],
             np.linspace(88.3, 88.73, 1001),  # n = 128: 2^n by vscalefps vs 2 * 2^127
             np.linspace(-87.4, -86.9, 1001),  # results at the bottom of the normal range
+            np.linspace(88.72, 89.5, 1001),  # overflow: exp512's scalef vs exp256's compare
+            [1e30, -1e30, 3.4e38, -3.4e38, -1e-30, 1e-30],
         ]
     ).astype(np.float32)
     for n in (x.size, 1, 7, 15, 16, 17, 33):  # the masked tail too

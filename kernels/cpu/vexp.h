@@ -12,8 +12,9 @@
 // softmax entries (-inf, -1e30) vanish; x > 88.72 gives +inf; NaN in gives NaN out. Results
 // that would be subnormal are flushed to 0 (e^-87.33 = 1.2e-38 is already negligible next to
 // the 1 that the max element of a softmax row contributes).
-// exp512_ps is the same computation on 16 lanes (AVX-512F; 2^n by vscalefps), bit-identical
-// to exp256_ps lane by lane (tests/test_vexp.py checks), for kernels with an AVX-512 path.
+// exp512_ps is the same computation on 16 lanes (AVX-512F; 2^n by vscalefps, whose overflow
+// and zero-mask also do the range handling), bit-identical to exp256_ps lane by lane
+// (tests/test_vexp.py checks), for kernels with an AVX-512 path.
 // Header-only and EMBER_AVX2/EMBER_AVX512-attributed, so they inline into the kernels.
 #pragma once
 
@@ -59,11 +60,13 @@ EMBER_AVX2 inline __m256 exp256_ps(__m256 x) {
 }
 
 EMBER_AVX512 inline __m512 exp512_ps(__m512 x) {
-  const __m512 hi = _mm512_set1_ps(88.72283935546875f);
+  // 15 vector ops (19 before): vscalefps builds p * 2^n exactly (n = 128 included) and
+  // overflows to +inf by itself, so x > ln(FLT_MAX) needs no compare of its own -- the clamp at
+  // 89 only keeps +inf out of the reduction -- and the flush to +0 below ln(FLT_MIN) is the
+  // scalef's zero-mask. keep = "not x < lo" is true for NaN, which max/min (x second) carry.
   const __m512 lo = _mm512_set1_ps(-87.33654022216797f);
-  const __mmask16 too_small = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  const __mmask16 too_big = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
-  const __m512 xc = _mm512_min_ps(hi, _mm512_max_ps(lo, x));  // NaN survives (second operand)
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);
+  const __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(lo, x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
@@ -75,9 +78,7 @@ EMBER_AVX512 inline __m512 exp512_ps(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  __m512 y = _mm512_scalef_ps(p, n);  // p * 2^n in one exact step, n = 128 included
-  y = _mm512_mask_mov_ps(y, too_small, _mm512_setzero_ps());
-  return _mm512_mask_mov_ps(y, too_big, _mm512_set1_ps(__builtin_inff()));
+  return _mm512_maskz_scalef_ps(keep, p, n);
 }
 
 }  // namespace ember::cpu
