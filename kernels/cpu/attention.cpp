@@ -596,9 +596,15 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
     // rescale factor alpha = exp(m_old - mu); pass 2: P^T = exp(S^T - mu) and its column sums
     __m512 vmax[4], vmu[4], vsum[4];
     for (int64_t c = 0; c < nvq; ++c) vmax[c] = _mm512_set1_ps(-kInf);
+    // On a diagonal tile, row jr's query vectors wholly left of its diagonal (all lanes
+    // masked) skip the max and the exp: the exp pass stores their zeros (the 6-query blocks of
+    // P V straddle vectors, so some of those lanes are read).
+    const auto first_vec = [&](int64_t jr) {
+      return diag ? std::clamp<int64_t>((jr + off) / 16, 0, nvq) : 0;
+    };
     for (int64_t jr = 0; jr < nk; ++jr) {
       float* srow = st + jr * kBq;
-      for (int64_t c = 0; c < nvq; ++c) {
+      for (int64_t c = first_vec(jr); c < nvq; ++c) {
         __m512 x = _mm512_loadu_ps(srow + 16 * c);
         if (mb) {
           x = _mm512_add_ps(x, mrow ? _mm512_set1_ps(mrow[jr])
@@ -622,7 +628,9 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
     }
     for (int64_t jr = 0; jr < nk; ++jr) {
       float* srow = st + jr * kBq;
-      for (int64_t c = 0; c < nvq; ++c) {
+      const int64_t c0 = first_vec(jr);
+      for (int64_t c = 0; c < c0; ++c) _mm512_storeu_ps(srow + 16 * c, _mm512_setzero_ps());
+      for (int64_t c = c0; c < nvq; ++c) {
         const __mmask16 lanes = diag ? causal_lanes(jr, off, 16 * c) : 0xFFFF;
         const __m512 p = _mm512_maskz_mov_ps(
             lanes, cpu::exp512_ps(_mm512_sub_ps(_mm512_loadu_ps(srow + 16 * c), vmu[c])));
