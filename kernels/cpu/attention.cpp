@@ -353,8 +353,9 @@ constexpr MicroTFn micro_t_for(int r, int nv) {
 }
 
 // C[M x N] = scale * A B (+ C when accum) on micro_t: 6-row blocks, 64-column panels. Diag as
-// in tile_mm: Diag::cols ends each row block's columns at its last row's diagonal column
-// (rounded up to 16; the caller zeroes what lies past the diagonal), Diag::inner ends K there.
+// in tile_mm: Diag::cols ends each row block's columns at its last row's diagonal column (a
+// masked last vector; the caller zeroes what lies past each row's own diagonal), Diag::inner
+// ends K there.
 EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars,
                              int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
                              bool accum, float scale = 1.0f, Diag dmode = Diag::none,
@@ -377,8 +378,9 @@ EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, in
   }
 }
 
-// C[M x N] (+)= A[M x K] B[K x N] on the micro-kernels: column panels outer (the K x 16 or
-// K x 32 B panel stays in L1 while row blocks of A stream past it). On a causal diagonal tile,
+// C[M x N] (+)= A[M x K] B[K x N] on the AVX2 micro-kernel (tile_mm512 where AVX-512 is
+// selected): column panels outer (the K x 16 B panel stays in L1 while row blocks of A stream
+// past it). On a causal diagonal tile,
 // Diag::cols skips the column panels wholly right of a row block's diagonal (Q K^T: those
 // scores are masked anyway) and Diag::inner stops K at the block's diagonal (P V: the P
 // entries past it are 0), so a diagonal tile costs about half of a full one.
@@ -487,8 +489,8 @@ EMBER_AVX2 float score_row(float* s, int64_t nk, int64_t nv, float scale, const 
 // and dS = p * (dP - D_r) * scale into dP for j < nv_r (nv_r = the causal diagonal's cut:
 // r + 1 + diag, clamped to [0, nk]); both are 0 for nv_r <= j < nk (maybe never computed).
 // Whole tile in one loop, four vectors per row unrolled: the exps' long dependency chains
-// overlap only when there is independent work in flight (one row per call ran at 33 cycles
-// per vector, this at ~16).
+// overlap only when there is independent work in flight (one row per call ran at 33 TSC
+// cycles per 16-lane vector, this at ~23).
 EMBER_AVX512 void bwd_rows512(float* S, float* dP, int64_t nq, int64_t nk, int64_t diag,
                               const float* mask, int64_t mask_rs, const float* lse,
                               const float* di, float scale) {
