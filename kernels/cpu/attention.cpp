@@ -21,8 +21,8 @@
 //   tiles with an online softmax (running max m and sum l per row, the accumulator rescaled by
 //   exp(m_old - m_new) when the max grows), so the only score storage is a 64x64 tile in a
 //   per-thread workspace that is reused across calls -- memory stays O(L * D). Causal skips the
-//   key tiles entirely above the diagonal, and on diagonal tiles the column panels and keys
-//   past each row block's diagonal. Two layouts:
+//   key tiles entirely above the diagonal, and on diagonal tiles the query vectors before a
+//   block of keys' diagonal and the keys past a block of queries' diagonal. Two layouts:
 //   - AVX-512 (selected with the GEMM's rule, cpu::avx512_selected()): scores transposed,
 //     S^T = K_j Q_i^T with the tile's 64 queries across the lanes (fwd_tile512). Q_i^T is
 //     packed once per query tile, the softmax's row max and sum become vertical max / add over
@@ -30,8 +30,8 @@
 //     update of the accumulator. Products on micro_t: 6 rows x 64 columns, 24 zmm
 //     accumulators, 24 FMAs per 37 uops (the 8 x 32 tile it replaced needed 29 for 16 and was
 //     issue-bound; with that and the K^T transposes it had, 4x8x512x64 took 30 ms, now 21).
-//   - AVX2: S = Q K_j^T (fwd_tile_avx2) on the 6x16 micro-kernel, whose A operand is addressed
-//     by (row, k) strides; K tiles are transposed per tile with 8x8 register transposes.
+//   - AVX2: the same transposed layout on 8 lanes (fwd_tile_avx2), products on the 6x16 AVX2
+//     micro-kernel (tile_mm), whose A operand is addressed by (row, k) strides.
 //   exp256_ps / exp512_ps (vexp.h) for the softmax.
 //   Backward (FlashAttention-2): D_i = rowsum(dO_i * O_i) first, then per key tile j: recompute
 //   S = Q K_j^T, P = exp(S - lse), dP = dO V_j^T, dS = scale * P * (dP - D_i), and accumulate
@@ -449,13 +449,6 @@ EMBER_AVX2 float hmax(__m256 x) {
   return _mm_cvtss_f32(m);
 }
 
-EMBER_AVX2 float hsum(__m256 x) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
 // s[0..nv) = s * scale + mrow (mrow may be null) and s[nv..nk) = -inf (keys past the causal
 // diagonal); returns max(s[0..nv)) (-inf when nv == 0). One pass: the row is in L1 once.
 EMBER_AVX2 float score_row(float* s, int64_t nk, int64_t nv, float scale, const float* mrow) {
@@ -671,9 +664,20 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
   }
 }
 
+// The AVX2 forward piece, in fwd_tile512's transposed layout (S^T = K_j Q_i^T, the tile's 64
+// queries across 8 vectors of 8 lanes). Products on tile_mm (the 6x16 AVX2 micro-kernel); the
+// scale is applied in the max pass and the alpha rescale is a pass over the accumulator.
+// Against the row layout it replaced (S = Q K_j^T with K_j^T packed per visit, row-wise
+// max and sum), 1 thread, EMBER_NO_AVX512: 4x8x512x64 45-46 -> 42 ms, causal 25.4 -> 24.2.
+// Lanes l of a query vector with l + t >= 0 (t = its first column - key row - off: the lanes
+// whose query sees the key row on a causal diagonal tile), as an all-ones float mask.
+EMBER_AVX2 inline __m256 visible8(__m256i lane, int64_t t) {
+  return _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+      _mm256_add_epi32(lane, _mm256_set1_epi32(static_cast<int>(t + 1))), _mm256_setzero_si256()));
+}
+
 struct FwdWs {
-  std::vector<float> kt, s, acc, m, l, mu, alpha;
-  std::vector<int64_t> nv;
+  std::vector<float> qt, st, mt, acc, m, l, alpha;
 };
 
 EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, float* out,
@@ -682,80 +686,110 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
   static thread_local FwdWs ws;
   const int64_t D = d.D, Dv = d.Dv;
   const int64_t ldacc = (Dv + 7) / 8 * 8;
-  if (static_cast<int64_t>(ws.kt.size()) < D * kBk) ws.kt.resize(D * kBk);
-  if (static_cast<int64_t>(ws.s.size()) < kBq * kBk) ws.s.resize(kBq * kBk);
-  if (static_cast<int64_t>(ws.acc.size()) < kBq * ldacc) ws.acc.resize(kBq * ldacc);
-  if (ws.m.size() < static_cast<size_t>(kBq)) {
-    for (auto* v : {&ws.m, &ws.l, &ws.mu, &ws.alpha}) v->resize(kBq);
-    ws.nv.resize(kBq);
+  if (static_cast<int64_t>(ws.qt.size()) < D * kBq) ws.qt.resize(D * kBq);
+  if (ws.st.size() < static_cast<size_t>(kBk * kBq)) {
+    ws.st.resize(kBk * kBq);
+    ws.mt.resize(kBk * kBq);
+    for (auto* a : {&ws.m, &ws.l, &ws.alpha}) a->resize(kBq);
   }
-  float *kt = ws.kt.data(), *S = ws.s.data(), *acc = ws.acc.data(), *m = ws.m.data(),
-        *l = ws.l.data(), *mu = ws.mu.data(), *alpha = ws.alpha.data();
-  int64_t* nvs = ws.nv.data();
-  const float scale = static_cast<float>(d.scale);
+  if (static_cast<int64_t>(ws.acc.size()) < kBq * ldacc) ws.acc.resize(kBq * ldacc);
+  float *qt = ws.qt.data(), *st = ws.st.data(), *mt = ws.mt.data(), *acc = ws.acc.data();
+  float *m = ws.m.data(), *l = ws.l.data(), *alpha = ws.alpha.data();
+  const __m256 vscale = _mm256_set1_ps(static_cast<float>(d.scale));
+  const __m256 ninf = _mm256_set1_ps(-kInf);
   const int64_t nq = std::min(kBq, d.Lq - i0);
-  const float* qt = q + (n * d.Lq + i0) * D;
+  const int64_t nvq = (nq + 7) / 8;  // query vectors (lanes past nq: zero queries, unused)
   const float* kb = k + n * d.Lk * D;
   const float* vb = v + n * d.Lk * Dv;
   const float* mb = mask_batch(d, mask, n);
+  transpose_tile(q + (n * d.Lq + i0) * D, D, nq, D, qt, kBq);
+  if (nq < kBq)
+    for (int64_t c = 0; c < D; ++c) std::fill(qt + c * kBq + nq, qt + (c + 1) * kBq, 0.0f);
   std::fill(acc, acc + nq * ldacc, 0.0f);
-  std::fill(m, m + nq, -kInf);
-  std::fill(l, l + nq, 0.0f);
+  std::fill(m, m + kBq, -kInf);
+  std::fill(l, l + kBq, 0.0f);
   const int64_t kend = d.causal ? std::min(d.Lk, i0 + nq) : d.Lk;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
     const int64_t nk = std::min(kBk, kend - j0);
-    pack_t(kb + j0 * D, nk, D, kt);
+    const int64_t off = j0 - i0;  // causal: query column ic sees key row jr iff ic >= jr + off
     const bool diag = d.causal && j0 + nk - 1 > i0;
-    const Diag dc = diag ? Diag::cols : Diag::none, di = diag ? Diag::inner : Diag::none;
-    tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0);
-    // pass 1 per row: scores and their max; then the new running max and the rescale factor
-    // alpha = exp(m_old - m_new) for 8 rows at a time; pass 2 per row: P and its sum
-    for (int64_t r = 0; r < nq; ++r) {
-      const int64_t i = i0 + r;
-      nvs[r] = diag ? std::clamp<int64_t>(i - j0 + 1, 0, nk) : nk;
-      const float mx =
-          score_row(S + r * kBk, nk, nvs[r], scale, mb ? mb + i * d.mask_rs + j0 : nullptr);
-      const float mnew = std::max(m[r], mx);
-      mu[r] = mnew == -kInf ? 0.0f : mnew;  // all -inf so far: keep exp() finite
-      alpha[r] = m[r] - mu[r];
-      m[r] = mnew;
-    }
-    for (int64_t r = 0; r < nq; r += 8)  // the arrays hold kBq (a multiple of 8) floats
-      _mm256_storeu_ps(alpha + r, cpu::exp256_ps(_mm256_loadu_ps(alpha + r)));
-    for (int64_t r = 0; r < nq; ++r) {
-      float* s = S + r * kBk;
-      const int64_t nv = nvs[r];
-      const __m256 vmu = _mm256_set1_ps(mu[r]);
-      __m256 vsum = _mm256_setzero_ps();
-      int64_t j = 0;
-      for (; j + 8 <= nv; j += 8) {
-        const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmu));
-        vsum = _mm256_add_ps(vsum, p);
-        _mm256_storeu_ps(s + j, p);
-      }
-      float sum = hsum(vsum);
-      for (; j < nv; ++j) {
-        s[j] = std::exp(s[j] - mu[r]);
-        sum += s[j];
-      }
-      for (; j < nk; ++j) s[j] = 0.0f;
-      l[r] = l[r] * alpha[r] + sum;
-      if (alpha[r] != 1.0f) {
-        float* a = acc + r * ldacc;
-        const __m256 va = _mm256_set1_ps(alpha[r]);
-        for (int64_t c = 0; c < ldacc; c += 8)
-          _mm256_storeu_ps(a + c, _mm256_mul_ps(_mm256_loadu_ps(a + c), va));
+    if (!diag) {
+      tile_mm(nk, nvq * 8, D, kb + j0 * D, D, 1, qt, kBq, st, kBq, false);
+    } else {  // a block of key rows skips the query vectors wholly left of its first row's
+      for (int64_t r0 = 0; r0 < nk; r0 += 6) {  // diagonal (masked for all its rows)
+        const int64_t c0 = std::clamp<int64_t>((r0 + off) / 8, 0, nvq) * 8;
+        if (c0 < nvq * 8)
+          tile_mm(std::min<int64_t>(6, nk - r0), nvq * 8 - c0, D, kb + (j0 + r0) * D, D, 1,
+                  qt + c0, kBq, st + r0 * kBq + c0, kBq, false);
       }
     }
-    tile_mm(nq, Dv, nk, S, kBk, 1, vb + j0 * Dv, Dv, acc, ldacc, true, di, i0 - j0);
+    const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
+    if (mb && d.mask_rs != 0)
+      transpose_tile(mb + i0 * d.mask_rs + j0, d.mask_rs, nq, nk, mt, kBq);
+    else if (mb)
+      mrow = mb + j0;
+    __m256 vmax[8], vmu[8], vsum[8];
+    for (int64_t c = 0; c < nvq; ++c) vmax[c] = ninf;
+    // on a diagonal tile, row jr's vectors wholly left of its diagonal skip both passes (the
+    // exp pass stores their zeros: P V's 6-query blocks straddle vectors)
+    const auto first_vec = [&](int64_t jr) {
+      return diag ? std::clamp<int64_t>((jr + off) / 8, 0, nvq) : 0;
+    };
+    for (int64_t jr = 0; jr < nk; ++jr) {  // pass 1: scale, mask, column max
+      float* srow = st + jr * kBq;
+      for (int64_t c = first_vec(jr); c < nvq; ++c) {
+        __m256 x = _mm256_mul_ps(_mm256_loadu_ps(srow + 8 * c), vscale);
+        if (mb)
+          x = _mm256_add_ps(x, mrow ? _mm256_set1_ps(mrow[jr])
+                                    : _mm256_loadu_ps(mt + jr * kBq + 8 * c));
+        if (diag) x = _mm256_blendv_ps(ninf, x, visible8(lane, 8 * c - jr - off));
+        _mm256_storeu_ps(srow + 8 * c, x);
+        vmax[c] = _mm256_max_ps(x, vmax[c]);
+      }
+    }
+    for (int64_t c = 0; c < nvq; ++c) {
+      const __m256 mold = _mm256_loadu_ps(m + 8 * c);
+      const __m256 mnew = _mm256_max_ps(vmax[c], mold);
+      // all -inf so far: mu = 0 keeps exp() finite (and exp(-inf - 0) = 0)
+      vmu[c] = _mm256_andnot_ps(_mm256_cmp_ps(mnew, ninf, _CMP_EQ_OQ), mnew);
+      _mm256_storeu_ps(alpha + 8 * c, cpu::exp256_ps(_mm256_sub_ps(mold, vmu[c])));
+      _mm256_storeu_ps(m + 8 * c, mnew);
+      vsum[c] = _mm256_setzero_ps();
+    }
+    for (int64_t jr = 0; jr < nk; ++jr) {  // pass 2: P^T = exp(S^T - mu), column sums
+      float* srow = st + jr * kBq;
+      const int64_t cf = first_vec(jr);
+      for (int64_t c = 0; c < cf; ++c) _mm256_storeu_ps(srow + 8 * c, _mm256_setzero_ps());
+      for (int64_t c = cf; c < nvq; ++c) {
+        const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(srow + 8 * c), vmu[c]));
+        vsum[c] = _mm256_add_ps(vsum[c], p);
+        _mm256_storeu_ps(srow + 8 * c, p);
+      }
+    }
+    for (int64_t c = 0; c < nvq; ++c) {
+      const __m256 va = _mm256_loadu_ps(alpha + 8 * c);
+      _mm256_storeu_ps(l + 8 * c, _mm256_fmadd_ps(_mm256_loadu_ps(l + 8 * c), va, vsum[c]));
+    }
+    for (int64_t i = 0; i < nq; ++i) {
+      if (alpha[i] == 1.0f) continue;
+      const __m256 va = _mm256_set1_ps(alpha[i]);
+      float* a = acc + i * ldacc;
+      for (int64_t c = 0; c < ldacc; c += 8)
+        _mm256_storeu_ps(a + c, _mm256_mul_ps(_mm256_loadu_ps(a + c), va));
+    }
+    // acc += P V, A = P^T read down its columns; a diagonal tile's row blocks stop at their
+    // last query's diagonal (P is 0 past it)
+    tile_mm(nq, Dv, nk, st, 1, kBq, vb + j0 * Dv, Dv, acc, ldacc, true,
+            diag ? Diag::inner : Diag::none, i0 - j0);
   }
-  for (int64_t r = 0; r < nq; ++r) {
-    float* o = out + (n * d.Lq + i0 + r) * Dv;
-    const float* a = acc + r * ldacc;
-    const bool empty = !(l[r] > 0.0f);
-    const float inv = empty ? 0.0f : 1.0f / l[r];
+  for (int64_t i = 0; i < nq; ++i) {
+    float* o = out + (n * d.Lq + i0 + i) * Dv;
+    const float* a = acc + i * ldacc;
+    const bool empty = !(l[i] > 0.0f);
+    const float inv = empty ? 0.0f : 1.0f / l[i];
     for (int64_t c = 0; c < Dv; ++c) o[c] = a[c] * inv;
-    put_lse(lse + 2 * (n * d.Lq + i0 + r), empty ? kInf : m[r], empty ? 0.0f : l[r]);
+    put_lse(lse + 2 * (n * d.Lq + i0 + i), empty ? kInf : m[i], empty ? 0.0f : l[i]);
   }
 }
 
