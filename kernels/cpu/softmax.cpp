@@ -7,11 +7,12 @@
 // whereas x - lse rounds lse to the precision of |x| (logits near 1000: errors of 3e-5).
 //   AVX2 (cross-entropy): ONE pass, the online max+sum: per lane a running max m and a sum s
 //   in double; a block of 32 floats first takes its own max, and only when that exceeds a
-//   lane's m is s rescaled by exp(m - m_new) (rare after the first blocks), so the pass costs
-//   one exp per element. The 32 exps of a block are added in float (4 terms per lane) and then into the
-//   double sums, so a 32000-long row sums with double accuracy at float speed. Lanes start at
-//   m = -FLT_MAX (not -inf): a lane that sees only -inf keeps s = 0 instead of exp(-inf + inf)
-//   = NaN, and a row of only -inf ends with S = 0, i.e. NaN results, as PyTorch gives.
+//   lane's m is s rescaled by exp(m - m_new) (rare: the lanes start at the max of the row's
+//   first kPrefixMax values), so the pass costs one exp per element. The 32 exps of a block are
+//   added in float (4 terms per lane) and then into the double sums, so a 32000-long row sums
+//   with double accuracy at float speed. The start is floored at -FLT_MAX (not -inf): a lane
+//   that sees only -inf keeps s = 0 instead of exp(-inf + inf) = NaN, and a row of only -inf
+//   ends with S = 0, i.e. NaN results, as PyTorch gives.
 //   +inf or NaN in a row make that row NaN (as PyTorch).
 //   Scalar reference (float and double; double is the gradcheck path): max, then sum.
 //
@@ -61,6 +62,11 @@ namespace ember {
 namespace {
 constexpr int64_t kParallelN = int64_t{1} << 15;  // elements; below this, one thread
 constexpr int64_t kPieceN = int64_t{1} << 14;     // elements per piece (whole rows)
+// The online max+sum pass starts its lanes at the max of the row's first kPrefixMax values
+// (read again from L1 by the pass): from -FLT_MAX, a lane's max grew in most 32-value blocks
+// of a 1024-long row, each growth costing an exp and a rescale of the double sums. 4096x1024
+// cross-entropy forward, 1 thread: 2.82-2.94 -> 2.43-2.54 ms (512x32000: 9.3 -> 8.9 ms).
+constexpr int64_t kPrefixMax = 1024;
 
 struct RowStats {
   double m = 0;   // max
@@ -219,7 +225,11 @@ EMBER_AVX512 inline void online_raise512(__m512* m, __m512d* slo, __m512d* shi, 
 // The online max+sum pass of row_stats_avx2 on 16 lanes (same algorithm, see the header).
 EMBER_AVX512 RowStats row_stats512(const float* x, int64_t n, const float* w, bool want_wx,
                                    float k) {
-  __m512 m = _mm512_set1_ps(-FLT_MAX);
+  // every lane starts at the max of the row's first kPrefixMax values (see there)
+  __m512 a = _mm512_set1_ps(-FLT_MAX);
+  for (int64_t j = 0; j + 16 <= std::min(n, kPrefixMax); j += 16)
+    a = _mm512_max_ps(_mm512_loadu_ps(x + j), a);
+  __m512 m = _mm512_set1_ps(std::max(-FLT_MAX, _mm512_reduce_max_ps(a)));
   __m512d slo = _mm512_setzero_pd(), shi = slo, wlo = slo, whi = slo;
   const __m512 kv = _mm512_set1_ps(k);
   int64_t i = 0;
@@ -316,7 +326,14 @@ EMBER_AVX2 RowStats row_stats_avx2(const float* x, int64_t n, const float* w, bo
                                    float k) {
   if (cpu::avx512_selected()) return row_stats512(x, n, w, want_wx, k);
   Online o;
-  o.m = _mm256_set1_ps(-FLT_MAX);
+  {  // every lane starts at the max of the row's first kPrefixMax values (see there)
+    __m256 a = _mm256_set1_ps(-FLT_MAX);
+    for (int64_t j = 0; j + 8 <= std::min(n, kPrefixMax); j += 8)
+      a = _mm256_max_ps(_mm256_loadu_ps(x + j), a);
+    alignas(32) float al[8];
+    _mm256_store_ps(al, a);
+    o.m = _mm256_set1_ps(std::max(-FLT_MAX, *std::max_element(al, al + 8)));
+  }
   o.slo = _mm256_setzero_pd();
   o.shi = o.slo;
   __m256d wlo = _mm256_setzero_pd(), whi = wlo;  // sum w * (x - k)
