@@ -533,39 +533,64 @@ EMBER_AVX512 inline __mmask16 causal_lanes(int64_t jr, int64_t off, int64_t c0) 
   return static_cast<__mmask16>(0xFFFFu << t);
 }
 
-struct Fwd512Ws {
+// The forward pieces' per-thread workspace, both layouts: Q_i^T [D][kBq], the score tile S^T
+// and the transposed mask tile [kBk][kBq], the accumulator [kBq][ldacc] and the per-query
+// running max m, sum l and rescale factor alpha.
+struct FwdWs {
   std::vector<float> qt, st, mt, acc, m, l, alpha;
+
+  // Sizes the buffers, packs the query tile (nq rows of D; lanes past nq become zero queries)
+  // and resets acc, m and l.
+  EMBER_AVX2 void begin(const float* qtile, int64_t nq, int64_t D, int64_t ldacc) {
+    if (static_cast<int64_t>(qt.size()) < D * kBq) qt.resize(D * kBq);
+    if (st.size() < static_cast<size_t>(kBk * kBq)) {
+      st.resize(kBk * kBq);
+      mt.resize(kBk * kBq);
+      for (auto* a : {&m, &l, &alpha}) a->resize(kBq);
+    }
+    if (static_cast<int64_t>(acc.size()) < kBq * ldacc) acc.resize(kBq * ldacc);
+    transpose_tile(qtile, D, nq, D, qt.data(), kBq);
+    if (nq < kBq)
+      for (int64_t c = 0; c < D; ++c) std::fill(&qt[c * kBq + nq], &qt[(c + 1) * kBq], 0.0f);
+    std::fill(acc.begin(), acc.begin() + nq * ldacc, 0.0f);
+    std::fill(m.begin(), m.end(), -kInf);
+    std::fill(l.begin(), l.end(), 0.0f);
+  }
+
+  // out rows = acc / l and their lse; a query that saw no unmasked key (l = 0) gets 0 and +inf.
+  void finish(float* out, float* lse, int64_t nq, int64_t Dv, int64_t ldacc) const {
+    for (int64_t i = 0; i < nq; ++i) {
+      const float* a = &acc[i * ldacc];
+      const bool empty = !(l[i] > 0.0f);
+      const float inv = empty ? 0.0f : 1.0f / l[i];
+      for (int64_t c = 0; c < Dv; ++c) out[i * Dv + c] = a[c] * inv;
+      put_lse(lse + 2 * i, empty ? kInf : m[i], empty ? 0.0f : l[i]);
+    }
+  }
 };
+
+EMBER_AVX2 FwdWs& fwd_ws() {
+  static thread_local FwdWs ws;
+  return ws;
+}
 
 // One (n, 64-query tile) piece of the AVX-512 forward, scores transposed (S^T = K_j Q_i^T):
 // see the header. Lanes past nq hold zero queries and are never read back.
 EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, float* out,
                               float* lse, const AttnDims& d, const float* mask, int64_t n,
                               int64_t i0) {
-  static thread_local Fwd512Ws ws;
   const int64_t D = d.D, Dv = d.Dv;
   const int64_t ldacc = (Dv + 15) / 16 * 16;
-  if (static_cast<int64_t>(ws.qt.size()) < D * kBq) ws.qt.resize(D * kBq);
-  if (ws.st.size() < static_cast<size_t>(kBk * kBq)) {
-    ws.st.resize(kBk * kBq);
-    ws.mt.resize(kBk * kBq);
-    for (auto* a : {&ws.m, &ws.l, &ws.alpha}) a->resize(kBq);
-  }
-  if (static_cast<int64_t>(ws.acc.size()) < kBq * ldacc) ws.acc.resize(kBq * ldacc);
+  const int64_t nq = std::min(kBq, d.Lq - i0);
+  FwdWs& ws = fwd_ws();
+  ws.begin(q + (n * d.Lq + i0) * D, nq, D, ldacc);
   float *qt = ws.qt.data(), *st = ws.st.data(), *mt = ws.mt.data(), *acc = ws.acc.data();
   float *m = ws.m.data(), *l = ws.l.data(), *alpha = ws.alpha.data();
   const float scale = static_cast<float>(d.scale);
-  const int64_t nq = std::min(kBq, d.Lq - i0);
   const int64_t nvq = (nq + 15) / 16;  // query vectors (lanes past nq: zero queries, unused)
   const float* kb = k + n * d.Lk * D;
   const float* vb = v + n * d.Lk * Dv;
   const float* mb = mask_batch(d, mask, n);
-  transpose_tile(q + (n * d.Lq + i0) * D, D, nq, D, qt, kBq);
-  if (nq < kBq)
-    for (int64_t c = 0; c < D; ++c) std::fill(qt + c * kBq + nq, qt + (c + 1) * kBq, 0.0f);
-  std::fill(acc, acc + nq * ldacc, 0.0f);
-  std::fill(m, m + kBq, -kInf);
-  std::fill(l, l + kBq, 0.0f);
   const int64_t kend = d.causal ? std::min(d.Lk, i0 + nq) : d.Lk;
   const int dnv = static_cast<int>(std::min<int64_t>(4, (Dv + 15) / 16));
   for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
@@ -654,14 +679,7 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
       }
     }
   }
-  for (int64_t i = 0; i < nq; ++i) {
-    float* o = out + (n * d.Lq + i0 + i) * Dv;
-    const float* a = acc + i * ldacc;
-    const bool empty = !(l[i] > 0.0f);
-    const float inv = empty ? 0.0f : 1.0f / l[i];
-    for (int64_t c = 0; c < Dv; ++c) o[c] = a[c] * inv;
-    put_lse(lse + 2 * (n * d.Lq + i0 + i), empty ? kInf : m[i], empty ? 0.0f : l[i]);
-  }
+  ws.finish(out + (n * d.Lq + i0) * Dv, lse + 2 * (n * d.Lq + i0), nq, Dv, ldacc);
 }
 
 // The AVX2 forward piece, in fwd_tile512's transposed layout (S^T = K_j Q_i^T, the tile's 64
@@ -676,38 +694,22 @@ EMBER_AVX2 inline __m256 visible8(__m256i lane, int64_t t) {
       _mm256_add_epi32(lane, _mm256_set1_epi32(static_cast<int>(t + 1))), _mm256_setzero_si256()));
 }
 
-struct FwdWs {
-  std::vector<float> qt, st, mt, acc, m, l, alpha;
-};
-
 EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, float* out,
                               float* lse, const AttnDims& d, const float* mask, int64_t n,
                               int64_t i0) {
-  static thread_local FwdWs ws;
   const int64_t D = d.D, Dv = d.Dv;
   const int64_t ldacc = (Dv + 7) / 8 * 8;
-  if (static_cast<int64_t>(ws.qt.size()) < D * kBq) ws.qt.resize(D * kBq);
-  if (ws.st.size() < static_cast<size_t>(kBk * kBq)) {
-    ws.st.resize(kBk * kBq);
-    ws.mt.resize(kBk * kBq);
-    for (auto* a : {&ws.m, &ws.l, &ws.alpha}) a->resize(kBq);
-  }
-  if (static_cast<int64_t>(ws.acc.size()) < kBq * ldacc) ws.acc.resize(kBq * ldacc);
+  const int64_t nq = std::min(kBq, d.Lq - i0);
+  FwdWs& ws = fwd_ws();
+  ws.begin(q + (n * d.Lq + i0) * D, nq, D, ldacc);
   float *qt = ws.qt.data(), *st = ws.st.data(), *mt = ws.mt.data(), *acc = ws.acc.data();
   float *m = ws.m.data(), *l = ws.l.data(), *alpha = ws.alpha.data();
   const __m256 vscale = _mm256_set1_ps(static_cast<float>(d.scale));
   const __m256 ninf = _mm256_set1_ps(-kInf);
-  const int64_t nq = std::min(kBq, d.Lq - i0);
   const int64_t nvq = (nq + 7) / 8;  // query vectors (lanes past nq: zero queries, unused)
   const float* kb = k + n * d.Lk * D;
   const float* vb = v + n * d.Lk * Dv;
   const float* mb = mask_batch(d, mask, n);
-  transpose_tile(q + (n * d.Lq + i0) * D, D, nq, D, qt, kBq);
-  if (nq < kBq)
-    for (int64_t c = 0; c < D; ++c) std::fill(qt + c * kBq + nq, qt + (c + 1) * kBq, 0.0f);
-  std::fill(acc, acc + nq * ldacc, 0.0f);
-  std::fill(m, m + kBq, -kInf);
-  std::fill(l, l + kBq, 0.0f);
   const int64_t kend = d.causal ? std::min(d.Lk, i0 + nq) : d.Lk;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
@@ -783,14 +785,7 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
     tile_mm(nq, Dv, nk, st, 1, kBq, vb + j0 * Dv, Dv, acc, ldacc, true,
             diag ? Diag::inner : Diag::none, i0 - j0);
   }
-  for (int64_t i = 0; i < nq; ++i) {
-    float* o = out + (n * d.Lq + i0 + i) * Dv;
-    const float* a = acc + i * ldacc;
-    const bool empty = !(l[i] > 0.0f);
-    const float inv = empty ? 0.0f : 1.0f / l[i];
-    for (int64_t c = 0; c < Dv; ++c) o[c] = a[c] * inv;
-    put_lse(lse + 2 * (n * d.Lq + i0 + i), empty ? kInf : m[i], empty ? 0.0f : l[i]);
-  }
+  ws.finish(out + (n * d.Lq + i0) * Dv, lse + 2 * (n * d.Lq + i0), nq, Dv, ldacc);
 }
 
 // bwd_rows512's AVX2 twin; here S is unscaled (tile_mm has no scale), score_row scales it.
