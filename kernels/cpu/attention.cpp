@@ -442,39 +442,17 @@ EMBER_AVX2 void pack_t(const float* src, int64_t nk, int64_t cols, float* kt) {
   }
 }
 
-EMBER_AVX2 float hmax(__m256 x) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
-
-// s[0..nv) = s * scale + mrow (mrow may be null) and s[nv..nk) = -inf (keys past the causal
-// diagonal); returns max(s[0..nv)) (-inf when nv == 0). One pass: the row is in L1 once.
-EMBER_AVX2 float score_row(float* s, int64_t nk, int64_t nv, float scale, const float* mrow) {
+// s[0..nv) = s * scale, + mrow (may be null): the forward's rounding (both layouts scale the
+// product, then add the mask), so the backward's P matches the saved lse.
+EMBER_AVX2 void scale_row(float* s, int64_t nv, float scale, const float* mrow) {
   const __m256 vs = _mm256_set1_ps(scale);
-  __m256 vm = _mm256_set1_ps(-kInf);
   int64_t j = 0;
-  if (mrow) {
-    for (; j + 8 <= nv; j += 8) {
-      const __m256 x = _mm256_fmadd_ps(_mm256_loadu_ps(s + j), vs, _mm256_loadu_ps(mrow + j));
-      _mm256_storeu_ps(s + j, x);
-      vm = _mm256_max_ps(x, vm);
-    }
-  } else {
-    for (; j + 8 <= nv; j += 8) {
-      const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vs);
-      _mm256_storeu_ps(s + j, x);
-      vm = _mm256_max_ps(x, vm);
-    }
+  for (; j + 8 <= nv; j += 8) {
+    __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vs);
+    if (mrow) x = _mm256_add_ps(x, _mm256_loadu_ps(mrow + j));
+    _mm256_storeu_ps(s + j, x);
   }
-  float mx = hmax(vm);
-  for (; j < nv; ++j) {
-    s[j] = mrow ? std::fma(s[j], scale, mrow[j]) : s[j] * scale;
-    mx = std::max(mx, s[j]);
-  }
-  for (; j < nk; ++j) s[j] = -kInf;
-  return mx;
+  for (; j < nv; ++j) s[j] = mrow ? s[j] * scale + mrow[j] : s[j] * scale;
 }
 
 // The backward's row pass over a whole tile under AVX-512; S is already scaled by its
@@ -788,7 +766,7 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
   ws.finish(out + (n * d.Lq + i0) * Dv, lse + 2 * (n * d.Lq + i0), nq, Dv, ldacc);
 }
 
-// bwd_rows512's AVX2 twin; here S is unscaled (tile_mm has no scale), score_row scales it.
+// bwd_rows512's AVX2 twin; here S is unscaled (tile_mm has no scale), scale_row scales it.
 EMBER_AVX2 void bwd_rows_avx2(float* S, float* dP, int64_t nq, int64_t nk, int64_t diag,
                               const float* mask, int64_t mask_rs, const float* lse,
                               const float* di, float scale) {
@@ -796,7 +774,7 @@ EMBER_AVX2 void bwd_rows_avx2(float* S, float* dP, int64_t nq, int64_t nk, int64
     float* s = S + r * kBk;
     float* dp = dP + r * kBk;
     const int64_t nv = std::clamp<int64_t>(r + 1 + diag, 0, nk);
-    score_row(s, nk, nv, scale, mask ? mask + r * mask_rs : nullptr);
+    scale_row(s, nv, scale, mask ? mask + r * mask_rs : nullptr);
     const float hi = lse[2 * r], lo = lse[2 * r + 1];
     const __m256 vhi = _mm256_set1_ps(hi), vlo = _mm256_set1_ps(lo);
     const __m256 vd = _mm256_set1_ps(di[r]);
