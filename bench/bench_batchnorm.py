@@ -30,7 +30,8 @@ import ember  # noqa: E402
 import ember.nn.functional as F  # noqa: E402
 from ember import _C  # noqa: E402
 
-SHAPES = [(32, 64, 32, 32), (64, 256, 14, 14), (8, 64, 56, 56)]
+# The issue's three NCHW shapes, then an MLP's [N, C] activations (BatchNorm1d).
+SHAPES = [(32, 64, 32, 32), (64, 256, 14, 14), (8, 64, 56, 56), (512, 1024)]
 EPS = 1e-5
 
 try:
@@ -42,18 +43,19 @@ except ImportError:  # the reference is optional
 def check(x, w, b, g) -> None:
     """Correctness gate against float64 numpy: refuse to time a wrong kernel."""
     C = x.shape[1]
-    ax = (0, 2, 3)
+    ax = (0,) + tuple(range(2, x.ndim))
+    bc = (C,) + (1,) * (x.ndim - 2)  # [C] -> broadcastable against x
     x64, g64 = x.astype(np.float64), g.astype(np.float64)
     mean, var = x64.mean(ax), x64.var(ax)
     inv = 1 / np.sqrt(var + EPS)
-    xh = (x64 - mean[:, None, None]) * inv[:, None, None]
-    ref_y = xh * w[:, None, None] + b[:, None, None]
+    xh = (x64 - mean.reshape(bc)) * inv.reshape(bc)
+    ref_y = xh * w.reshape(bc) + b.reshape(bc)
     y = np.full_like(x, np.nan)
     m, v, i = (np.empty(C, np.float32) for _ in range(3))
     _C.batchnorm_fwd_train(x, w, b, EPS, y, m, v, i)
     assert np.abs(y - ref_y).max() < 1e-4, "batchnorm_fwd_train is wrong"
     gm, gxm = g64.mean(ax, keepdims=True), (g64 * xh).mean(ax, keepdims=True)
-    ref_gx = (inv * w)[:, None, None] * (g64 - gm - xh * gxm)
+    ref_gx = (inv * w).reshape(bc) * (g64 - gm - xh * gxm)
     gx, gw, gb = np.full_like(x, np.nan), np.empty(C, np.float32), np.empty(C, np.float32)
     _C.batchnorm_bwd(g, x, m, i, w, True, gx, gw, gb)
     assert np.abs(gx - ref_gx).max() < 1e-4 * np.abs(ref_gx).max(), "batchnorm_bwd is wrong"

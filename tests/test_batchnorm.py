@@ -12,10 +12,12 @@ import ember.nn as nn
 import ember.nn.functional as F
 from ember.autograd import gradcheck
 
-# [N, C], [N, C, L], [N, C, H, W]; odd sizes, S not a multiple of 8, C = 1, C < 16 (split
-# path) and C >= 16 (one piece per channel), and sizes above the threading threshold.
+# [N, C], [N, C, L], [N, C, H, W]; odd sizes, S not a multiple of 8, C = 1, fewer rows than
+# reduction pieces (N*C < 16) and more, sizes above the threading threshold, and short rows
+# (S < 8: float32 works across the C*S values of a sample, in strips of 16 positions with a
+# scalar tail past the last multiple of 8, and sample blocks of >= 64 samples).
 SHAPES = [(7, 5), (6, 3, 13), (4, 3, 5, 7), (3, 1, 9, 11), (5, 17, 3, 3), (8, 4, 33, 35),
-          (4, 20, 21, 23)]  # fmt: skip
+          (4, 20, 21, 23), (300, 37), (130, 20, 3), (70, 2, 4)]  # fmt: skip
 
 
 def _t(a, grad=False):
@@ -171,9 +173,10 @@ def test_vjp_float32(rng, cpu_path, poison, shape, training):
         _close32(got.detach().numpy(), r, p)
 
 
-def test_constant_input_gives_zero_variance(cpu_path):
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (130, 3, 4), (70, 3)])
+def test_constant_input_gives_zero_variance(cpu_path, shape):
     for dtype in (np.float32, np.float64):
-        x = np.full((4, 3, 5, 6), 0.1, dtype)  # 0.1: not exact in binary
+        x = np.full(shape, 0.1, dtype)  # 0.1: not exact in binary
         x[:, 1] = 1e4
         rm, rv = _t(np.zeros(3, dtype)), _t(np.ones(3, dtype))
         w, b = (
@@ -183,7 +186,7 @@ def test_constant_input_gives_zero_variance(cpu_path):
         xt = _t(x, True)
         y = F.batch_norm(xt, rm, rv, w, b, training=True, momentum=1.0)
         np.testing.assert_array_equal(rv.detach().numpy(), np.zeros(3))  # unbiased var, momentum 1
-        np.testing.assert_array_equal(rm.detach().numpy(), x[0, :, 0, 0])
+        np.testing.assert_array_equal(rm.detach().numpy(), x.reshape(shape[0], 3, -1)[0, :, 0])
         np.testing.assert_array_equal(
             y.detach().numpy(), np.broadcast_to(_bc(b.detach().numpy(), x), x.shape)
         )
@@ -192,8 +195,9 @@ def test_constant_input_gives_zero_variance(cpu_path):
         assert np.isfinite(w.grad.detach().numpy()).all()
 
 
-def test_nan_propagates_within_its_channel(cpu_path):
-    x = np.random.default_rng(1).standard_normal((4, 3, 9)).astype(np.float32)
+@pytest.mark.parametrize("shape", [(4, 3, 9), (40, 3, 5)])
+def test_nan_propagates_within_its_channel(cpu_path, shape):
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     x[2, 1, 4] = np.nan
     y = F.batch_norm(_t(x), None, None, training=True).detach().numpy()
     assert np.isnan(y[:, 1]).all()
@@ -203,7 +207,8 @@ def test_nan_propagates_within_its_channel(cpu_path):
         .detach()
         .numpy()
     )
-    assert np.isnan(ye[2, 1, 4]) and np.isfinite(np.delete(ye.ravel(), 2 * 27 + 9 + 4)).all()
+    flat = np.ravel_multi_index((2, 1, 4), shape)
+    assert np.isnan(ye[2, 1, 4]) and np.isfinite(np.delete(ye.ravel(), flat)).all()
 
 
 def test_non_contiguous_and_empty_inputs(rng):
@@ -215,8 +220,9 @@ def test_non_contiguous_and_empty_inputs(rng):
     assert F.batch_norm(_t(np.zeros((0, 4, 3))), rm, rv).shape == (0, 4, 3)  # eval, N = 0
 
 
-def test_threads_give_identical_results(rng):
-    x = _data(rng, (8, 4, 33, 35), np.float32)
+@pytest.mark.parametrize("shape", [(8, 4, 33, 35), (1000, 48), (2, 8, 40, 41)])
+def test_threads_give_identical_results(rng, shape):
+    x = _data(rng, shape, np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
     old = ember.get_num_threads()
     outs = []
