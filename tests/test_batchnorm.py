@@ -14,10 +14,11 @@ from ember.autograd import gradcheck
 
 # [N, C], [N, C, L], [N, C, H, W]; odd sizes, S not a multiple of 8, C = 1, fewer rows than
 # reduction pieces (N*C < 16) and more, sizes above the threading threshold, and short rows
-# (S < 8: float32 works across the C*S values of a sample, in strips of 16 positions with a
-# scalar tail past the last multiple of 8, and sample blocks of >= 64 samples).
+# (S < 8: float32 works across the C*S values of a sample, in chunks of 512 positions with a
+# scalar tail past the last multiple of 8, 4 samples per step plus single ones, and sample
+# blocks of >= 64 samples).
 SHAPES = [(7, 5), (6, 3, 13), (4, 3, 5, 7), (3, 1, 9, 11), (5, 17, 3, 3), (8, 4, 33, 35),
-          (4, 20, 21, 23), (300, 37), (130, 20, 3), (70, 2, 4)]  # fmt: skip
+          (4, 20, 21, 23), (300, 37), (130, 20, 3), (70, 2, 4), (67, 531)]  # fmt: skip
 
 
 def _t(a, grad=False):
