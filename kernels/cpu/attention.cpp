@@ -208,10 +208,9 @@ namespace {
 constexpr int64_t kBq = 64;  // query rows per tile
 constexpr int64_t kBk = 64;  // keys per tile (row stride of the score tiles)
 
-EMBER_AVX2 inline __m256i tail_mask(int64_t rem) {  // first rem lanes on (1 <= rem <= 8)
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), idx);
-}
+// Row tails: masked loads, partial stores by cpu::store_first (not VEX masked stores, which
+// are microcoded on AMD Zen; see common.h).
+using cpu::tail_mask;
 
 // K is summed in chunks of kKc whose partial sums are added into C: one FMA chain over
 // D = 256 rounded ~3x worse (RMS) than float32 BLAS; chunks of 32 bring it back to BLAS level
@@ -223,6 +222,7 @@ constexpr int64_t kKc = 32;
 template <int R, int NV, bool MASK>
 EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
                       int64_t ldb, float* C, int64_t ldc, __m256i tm, bool accum) {
+  const int tail_n = __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(tm)));
   for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
     const int64_t k1 = std::min(K, k0 + kKc);
     __m256 c[R][NV];
@@ -254,7 +254,7 @@ EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const
         __m256 x = c[r][v];
         if (MASK && v == NV - 1) {
           if (add) x = _mm256_add_ps(x, _mm256_maskload_ps(cp, tm));
-          _mm256_maskstore_ps(cp, tm, x);
+          cpu::store_first(cp, x, tail_n);
         } else {
           if (add) x = _mm256_add_ps(x, _mm256_loadu_ps(cp));
           _mm256_storeu_ps(cp, x);

@@ -317,10 +317,7 @@ inline TilePlan plan_tiles(int64_t OH, int64_t OW, int64_t krows) {
 }
 
 #if EMBER_COMPILED_AVX2
-alignas(32) const int32_t kMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-EMBER_AVX2 inline __m256i tail_mask(int64_t rem) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMask + 8 - rem));
-}
+using cpu::tail_mask;
 
 EMBER_AVX2 void add_row(float* dst, const float* src, int64_t n) {
   int64_t k = 0;
@@ -339,17 +336,14 @@ EMBER_AVX2 void copy_bias_row(float* dst, const float* src, int64_t n, float bia
 EMBER_AVX2 inline void copy_floats(float* dst, const float* src, int64_t n) {
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(src + k));
-  if (k < n) {
-    const __m256i m = tail_mask(n - k);
-    _mm256_maskstore_ps(dst + k, m, _mm256_maskload_ps(src + k, m));
-  }
+  if (k < n) cpu::store_first(dst + k, _mm256_maskload_ps(src + k, tail_mask(n - k)), n - k);
 }
 
 EMBER_AVX2 inline void zero_floats(float* dst, int64_t n) {
   const __m256 z = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, z);
-  if (k < n) _mm256_maskstore_ps(dst + k, tail_mask(n - k), z);
+  if (k < n) cpu::store_first(dst + k, z, n - k);
 }
 
 // col[(c*KH + i)*KW + j][(oh - oh0)*cols + ow - ow0] over the tile, for the Cg channels at xg
@@ -1983,7 +1977,7 @@ EMBER_AVX2 void dw_row(const float* P, int64_t PW, const float* k, __m256 vb, fl
     if (8 * c + 8 <= n)
       _mm256_storeu_ps(yr + 8 * c, a[c]);
     else if (8 * c < n)
-      _mm256_maskstore_ps(yr + 8 * c, tail_mask(n - 8 * c), a[c]);
+      cpu::store_first(yr + 8 * c, a[c], n - 8 * c);
   }
 }
 

@@ -163,13 +163,9 @@ void rows_parallel(const GemmDims& d, Fn&& fn) {
 
 #if EMBER_COMPILED_AVX2
 // ---- AVX2 helpers: masks and vector activations ---------------------------------------------
-alignas(32) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                            0,  0,  0,  0,  0,  0,  0,  0};
-
-// Lanes [0, rem) set, rem in [0, 8].
-EMBER_AVX2 inline __m256i tail_mask(int64_t rem) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + 8 - rem));
-}
+// Row tails: masked loads, partial stores by cpu::store_first (not VEX masked stores, which
+// are microcoded on AMD Zen; see common.h).
+using cpu::tail_mask;
 
 // exp(x) for float lanes, Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial,
 // 2^n through the exponent bits. Input clamped to [-87.3, 88.3] (finite result; NaN lanes
@@ -251,7 +247,7 @@ EMBER_AVX2 void act_tile_avx2(float* c, int64_t ldc, int64_t rows, int64_t cols,
     for (; j + 8 <= cols; j += 8) _mm256_storeu_ps(cr + j, act256(_mm256_loadu_ps(cr + j), act));
     if (j < cols) {
       const __m256i m = tail_mask(cols - j);
-      _mm256_maskstore_ps(cr + j, m, act256(_mm256_maskload_ps(cr + j, m), act));
+      cpu::store_first(cr + j, act256(_mm256_maskload_ps(cr + j, m), act), cols - j);
     }
   }
 }
@@ -267,7 +263,7 @@ EMBER_AVX2 void epilogue_rows_avx2(float* c, int64_t rows, int64_t N, const floa
       const __m256i m = tail_mask(std::min<int64_t>(8, N - j));
       __m256 v = _mm256_maskload_ps(cr + j, m);
       if (bias) v = _mm256_add_ps(v, _mm256_maskload_ps(bias + j, m));
-      _mm256_maskstore_ps(cr + j, m, act256(v, act));
+      cpu::store_first(cr + j, act256(v, act), std::min<int64_t>(8, N - j));
     }
   }
 }
@@ -298,7 +294,7 @@ EMBER_AVX2 void row_axpy_avx2(const float* ar, int64_t sak, const float* bm, int
     for (int q = 0; q < 4 && q * 8 < w; ++q) {
       __m256 r = _mm256_mul_ps(va, acc[q]);
       if (!beta0) r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + n + 8 * q, ms[q]), r);
-      _mm256_maskstore_ps(cr + n + 8 * q, ms[q], r);
+      cpu::store_first(cr + n + 8 * q, r, std::min<int64_t>(8, w - 8 * q));
     }
   }
 }
@@ -557,8 +553,8 @@ EMBER_AVX2 void Avx2Ker::micro(int64_t kc, const float* A, const float* B, const
       _mm256_storeu_ps(cr, v0);
       _mm256_storeu_ps(cr + 8, v1);
     } else {
-      _mm256_maskstore_ps(cr, m0, v0);
-      if (t.nr > 8) _mm256_maskstore_ps(cr + 8, m1, v1);
+      cpu::store_first(cr, v0, std::min(t.nr, 8));
+      if (t.nr > 8) cpu::store_first(cr + 8, v1, t.nr - 8);
     }
   }
   if (t.act != GemmAct::none && t.act != GemmAct::relu)
@@ -778,8 +774,8 @@ EMBER_AVX2 void pack_b_gather(const float* const* brow, const int64_t* bcol, int
         int t = 0;
         for (; t + 8 <= len; t += 8) _mm256_storeu_ps(dst + j0 + t, _mm256_loadu_ps(src + t));
         if (t < len) {
-          const __m256i m = tail_mask(len - t);
-          _mm256_maskstore_ps(dst + j0 + t, m, _mm256_maskload_ps(src + t, m));
+          cpu::store_first(dst + j0 + t, _mm256_maskload_ps(src + t, tail_mask(len - t)),
+                           len - t);
         }
       }
     }

@@ -142,11 +142,9 @@ EMBER_AVX2 inline double hsum_pd(__m256d v) {
   return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
 
-// Lane mask for the last n (< 8) elements of a row.
-EMBER_AVX2 inline __m256i tail_mask(int64_t n) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), idx);
-}
+// Row tails: masked loads, partial stores by cpu::store_first (not VEX masked stores, which
+// are microcoded on AMD Zen; see common.h).
+using cpu::tail_mask;
 
 EMBER_AVX2 inline void add_pd8(__m256d* lo, __m256d* hi, __m256 v) {
   *lo = _mm256_add_pd(*lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
@@ -438,7 +436,7 @@ EMBER_AVX2 void softmax_row_avx2(const float* x, float* y, int64_t n, bool log) 
       for (; i < n; i += 8) {
         const __m256i mask = tail_mask(std::min<int64_t>(8, n - i));
         const __m256 d = _mm256_sub_ps(_mm256_maskload_ps(x + i, mask), mv);
-        _mm256_maskstore_ps(y + i, mask, d);
+        cpu::store_first(y + i, d, std::min<int64_t>(8, n - i));
         add_pd8(&lo, &hi, _mm256_and_ps(cpu::exp256_ps(d), _mm256_castsi256_ps(mask)));
       }
       sum = hsum_pd(_mm256_add_pd(lo, hi));
@@ -478,7 +476,7 @@ EMBER_AVX2 void softmax_row_avx2(const float* x, float* y, int64_t n, bool log) 
     const __m256 e = _mm256_and_ps(
         cpu::exp256_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), m)),
         _mm256_castsi256_ps(mask));
-    _mm256_maskstore_ps(y + i, mask, e);
+    cpu::store_first(y + i, e, std::min<int64_t>(8, n - i));
     add_pd8(&lo, &hi, e);
   }
   const __m256 iv = _mm256_set1_ps(float(1.0 / hsum_pd(_mm256_add_pd(lo, hi))));
@@ -542,7 +540,7 @@ EMBER_AVX2 void ce_grad_row_avx2(const float* x, float* gx, int64_t n, const flo
     const __m256 p = cpu::exp256_ps(
         _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), mv), lv));
     const __m256 t = w ? _mm256_mul_ps(bv, _mm256_maskload_ps(w + i, mask)) : bv;
-    _mm256_maskstore_ps(gx + i, mask, _mm256_fmsub_ps(av, p, t));
+    cpu::store_first(gx + i, _mm256_fmsub_ps(av, p, t), n - i);
   }
 }
 #endif
