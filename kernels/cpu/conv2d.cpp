@@ -717,6 +717,32 @@ inline __mmask16 lane_range(int64_t lo, int64_t hi) {
   return __mmask16(below(hi) & ~below(lo));
 }
 
+// build_slab for the AVX-512 direct paths: the Cg planes are zeroed whole, then each image row
+// that lands in the slab is one masked load and store per 16 columns, instead of build_slab's
+// three helper calls per row (zeros, copy, zeros). N=128 64->64 7x7 forward (7-float rows),
+// 1 thread on the Zen 4 machine, old and new builds alternated: 4.94 -> 4.61 ms; 32->32 14x14
+// and 16->16 28x28 1-2% faster.
+EMBER_AVX512 void build_slab512(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t oh0,
+                                int64_t sr, int64_t Wp, int64_t cs, float* ws) {
+  const __m512 z = _mm512_setzero_ps();
+  const int64_t total = Cg * cs;
+  int64_t i = 0;
+  for (; i + 16 <= total; i += 16) _mm512_storeu_ps(ws + i, z);
+  if (i < total) _mm512_mask_storeu_ps(ws + i, lane_range(0, total - i), z);
+  // Slab row r is image row oh0 - ph + r; slab column col is image column col - pw.
+  const int64_t r0 = std::max<int64_t>(0, d.ph - oh0), r1 = std::min(sr, d.H + d.ph - oh0);
+  const int64_t c0 = std::max<int64_t>(0, d.pw), c1 = std::min(Wp, d.W + d.pw);
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* src = xg + c * d.H * d.W + (oh0 - d.ph + r) * d.W + (c0 - d.pw);
+      float* dst = ws + c * cs + r * Wp + c0;
+      for (int64_t j = 0; j < c1 - c0; j += 16) {
+        const __mmask16 m = lane_range(0, c1 - c0 - j);
+        _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, src + j));
+      }
+    }
+}
+
 // build_phase_slab for sw == 2: both column planes of an input row come from one pair of
 // masked loads (32 floats: even lanes to plane pc = 0, odd lanes to pc = 1), and the lane
 // masks, which depend on the column block only, are computed once per column block of a
@@ -847,7 +873,7 @@ void fwd_direct512_with(const float* x, const float* w, const float* b, float* y
     float* out = ws + nplanes * cs;  // one block's wide outputs, [MRB][Pp]
     const float* xg = x + (n * d.C + g * q.Cg) * q.HW;
     if (dg.planes == 1)
-      build_slab(xg, d, q.Cg, oh0, sr, Wp, cs, ws);
+      build_slab512(xg, d, q.Cg, oh0, sr, Wp, cs, ws);
     else
       build_phase_slab(xg, d, q.Cg, oh0, sr, Wp, cs, ws);
     const std::vector<int64_t>& koff = direct_koffs(d, dg, cs);
@@ -1016,7 +1042,7 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
     for (int64_t m = 0; m < ni; ++m) {
       const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
       if (dg.planes == 1)
-        build_slab(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
+        build_slab512(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
       else
         build_phase_slab(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
       for (int64_t oh = 0; oh < d.OH; ++oh)
