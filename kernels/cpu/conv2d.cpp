@@ -974,12 +974,15 @@ void chanvec_tile_r(int r, int64_t K, const float* W, int64_t ldw, const float* 
 // 1.7 -> 1.1 / 2.2 -> 1.6; strided 32->64 14x14 s2 N=128 6.2 -> 4.4, 16->32 28x28 s2 5.7 ->
 // 4.9, 64->128 14x14 s2 16.8 -> 13.4; 32->64 14x14 N=128 10.3 -> 9.9. Not with fewer than 32
 // output channels (a tile of 16 channels does one FMA per broadcast: 16->16 28x28 7.4 ->
-// 8.1), nor for 32 output channels on maps over 100 pixels at stride 1 (32->32 14x14 even,
-// 32->64 14x14 input gradient, i.e. 32 outputs of 64 channels, 11.6 -> 12.1), nor on large
-// maps, where the wide kernel's waste is small (3->64 32x32 2.5 -> 3.2).
+// 8.1), nor on large maps, where the wide kernel's waste is small (3->64 32x32 2.5 -> 3.2).
+// 32 output channels on 101-256-pixel maps at stride 1 split the machines: on the Xeon the
+// two kernels tied on 32->32 14x14 and the wide one won the 32->64 14x14 input gradient (32
+// outputs of 64 channels, 11.6 vs 12.1 ms); on the Zen 4 EPYC (2026-12-07, alternated runs)
+// channel vectors won N=128 32->32 14x14 5.3 -> 4.9 ms (fwd+bwd 15.9 -> 15.2), 64->32 14x14
+// 10.5 -> 9.5 ms and N=64 32->32 16x16 3.26 -> 3.0 ms, so they take those maps too.
 bool use_chanvec512(const Conv2dDims& d) {
   const int64_t Og = d.O / d.G, OHW = d.OH * d.OW;
-  return Og >= 32 && OHW <= 256 && (Og >= 64 || OHW <= 100 || d.sh * d.sw > 1);
+  return Og >= 32 && OHW <= 256;
 }
 
 thread_local std::vector<int64_t> tl_pix;
