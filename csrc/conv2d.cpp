@@ -200,6 +200,9 @@ void bwd_weight_py(const py::object& g_obj, const py::object& x_obj, const py::o
 }  // namespace
 
 EMBER_BIND(conv2d) {
+  m.def("_set_conv_workspace_limit", &ember::conv2d_set_workspace_limit, py::arg("bytes"),
+        "Make conv2d workspace requests above `bytes` fail like a failed allocation "
+        "(MemoryError); 0 turns it off. For tests.");
   m.def("conv2d_fwd", &fwd_py, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "2-D convolution forward, NCHW; padding = (top, bottom, left, right).");

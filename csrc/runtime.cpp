@@ -8,13 +8,18 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <chrono>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "csrc/check.h"
 #include "csrc/registry.h"
 #include "kernels/cpu/common.h"
+#include "kernels/cpu/pool.h"
 
 #if defined(EMBER_HAS_OPENMP) && defined(__unix__)
 #include <pthread.h>
@@ -133,6 +138,22 @@ EMBER_BIND(runtime) {
         "Disable (True) or allow (False) the AVX-512 kernels (GEMM). For tests; the env var "
         "EMBER_NO_AVX512=1 sets it at import.");
   m.def("_no_avx512", &ember::cpu::no_avx512, "Whether the AVX-512 kernels are disabled.");
+  m.def(
+      "_pool_throw_test",
+      [](int nthreads, long long pieces, long long throw_at) {
+        // Each piece sleeps 200 us so the workers join; piece throw_at throws. Returns how
+        // many pieces ran to the end (the rest were skipped after the throw).
+        std::atomic<long long> done{0};
+        py::gil_scoped_release nogil;
+        ember::cpu::ClaimPool::instance().run(nthreads, pieces, [&](int64_t p) {
+          std::this_thread::sleep_for(std::chrono::microseconds(200));
+          if (p == throw_at) throw std::runtime_error("[pool test] piece " + std::to_string(p));
+          done.fetch_add(1);
+        });
+        return done.load();
+      },
+      py::arg("nthreads"), py::arg("pieces"), py::arg("throw_at"),
+      "Run the claim pool with one throwing piece (RuntimeError on the caller). For tests.");
   m.def(
       "set_num_threads",
       [](long long n) {

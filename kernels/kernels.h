@@ -190,6 +190,9 @@ template <typename T>
 void conv2d_bwd_data_cpu(const T* gy, const T* w, T* gx, const Conv2dDims& d);
 template <typename T>
 void conv2d_bwd_weight_cpu(const T* gy, const T* x, T* gw, T* gb, const Conv2dDims& d);
+// Test hook: workspace requests above `bytes` fail as if the allocation had failed (the
+// kernels then throw std::bad_alloc naming conv2d); 0 turns it off.
+void conv2d_set_workspace_limit(int64_t bytes);
 void conv2d_fwd(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d);
 void conv2d_fwd(const double* x, const double* w, const double* b, double* y,
                 const Conv2dDims& d);

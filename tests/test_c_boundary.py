@@ -709,3 +709,19 @@ def test_keep_freed_memory_toggles_and_reuses_pages():
         assert cpu.keep_freed_memory(False) is True
     finally:
         cpu.keep_freed_memory(True)
+
+
+def test_pool_rethrows_a_piece_exception_on_the_caller():
+    """An exception thrown in a claim-pool piece (on a worker or on the calling thread) reaches
+    Python as an error instead of ending the process (an exception leaving a worker thread
+    calls std::terminate; one leaving the caller's piece used to unwind while workers still
+    ran the job), the pieces not yet claimed are skipped, and the pool keeps working."""
+    C = _C
+    for throw_at in (0, 7, 15):  # the caller claims piece 0 first; the others go either way
+        for _ in range(5):
+            with pytest.raises(RuntimeError, match=r"\[pool test\] piece"):
+                C._pool_throw_test(2, 16, throw_at)
+    assert C._pool_throw_test(2, 16, -1) == 16
+    assert C._pool_throw_test(1, 4, -1) == 4
+    with pytest.raises(RuntimeError, match=r"piece 2"):
+        C._pool_throw_test(1, 4, 2)

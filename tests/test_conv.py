@@ -354,6 +354,45 @@ def test_boundary_checks():
         C.conv2d_bwd_weight(y, x, np.zeros((4, 3, 2, 3), np.float32), None, (3, 3), *geo)
 
 
+@pytest.mark.parametrize("groups", [1, 32])  # dense (slab / channel-vector paths), depthwise
+def test_workspace_failure_is_a_memory_error(rng, groups):
+    """A workspace that cannot be allocated (simulated by the _C hook) raises MemoryError naming
+    conv2d, on one thread and on two (the pool rethrows a piece's exception on the caller
+    instead of the worker ending the process), and nothing is left broken: with the limit
+    lifted the same calls give the right results."""
+    if ember.backends.cpu.capabilities()["selected"] != "avx2":
+        pytest.skip("the workspaces belong to the AVX2/AVX-512 paths")
+    C = ember._C
+    x = rng.standard_normal((4, 32, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((32, 32 // groups, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((4, 32, 14, 14)).astype(np.float32)
+    geo = ((1, 1), (1, 1, 1, 1), (1, 1), groups)
+    y, gx, gw = np.empty_like(g), np.empty_like(x), np.empty_like(w)
+    calls = [
+        lambda: C.conv2d_fwd(x, w, None, y, *geo),
+        lambda: C.conv2d_bwd_data(g, w, gx, *geo),
+        lambda: C.conv2d_bwd_weight(g, x, gw, None, (3, 3), *geo),
+    ]
+    ref_y = R.conv2d(
+        x.astype(np.float64), w.astype(np.float64), padding=(1, 1, 1, 1), groups=groups
+    )
+    old = ember.get_num_threads()
+    try:
+        for nth in (1, 2):
+            ember.set_num_threads(nth)
+            C._set_conv_workspace_limit(256)
+            for call in calls if groups == 1 else calls[::2]:  # depthwise data grad: no workspace
+                with pytest.raises(MemoryError, match=r"\[conv2d\] could not allocate"):
+                    call()
+            C._set_conv_workspace_limit(0)
+            y[...] = np.nan
+            calls[0]()
+            np.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-4 * np.abs(ref_y).max())
+    finally:
+        C._set_conv_workspace_limit(0)
+        ember.set_num_threads(old)
+
+
 # ---- modules -------------------------------------------------------------------------------
 
 

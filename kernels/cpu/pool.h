@@ -17,6 +17,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -34,7 +35,10 @@ class ClaimPool {
   }
 
   // Run fn(piece) for every piece in [0, n) on the calling thread plus up to nthreads - 1
-  // workers. fn must not throw. Returns when every piece is done.
+  // workers. Returns when every piece is done. If fn throws (a workspace that cannot be
+  // allocated: std::bad_alloc), the pieces not yet claimed are skipped and the first exception
+  // is rethrown here, on the calling thread, once no piece is running: an exception escaping
+  // a worker thread would call std::terminate and end the Python process.
   template <typename Fn>
   void run(int nthreads, int64_t n, Fn&& fn) {
     if (nthreads <= 1 || n <= 1) {
@@ -61,6 +65,7 @@ class ClaimPool {
     }
     // Workers that joined are running (they took the mutex); wait for their claimed pieces.
     while (job.active.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    if (job.error) std::rethrow_exception(job.error);
   }
 
  private:
@@ -72,13 +77,22 @@ class ClaimPool {
     void* fn = nullptr;
     std::atomic<int64_t> next{0};
     std::atomic<int> active{0};
+    std::atomic<bool> failed{false};
+    std::exception_ptr error;  // written once, by the thread that set `failed`
   };
 
   static void work(Job* j) {
     for (;;) {
       const int64_t p = j->next.fetch_add(1, std::memory_order_relaxed);
-      if (p >= j->n) break;
-      j->call(j->fn, p);
+      if (p >= j->n || j->failed.load(std::memory_order_relaxed)) break;
+      try {
+        j->call(j->fn, p);
+      } catch (...) {
+        // Seen by the caller through `active` (release in worker_loop) or its own thread.
+        if (!j->failed.exchange(true)) j->error = std::current_exception();
+        j->next.store(j->n, std::memory_order_relaxed);  // nothing more is claimed
+        break;
+      }
     }
   }
 
