@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <new>
+#include <string>
 
 #include "kernels/kernels.h"
 
@@ -96,6 +98,17 @@ inline void set_num_threads(int n) {
   omp_set_num_threads(n);
 #endif
 }
+
+// A kernel workspace that could not be allocated: a std::bad_alloc (MemoryError in Python)
+// whose message names the op. Safe to throw inside ClaimPool pieces (pool.h rethrows it on the
+// calling thread); not inside OpenMP regions.
+struct AllocError : std::bad_alloc {
+  std::string msg;
+  AllocError(const char* op, size_t bytes)
+      : msg(std::string("[") + op + "] could not allocate a " + std::to_string(bytes) +
+            "-byte workspace") {}
+  const char* what() const noexcept override { return msg.c_str(); }
+};
 
 inline int get_num_threads() {
 #ifdef EMBER_HAS_OPENMP

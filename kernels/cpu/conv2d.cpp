@@ -111,8 +111,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <new>
-#include <string>
 #include <vector>
 
 #include "kernels/cpu/common.h"
@@ -239,17 +237,10 @@ double conv_flops(const Conv2dDims& d) {
 // ---- per-thread workspace ----------------------------------------------------------------------
 // Grows to the largest size seen and is reused by every later call on that thread (pool
 // threads persist), so steady-state calls allocate nothing. A request that cannot be met
-// throws WorkspaceError (a std::bad_alloc: MemoryError in Python). Thrown inside a pool
+// throws cpu::AllocError (a std::bad_alloc: MemoryError in Python). Thrown inside a pool
 // piece, the pool rethrows it on the calling thread (pool.h); an earlier version returned
 // null and the pieces returned early, leaving part of the output unwritten without an error.
 std::atomic<int64_t> g_ws_limit{0};  // test hook: requests above this many bytes fail (0: off)
-
-struct WorkspaceError : std::bad_alloc {
-  std::string msg;
-  explicit WorkspaceError(size_t bytes)
-      : msg("[conv2d] could not allocate a " + std::to_string(bytes) + "-byte workspace") {}
-  const char* what() const noexcept override { return msg.c_str(); }
-};
 
 struct Workspace {
   float* p = nullptr;
@@ -262,12 +253,13 @@ struct Workspace {
     n = std::max<size_t>(n, 16);  // never hand out a null buffer for an empty request
     const size_t bytes = (n * sizeof(float) + 63) & ~size_t{63};
     const int64_t limit = g_ws_limit.load(std::memory_order_relaxed);
-    if (limit > 0 && bytes > static_cast<size_t>(limit)) throw WorkspaceError(bytes);
+    if (limit > 0 && bytes > static_cast<size_t>(limit))
+      throw cpu::AllocError("conv2d", bytes);
     if (n > cap) {
       std::free(p);
       p = static_cast<float*>(std::aligned_alloc(64, bytes));
       cap = p ? n : 0;
-      if (!p) throw WorkspaceError(bytes);
+      if (!p) throw cpu::AllocError("conv2d", bytes);
     }
     return p;
   }

@@ -456,6 +456,8 @@ void pack_b(const float* b, int64_t sbk, int64_t sbn, int64_t kc, int64_t nc, fl
 }
 
 // Per-thread packing workspace: grows to the largest size seen, reused by every later call.
+// A failed allocation throws cpu::AllocError (MemoryError in Python; the claim pool rethrows
+// it on the calling thread).
 struct Workspace {
   float* p = nullptr;
   size_t cap = 0;
@@ -466,6 +468,7 @@ struct Workspace {
       const size_t bytes = (n * sizeof(float) + 63) & ~size_t{63};
       p = static_cast<float*>(std::aligned_alloc(64, bytes));
       cap = p ? n : 0;
+      if (!p) throw cpu::AllocError("gemm", bytes);
     }
     return p;
   }
@@ -698,7 +701,6 @@ void packed_serial_with(const float* a, int64_t sam, int64_t sak, PackB&& pack_b
       mblocks == 1 ? std::clamp<int64_t>(kSmallBBytes / (kc_max * 4) / NR * NR, NR, NC) : NC;
   const int64_t nc_max = (std::min(nc_blk, N) + NR - 1) / NR * NR;
   float* ws = tl_workspace.get(static_cast<size_t>(kc_max) * (mc_max + nc_max) + 16);
-  if (!ws) return;  // out of memory: nothing sane to do without exceptions
   float* bufA = ws;
   float* bufB = ws + ((kc_max * mc_max + 15) & ~int64_t{15});
   for (int64_t jc = 0; jc < N; jc += nc_blk) {
