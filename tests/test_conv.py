@@ -71,6 +71,11 @@ CASES = [
     (3, 16, 14, 13, 48, (3, 3), 2, 1, 1, 1),  # stride 2: phase planes; 48 = 3 vectors
     (2, 64, 8, 9, 64, (3, 3), 1, 2, 2, 2),  # grouped (32 per group), dilated
     (1, 8, 16, 16, 32, (3, 3), 2, (1, 0), 1, 1),  # asymmetric padding, batch 1
+    # tap groups: border pixels skip the taps over the padding; padding 3 leaves output rows
+    # and columns with no tap inside the image; dilation 2 with padding 2 (groups of 1 pixel
+    # per image join the all-tap group)
+    (3, 8, 5, 5, 32, (3, 3), 1, 3, 1, 1),
+    (2, 16, 6, 7, 48, (3, 3), 1, 2, 2, 1),
     # > 8 input channels per group (AVX-512): the weight gradient vectorised over input
     # channels on a channels-last slab
     (9, 40, 6, 5, 7, (3, 3), 1, 1, 1, 1),  # 40 = 3 vectors with 8 zero lanes; 7 = 4 + 3 outputs

@@ -57,10 +57,12 @@
 //                  one slab and accumulates gW[o][c][tap] along the stacked pixels in vector
 //                  lanes (wgrad_tile512), masked to real output pixels. See the measurements at
 //                  each function.
-//                  With >= 32 output channels per group on maps up to 256 pixels (and at
-//                  strides > 1) the forward / input gradient tiles are instead 6-8 output
-//                  pixels x 16-64 output channels (fwd_chanvec512): the weights are the vector
-//                  operand, each pixel's input a broadcast, so no padding column is computed.
+//                  With >= 32 output channels per group on maps up to 256 pixels the
+//                  forward / input gradient tiles are instead 6-8 output pixels x 16-64
+//                  output channels (fwd_chanvec512): the weights are the vector operand, each
+//                  pixel's input a broadcast, so no padding column is computed, and border
+//                  pixels, grouped by the taps that land inside the image, skip the taps that
+//                  would read the zero padding (tap_groups).
 //                  The input gradient at strides > 1 (>= 8 input channels per group) splits
 //                  gx into its sh x sw phases, each a stride-1 correlation of gy with the taps
 //                  that reach it, run by the same tiles (bwd_data_phased512).
@@ -927,9 +929,9 @@ void fwd_direct512_with(const float* x, const float* w, const float* b, float* y
 // back to back: nothing computed is dropped. The results land pixel-major in a small buffer
 // ([pixels][Ogp]) that is transposed (+ bias) into y.
 template <int R, int NV>
-EMBER_AVX512 void chanvec_tile512(int64_t K, const float* W, int64_t ldw, const float* slab,
-                                  const int64_t* pix, const int64_t* koff, float* out,
-                                  int64_t ldo) {
+EMBER_AVX512 void chanvec_tile512(int64_t K, const float* W, const int64_t* wrow,
+                                  const float* slab, const int64_t* pix, const int64_t* koff,
+                                  float* out, int64_t ldo) {
   static_assert(R >= 1 && NV >= 1 && R * NV <= 24);
   __m512 acc[R][NV];
   const float* s[R];
@@ -941,7 +943,7 @@ EMBER_AVX512 void chanvec_tile512(int64_t K, const float* W, int64_t ldw, const 
   }
   for (int64_t k = 0; k < K; ++k) {
     const int64_t o = koff[k];
-    const float* wk = W + k * ldw;
+    const float* wk = W + wrow[k];
     __m512 wv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) wv[v] = _mm512_load_ps(wk + 16 * v);
@@ -960,16 +962,16 @@ EMBER_AVX512 void chanvec_tile512(int64_t K, const float* W, int64_t ldw, const 
 
 // A tile of r pixels (1..8, r * NV <= 24) x NV vectors, with both known at compile time.
 template <int NV, int R = 8>
-void chanvec_tile_r(int r, int64_t K, const float* W, int64_t ldw, const float* slab,
+void chanvec_tile_r(int r, int64_t K, const float* W, const int64_t* wrow, const float* slab,
                     const int64_t* pix, const int64_t* koff, float* out, int64_t ldo) {
   if constexpr (R >= 1) {
     if constexpr (R * NV <= 24) {
       if (r == R) {
-        chanvec_tile512<R, NV>(K, W, ldw, slab, pix, koff, out, ldo);
+        chanvec_tile512<R, NV>(K, W, wrow, slab, pix, koff, out, ldo);
         return;
       }
     }
-    chanvec_tile_r<NV, R - 1>(r, K, W, ldw, slab, pix, koff, out, ldo);
+    chanvec_tile_r<NV, R - 1>(r, K, W, wrow, slab, pix, koff, out, ldo);
   }
 }
 
@@ -991,11 +993,14 @@ bool use_chanvec512(const Conv2dDims& d) {
 }
 
 thread_local std::vector<int64_t> tl_pix;
+thread_local std::vector<int64_t> tl_wrow;
 
-// out[p][0, Ogp) = sum_k W[k][0, Ogp) * slab[pix[p] + koff[k]] for the P pixels of pix (W
-// [K][Ogp], out [P][Ogp]): the tile loop of the channel-vectorised kernel.
-void chanvec_run(int64_t K, const float* W, int64_t Ogp, const float* slab, const int64_t* pix,
-                 int64_t P, const int64_t* koff, float* out) {
+// out[p][0, Ogp) = sum_k W[wrow[k] + (0, Ogp)] * slab[pix[p] + koff[k]] for the P pixels of
+// pix (weight rows of Ogp floats at the offsets wrow, out [P][Ogp]): the tile loop of the
+// channel-vectorised kernel. wrow lets a pixel group take a subset of the rows (tap groups
+// in fwd_chanvec512).
+void chanvec_run(int64_t K, const float* W, const int64_t* wrow, int64_t Ogp, const float* slab,
+                 const int64_t* pix, int64_t P, const int64_t* koff, float* out) {
   // Channel block outer (its K x 64 weights, 147 KB at K = 576, stream from L2 in k order);
   // the slab (Cg x sr x Wp per image) stays in L1/L2 across the pixel tiles.
   for (int64_t o0 = 0; o0 < Ogp; o0 += 64) {
@@ -1008,15 +1013,93 @@ void chanvec_run(int64_t K, const float* W, int64_t Ogp, const float* slab, cons
       float* ot = out + t * Ogp + o0;
       const int64_t* pt = pix + t;
       if (nv == 4)
-        chanvec_tile_r<4>(r, K, W + o0, Ogp, slab, pt, koff, ot, Ogp);
+        chanvec_tile_r<4>(r, K, W + o0, wrow, slab, pt, koff, ot, Ogp);
       else if (nv == 3)
-        chanvec_tile_r<3>(r, K, W + o0, Ogp, slab, pt, koff, ot, Ogp);
+        chanvec_tile_r<3>(r, K, W + o0, wrow, slab, pt, koff, ot, Ogp);
       else if (nv == 2)
-        chanvec_tile_r<2>(r, K, W + o0, Ogp, slab, pt, koff, ot, Ogp);
+        chanvec_tile_r<2>(r, K, W + o0, wrow, slab, pt, koff, ot, Ogp);
       else
-        chanvec_tile_r<1>(r, K, W + o0, Ogp, slab, pt, koff, ot, Ogp);
+        chanvec_tile_r<1>(r, K, W + o0, wrow, slab, pt, koff, ot, Ogp);
     }
   }
+}
+
+// Output pixels grouped by the taps that read inside the image (input row oh*sh - ph + i*dh in
+// [0, H), likewise the column): each group's k loop leaves out the taps that would only read
+// the zero padding. With a 3x3 kernel and padding 1 that is 18% of the (pixel, tap) pairs of a
+// 7x7 map and 9% of a 14x14 one. Groups are keyed by the valid-row and valid-column tap masks.
+// oneDNN's brgemm convolution skips them too, which is how it ran the 7x7 layer above our
+// measured FMA peak. 1 thread, Zen 4, old and new builds alternated (3 rounds): N=128 64->64
+// 7x7 forward 4.86 -> 4.31 ms (fwd+bwd 14.4 -> 13.3, the input gradient runs here too),
+// 32->32 14x14 5.35 -> 5.17 ms, N=32 128->128 16x16 23.1 -> 22.2 ms.
+struct TapGroup {
+  std::vector<int64_t> koff, wrow;  // per k: slab offset, weight row offset (floats)
+  std::vector<int64_t> rel, pos;    // per pixel: slab offset in its image, oh*OW + ow
+};
+
+std::vector<TapGroup> tap_groups(const Conv2dDims& d, const DirectGeo& dg, int64_t cs,
+                                 int64_t Ogp, int64_t images) {
+  const int64_t Cg = d.C / d.G, KK = d.KH * d.KW;
+  const std::vector<int64_t> base = direct_koffs(d, dg, cs);  // [Cg][KK]
+  const bool masks = d.KH <= 32 && d.KW <= 32;                // else one group, all taps
+  auto valid = [](int64_t o, int64_t s, int64_t p, int64_t dl, int64_t K, int64_t n) {
+    uint32_t m = 0;
+    for (int64_t i = 0; i < K; ++i) {
+      const int64_t at = o * s - p + i * dl;
+      if (at >= 0 && at < n) m |= uint32_t{1} << i;
+    }
+    return m;
+  };
+  std::vector<TapGroup> groups;
+  std::vector<uint64_t> keys;
+  for (int64_t oh = 0; oh < d.OH; ++oh) {
+    const uint32_t rm = masks ? valid(oh, d.sh, d.ph, d.dh, d.KH, d.H) : ~uint32_t{0};
+    for (int64_t ow = 0; ow < d.OW; ++ow) {
+      const uint32_t cm = masks ? valid(ow, d.sw, d.pw, d.dw, d.KW, d.W) : ~uint32_t{0};
+      const uint64_t key = uint64_t{rm} << 32 | cm;
+      size_t gi = std::find(keys.begin(), keys.end(), key) - keys.begin();
+      if (gi == keys.size()) {
+        keys.push_back(key);
+        groups.emplace_back();
+        TapGroup& ng = groups.back();
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t i = 0; i < d.KH; ++i)
+            for (int64_t j = 0; j < d.KW; ++j) {
+              if (masks && !((rm >> i & 1) && (cm >> j & 1))) continue;
+              const int64_t k = c * KK + i * d.KW + j;
+              ng.koff.push_back(base[size_t(k)]);
+              ng.wrow.push_back(k * Ogp);
+            }
+      }
+      groups[gi].rel.push_back(oh * dg.Wp + ow);
+      groups[gi].pos.push_back(oh * d.OW + ow);
+    }
+  }
+  // A group with fewer than kMinGroup pixels per task (the corners) would run as tiles of a
+  // few pixels, whose few accumulators cannot hide the FMA latency: its pixels join the group
+  // with every tap (created if no pixel has all taps), where the padding taps read zeros.
+  // Without this, N=128 32->32 14x14 (one image per task: 1-pixel corner groups) gained
+  // nothing (5.18 -> 5.13 ms).
+  constexpr int64_t kMinGroup = 8;
+  std::vector<TapGroup> kept;
+  TapGroup rest;  // all taps
+  for (TapGroup& gr : groups) {
+    const bool all = int64_t(gr.koff.size()) == Cg * KK;
+    if (!all && int64_t(gr.rel.size()) * images >= kMinGroup) {
+      kept.push_back(std::move(gr));
+      continue;
+    }
+    if (rest.koff.empty() && Cg * KK > 0) {
+      for (int64_t k = 0; k < Cg * KK; ++k) {
+        rest.koff.push_back(base[size_t(k)]);
+        rest.wrow.push_back(k * Ogp);
+      }
+    }
+    rest.rel.insert(rest.rel.end(), gr.rel.begin(), gr.rel.end());
+    rest.pos.insert(rest.pos.end(), gr.pos.begin(), gr.pos.end());
+  }
+  if (!rest.rel.empty()) kept.push_back(std::move(rest));
+  return kept;
 }
 
 // w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b (use_direct512 geometry).
@@ -1037,33 +1120,38 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
   const int64_t sr = d.OH + dg.ea;  // slab rows of one image (all its output rows)
   const int64_t cs = (sr * dg.Wp + 15) / 16 * 16;
   const int64_t nplanes = q.Cg * dg.planes, frame = nplanes * cs;
+  const std::vector<TapGroup> groups = tap_groups(d, dg, cs, Ogp, IB);
   cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), nib * d.G, [&](int64_t p) {
     const int64_t n0 = (p / d.G) * IB, g = p % d.G, ni = std::min(IB, d.N - n0);
     const int64_t P = ni * OHW;
     float* ws = tl_col.get(static_cast<size_t>(ni * frame + P * Ogp));
-    float* out = ws + ni * frame;  // [P][Ogp]
-    const std::vector<int64_t>& koff = direct_koffs(d, dg, cs);
-    std::vector<int64_t>& pix = tl_pix;
-    pix.resize(static_cast<size_t>(P));
+    float* out = ws + ni * frame;  // [P][Ogp], group by group
     for (int64_t m = 0; m < ni; ++m) {
       const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
       if (dg.planes == 1)
         build_slab512(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
       else
         build_phase_slab(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
-      for (int64_t oh = 0; oh < d.OH; ++oh)
-        for (int64_t ow = 0; ow < d.OW; ++ow)
-          pix[(m * d.OH + oh) * d.OW + ow] = m * frame + oh * dg.Wp + ow;
     }
-    chanvec_run(q.K, Wp + g * q.K * Ogp, Ogp, ws, pix.data(), P, koff.data(), out);
-    // [P][Ogp] -> y[n][g*Og + o][pixel] (+ bias).
-    for (int64_t m = 0; m < ni; ++m)
-      for (int64_t o = 0; o < q.Og; ++o) {
-        float* yo = y + ((n0 + m) * d.O + g * q.Og + o) * OHW;
-        const float* src = out + m * OHW * Ogp + o;
-        const float bias = b ? b[g * q.Og + o] : 0.0f;
-        for (int64_t i = 0; i < OHW; ++i) yo[i] = src[i * Ogp] + bias;
-      }
+    std::vector<int64_t>& pix = tl_pix;
+    pix.resize(static_cast<size_t>(P));
+    int64_t row = 0;  // first out row of the group
+    for (const TapGroup& gr : groups) {
+      const int64_t np = int64_t(gr.rel.size());
+      for (int64_t m = 0; m < ni; ++m)
+        for (int64_t t = 0; t < np; ++t) pix[size_t(row + m * np + t)] = m * frame + gr.rel[t];
+      chanvec_run(int64_t(gr.koff.size()), Wp + g * q.K * Ogp, gr.wrow.data(), Ogp, ws,
+                  pix.data() + row, ni * np, gr.koff.data(), out + row * Ogp);
+      // Its [ni*np][Ogp] rows -> y[n][g*Og + o][pos] (+ bias).
+      for (int64_t m = 0; m < ni; ++m)
+        for (int64_t o = 0; o < q.Og; ++o) {
+          float* yo = y + ((n0 + m) * d.O + g * q.Og + o) * OHW;
+          const float* src = out + (row + m * np) * Ogp + o;
+          const float bias = b ? b[g * q.Og + o] : 0.0f;
+          for (int64_t t = 0; t < np; ++t) yo[gr.pos[size_t(t)]] = src[t * Ogp] + bias;
+        }
+      row += ni * np;
+    }
   });
 }
 
@@ -1312,8 +1400,11 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
       for (int64_t m = 0, k = 0; m < ni; ++m)
         for (int64_t u = 0; u < ph.HU; ++u)
           for (int64_t v = 0; v < ph.WV; ++v) pix[size_t(k++)] = m * frame + u * Wp + v;
-      chanvec_run(q.Og * T, wp + g * woff.back() + woff[f], Cgp, ws, pix.data(), P, koff.data(),
-                  out);
+      std::vector<int64_t>& wrow = tl_wrow;
+      wrow.resize(static_cast<size_t>(q.Og * T));
+      for (int64_t k = 0; k < q.Og * T; ++k) wrow[size_t(k)] = k * Cgp;
+      chanvec_run(q.Og * T, wp + g * woff.back() + woff[f], wrow.data(), Cgp, ws, pix.data(), P,
+                  koff.data(), out);
       // [pixels][Cgp] -> gx[n][g*Cg + c][u*sh + a][v*sw + b].
       for (int64_t m = 0; m < ni; ++m)
         for (int64_t c = 0; c < q.Cg; ++c) {
