@@ -1925,6 +1925,22 @@ void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2d
       toff[size_t(i * d.KW + j)] = dg.koff(d, 0, i, j, sr * Wp) * Cgp;
   const int NV = Cgp % 32 == 0 ? 2 : 1;
   const int64_t ttmax = 24 / (4 * NV), ntb = (q.KK + ttmax - 1) / ttmax;
+  // Output rows [rlo[tb], rhi[tb]) of tap block tb: the rows where at least one of its taps
+  // reads an image row (input row oh*sh - ph + i*dh in [0, H)); at the others every tap reads
+  // the zero padding and the block skips them. With 3-tap blocks (one kernel row each) this
+  // leaves out the top / bottom output row for the first / last kernel row: 2 of 21 block-rows
+  // at 7x7. N=128 weight gradient, 1 thread on the Zen 4 machine, builds alternated 4 times:
+  // 64->64 7x7 4.39 -> 3.94 ms, 32->32 14x14 4.88 -> 4.50 ms (16 channels: 4 + 5 tap blocks
+  // span kernel rows and skip nothing).
+  std::vector<int64_t> rlo(static_cast<size_t>(ntb), d.OH), rhi(static_cast<size_t>(ntb), 0);
+  for (int64_t tb = 0; tb < ntb; ++tb)
+    for (int64_t t = tb * q.KK / ntb; t < (tb + 1) * q.KK / ntb; ++t)
+      for (int64_t oh = 0; oh < d.OH; ++oh) {
+        const int64_t ih = oh * d.sh - d.ph + (t / d.KW) * d.dh;
+        if (ih < 0 || ih >= d.H) continue;
+        rlo[size_t(tb)] = std::min(rlo[size_t(tb)], oh);
+        rhi[size_t(tb)] = std::max(rhi[size_t(tb)], oh + 1);
+      }
   const float* accs = sum_over_pieces(nth, units, asize, [&](int64_t u, float* acc) {
     const int64_t n0 = (u / d.G) * ni, g = u % d.G, nn = std::min(ni, d.N - n0);
     float* ws = tl_col.get(static_cast<size_t>(nn * fs));
@@ -1947,10 +1963,14 @@ void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2d
             const int tt = static_cast<int>(t1 - t0);
             float* out = ag + (o0 * q.KK + t0) * Cgp + c0;
             const int64_t* to = toff.data() + t0;
+            WgradPass pb = ps;  // this block's rows of the band
+            pb.oh0 = std::max(ps.oh0, rlo[size_t(tb)]);
+            pb.oh1 = std::min(ps.oh1, rhi[size_t(tb)]);
+            if (pb.oh0 >= pb.oh1) continue;
             if (NV == 2)
-              wgrad_cl_tile_rt<2>(r, tt, ps, o0, to, ws + c0, out, q.KK * Cgp);
+              wgrad_cl_tile_rt<2>(r, tt, pb, o0, to, ws + c0, out, q.KK * Cgp);
             else
-              wgrad_cl_tile_rt<1>(r, tt, ps, o0, to, ws + c0, out, q.KK * Cgp);
+              wgrad_cl_tile_rt<1>(r, tt, pb, o0, to, ws + c0, out, q.KK * Cgp);
           }
         }
     }
