@@ -1040,8 +1040,7 @@ struct TapGroup {
 std::vector<TapGroup> tap_groups(const Conv2dDims& d, const DirectGeo& dg, int64_t cs,
                                  int64_t Ogp, int64_t images) {
   const int64_t Cg = d.C / d.G, KK = d.KH * d.KW;
-  const std::vector<int64_t> base = direct_koffs(d, dg, cs);  // [Cg][KK]
-  const bool masks = d.KH <= 32 && d.KW <= 32;                // else one group, all taps
+  const bool masks = d.KH <= 32 && d.KW <= 32;  // else one group, all taps
   auto valid = [](int64_t o, int64_t s, int64_t p, int64_t dl, int64_t K, int64_t n) {
     uint32_t m = 0;
     for (int64_t i = 0; i < K; ++i) {
@@ -1050,26 +1049,21 @@ std::vector<TapGroup> tap_groups(const Conv2dDims& d, const DirectGeo& dg, int64
     }
     return m;
   };
-  std::vector<TapGroup> groups;
+  const uint64_t all = ~uint64_t{0};  // the key of "every tap"
+  // Pixels by key (valid-row mask << 32 | valid-column mask).
   std::vector<uint64_t> keys;
+  std::vector<TapGroup> groups;
   for (int64_t oh = 0; oh < d.OH; ++oh) {
     const uint32_t rm = masks ? valid(oh, d.sh, d.ph, d.dh, d.KH, d.H) : ~uint32_t{0};
     for (int64_t ow = 0; ow < d.OW; ++ow) {
       const uint32_t cm = masks ? valid(ow, d.sw, d.pw, d.dw, d.KW, d.W) : ~uint32_t{0};
-      const uint64_t key = uint64_t{rm} << 32 | cm;
-      size_t gi = std::find(keys.begin(), keys.end(), key) - keys.begin();
+      const bool full = !masks || (rm == (uint64_t{1} << d.KH) - 1 &&
+                                   cm == (uint64_t{1} << d.KW) - 1);
+      const uint64_t key = full ? all : uint64_t{rm} << 32 | cm;
+      const size_t gi = std::find(keys.begin(), keys.end(), key) - keys.begin();
       if (gi == keys.size()) {
         keys.push_back(key);
         groups.emplace_back();
-        TapGroup& ng = groups.back();
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t i = 0; i < d.KH; ++i)
-            for (int64_t j = 0; j < d.KW; ++j) {
-              if (masks && !((rm >> i & 1) && (cm >> j & 1))) continue;
-              const int64_t k = c * KK + i * d.KW + j;
-              ng.koff.push_back(base[size_t(k)]);
-              ng.wrow.push_back(k * Ogp);
-            }
       }
       groups[gi].rel.push_back(oh * dg.Wp + ow);
       groups[gi].pos.push_back(oh * d.OW + ow);
@@ -1079,26 +1073,36 @@ std::vector<TapGroup> tap_groups(const Conv2dDims& d, const DirectGeo& dg, int64
   // few pixels, whose few accumulators cannot hide the FMA latency: its pixels join the group
   // with every tap (created if no pixel has all taps), where the padding taps read zeros.
   // Without this, N=128 32->32 14x14 (one image per task: 1-pixel corner groups) gained
-  // nothing (5.18 -> 5.13 ms).
+  // nothing (5.18 -> 5.13 ms). The tap lists are built for the kept groups only.
   constexpr int64_t kMinGroup = 8;
+  const std::vector<int64_t> base = direct_koffs(d, dg, cs);  // [Cg][KK]
   std::vector<TapGroup> kept;
-  TapGroup rest;  // all taps
-  for (TapGroup& gr : groups) {
-    const bool all = int64_t(gr.koff.size()) == Cg * KK;
-    if (!all && int64_t(gr.rel.size()) * images >= kMinGroup) {
+  TapGroup rest;
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    TapGroup& gr = groups[gi];
+    if (keys[gi] != all && int64_t(gr.rel.size()) * images >= kMinGroup) {
+      const uint32_t rm = uint32_t(keys[gi] >> 32), cm = uint32_t(keys[gi]);
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t i = 0; i < d.KH; ++i)
+          for (int64_t j = 0; j < d.KW; ++j) {
+            if (!((rm >> i & 1) && (cm >> j & 1))) continue;
+            const int64_t k = c * KK + i * d.KW + j;
+            gr.koff.push_back(base[size_t(k)]);
+            gr.wrow.push_back(k * Ogp);
+          }
       kept.push_back(std::move(gr));
       continue;
-    }
-    if (rest.koff.empty() && Cg * KK > 0) {
-      for (int64_t k = 0; k < Cg * KK; ++k) {
-        rest.koff.push_back(base[size_t(k)]);
-        rest.wrow.push_back(k * Ogp);
-      }
     }
     rest.rel.insert(rest.rel.end(), gr.rel.begin(), gr.rel.end());
     rest.pos.insert(rest.pos.end(), gr.pos.begin(), gr.pos.end());
   }
-  if (!rest.rel.empty()) kept.push_back(std::move(rest));
+  if (!rest.rel.empty()) {
+    for (int64_t k = 0; k < Cg * KK; ++k) {
+      rest.koff.push_back(base[size_t(k)]);
+      rest.wrow.push_back(k * Ogp);
+    }
+    kept.push_back(std::move(rest));
+  }
   return kept;
 }
 
