@@ -222,7 +222,7 @@ constexpr int64_t kKc = 32;
 template <int R, int NV, bool MASK>
 EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
                       int64_t ldb, float* C, int64_t ldc, __m256i tm, bool accum) {
-  const int tail_n = __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(tm)));
+  const int tail_n = MASK ? __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(tm))) : 8;
   for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
     const int64_t k1 = std::min(K, k0 + kKc);
     __m256 c[R][NV];

@@ -126,9 +126,16 @@ EMBER_AVX2 inline double hsum(__m256d v) {
 // the double accumulators, so the float error stays a few ulps of a 32-term partial sum.
 constexpr int64_t kFlush = 1024;
 
+// The 8 floats of v as two 4-double vectors.
+EMBER_AVX2 inline void cvt8(__m256 v, __m256d* lo, __m256d* hi) {
+  *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+  *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+
 EMBER_AVX2 inline void flush(__m256 f, __m256d* acc) {
-  *acc = _mm256_add_pd(*acc, _mm256_cvtps_pd(_mm256_castps256_ps128(f)));
-  *acc = _mm256_add_pd(*acc, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+  __m256d lo, hi;
+  cvt8(f, &lo, &hi);
+  *acc = _mm256_add_pd(_mm256_add_pd(*acc, lo), hi);
 }
 
 EMBER_AVX2 Sums stats_span_avx2(const float* r, int64_t n, double k) {
@@ -250,11 +257,6 @@ EMBER_AVX2 void bgrad_span_avx2(const float* g, const float* x, float* gx, int64
 //   4 KiB page at 512x1024, which the prefetchers could not follow. The 1-thread backward
 //   sums of 512x1024 took 235 us that way, 176 us with chunks, and 140 us adding 4 samples
 //   per pass over the accumulators (chunk_step); the double converts now bound it.
-EMBER_AVX2 inline void cvt8(__m256 v, __m256d* lo, __m256d* hi) {
-  *lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-  *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
-}
-
 // Adds samples n..n+NS-1 of positions [0, w) into pa, pb: NS samples per load and store of
 // the accumulators (the accumulator traffic, not the arithmetic, bounds a single sample).
 template <bool kGrad, int NS>

@@ -993,7 +993,6 @@ bool use_chanvec512(const Conv2dDims& d) {
 }
 
 thread_local std::vector<int64_t> tl_pix;
-thread_local std::vector<int64_t> tl_wrow;
 
 // out[p][0, Ogp) = sum_k W[wrow[k] + (0, Ogp)] * slab[pix[p] + koff[k]] for the P pixels of
 // pix (weight rows of Ogp floats at the offsets wrow, out [P][Ogp]): the tile loop of the
@@ -1369,6 +1368,9 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
             wf[(o * T + t) * Cgp + c] =
                 c < q.Cg ? w[((g * q.Og + o) * q.Cg + c) * q.KK + taps[size_t(t)]] : 0.0f;
     }
+  // Weight rows of a phase are consecutive: row k at k*Cgp (every phase uses a prefix).
+  std::vector<int64_t> wrow(static_cast<size_t>(q.Og * q.KK));
+  for (size_t k = 0; k < wrow.size(); ++k) wrow[k] = int64_t(k) * Cgp;
   // Images per task: about 192 gx pixels per phase.
   const int64_t IB = std::clamp<int64_t>(192 / std::max<int64_t>(hu_max * wv_max, 1), 1, d.N);
   const int64_t nib = (d.N + IB - 1) / IB;
@@ -1404,9 +1406,6 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
       for (int64_t m = 0, k = 0; m < ni; ++m)
         for (int64_t u = 0; u < ph.HU; ++u)
           for (int64_t v = 0; v < ph.WV; ++v) pix[size_t(k++)] = m * frame + u * Wp + v;
-      std::vector<int64_t>& wrow = tl_wrow;
-      wrow.resize(static_cast<size_t>(q.Og * T));
-      for (int64_t k = 0; k < q.Og * T; ++k) wrow[size_t(k)] = k * Cgp;
       chanvec_run(q.Og * T, wp + g * woff.back() + woff[f], wrow.data(), Cgp, ws, pix.data(), P,
                   koff.data(), out);
       // [pixels][Cgp] -> gx[n][g*Cg + c][u*sh + a][v*sw + b].
