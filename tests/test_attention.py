@@ -191,6 +191,37 @@ def test_fully_masked_rows(cpu_path, rng, poison):
     assert dk.shape == (1, 2, 0, 16)
 
 
+@pytest.mark.parametrize("D", [16, 24, 64, 100])
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+def test_single_key_rows_have_zero_dq(D, isa, rng, poison):
+    """A row whose softmax sees one key has out = v_j and dq = 0 exactly (dP_ij - rowsum(dO * O)
+    cancels exactly when both are formed by the same arithmetic): the first row of every causal
+    attention, Lk = 1, and a mask that keeps one key per row. Scalar path and both micro-kernels."""
+    caps = ember._C.cpu_capabilities()
+    if isa != "scalar" and not (caps["avx2"] and caps["fma"] and caps["compiled_avx2"]):
+        pytest.skip("no AVX2")
+    if isa == "avx512" and not caps["avx512f"]:
+        pytest.skip("no AVX-512")
+    old = (ember._C._force_scalar(), ember._C._no_avx512())
+    ember._C._set_force_scalar(isa == "scalar")
+    ember._C._set_no_avx512(isa != "avx512")
+    try:
+        q, k, v, g = _qkvg(rng, 2, 2, 70, 70, D)
+        _, dq, _, _ = _run(q, k, v, g, causal=True)
+        assert not dq[:, :, 0].any()
+        q1, k1, v1, g1 = _qkvg(rng, 2, 2, 9, 1, D)
+        out, dq, _, _ = _run(q1, k1, v1, g1)
+        assert not dq.any()
+        np.testing.assert_array_equal(out, np.broadcast_to(v1.astype(F32), out.shape))
+        mask = np.zeros((70, 70), bool)
+        mask[np.arange(70), rng.integers(0, 70, 70)] = True
+        _, dq, _, _ = _run(q, k, v, g, mask=mask)
+        assert not dq.any()
+    finally:
+        ember._C._set_force_scalar(old[0])
+        ember._C._set_no_avx512(old[1])
+
+
 def test_zero_sizes(cpu_path, rng):
     """D = 0 (every score 0: the mean of the values), Lq = 0, an empty batch."""
     q, k, v, g = _qkvg(rng, 1, 2, 5, 6, 0, Dv=3)

@@ -796,23 +796,27 @@ EMBER_AVX2 void bwd_rows_avx2(float* S, float* dP, int64_t nq, int64_t nk, int64
   }
 }
 
-// sum a[i] * b[i] in double (exact products, double sums), 8 floats at a time: D_i =
-// rowsum(dO * O) meets dP in a cancellation (dP - D_i), so it keeps the scalar path's precision.
-EMBER_AVX2 float dot_f64(const float* a, const float* b, int64_t n) {
-  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
-    s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
-                         _mm256_cvtps_pd(_mm256_castps256_ps128(y)), s0);
-    s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
-                         _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1)), s1);
+// D_i = rowsum(dO_i * O_i) for rows [0, rows), in the arithmetic of the dP tiles it is
+// subtracted from (one FMA chain per chunk of `chunk` terms from zero, the chunks' sums added
+// in order: micro / micro_t on dO V^T). A row whose softmax saw one key has O_i = V_j exactly,
+// so dP_ij - D_i is then exactly 0 and so is the gradient (a double D_i, as before, left dP's
+// own rounding there: ~1 ulp of |dP| in dQ where the answer is 0 -- the first row of every
+// causal attention). Eight rows at once: eight independent FMA chains.
+EMBER_AVX2 void row_dots(const float* o, const float* g, int64_t rows, int64_t n, int64_t chunk,
+                         float* dst) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 8) {
+    const int64_t nr = std::min<int64_t>(8, rows - i0);
+    float tot[8] = {}, part[8];
+    for (int64_t k0 = 0; k0 < n || k0 == 0; k0 += chunk) {
+      const int64_t k1 = std::min(n, k0 + chunk);
+      for (int64_t r = 0; r < nr; ++r) part[r] = 0.0f;
+      for (int64_t kk = k0; kk < k1; ++kk)
+        for (int64_t r = 0; r < nr; ++r)
+          part[r] = std::fma(g[(i0 + r) * n + kk], o[(i0 + r) * n + kk], part[r]);
+      for (int64_t r = 0; r < nr; ++r) tot[r] = k0 == 0 ? part[r] : tot[r] + part[r];
+    }
+    for (int64_t r = 0; r < nr; ++r) dst[i0 + r] = tot[r];
   }
-  alignas(32) double t[4];
-  _mm256_store_pd(t, _mm256_add_pd(s0, s1));
-  double sum = (t[0] + t[1]) + (t[2] + t[3]);
-  for (; i < n; ++i) sum += static_cast<double>(a[i]) * b[i];
-  return static_cast<float>(sum);
 }
 
 struct BwdWs {
@@ -843,12 +847,8 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
   float* gkb = gk + n * Lk * D;
   float* gvb = gv + n * Lk * Dv;
   const float* mb = mask_batch(d, mask, n);
-  for (int64_t i = 0; i < Lq; ++i) {
-    const float* o = out + (n * Lq + i) * Dv;
-    const float* g = gob + i * Dv;
-    di[i] = dot_f64(o, g, Dv);
-  }
   const bool w512 = cpu::avx512_selected();
+  row_dots(out + n * Lq * Dv, gob, Lq, Dv, w512 ? kKcT : kKc, di);
   // gq, gk, gv are not zeroed first (that fill was 7% of the backward): each tile's first
   // product into them stores instead of adding -- dQ_i at key tile 0, dK_j / dV_j at the first
   // query tile that sees key tile j; rows no tile reaches are zeroed where they are skipped.
