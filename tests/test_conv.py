@@ -89,6 +89,19 @@ CASES = [
     # > 2 MFLOP, so two threads split it: several tasks / pieces of the phased input gradient,
     # the channel-vectorised weight gradient and the strided channel-vectorised forward
     (8, 16, 14, 14, 32, (3, 3), 2, 1, 1, 1),
+    # 3x3 stride 1, >= 16 channels per group (AVX-512): Winograd F(2x2, 3x3) forward and input
+    # gradient. Odd output sizes (partial 2x2 tiles), padding 0 / 2 / asymmetric / "same",
+    # output-channel blocks of 12 and 8 with edges, one tile row or column (a vector of 16
+    # tiles spans 16 tile rows), several tasks per image, a small map with 64 channels
+    (3, 16, 9, 8, 20, (3, 3), 1, 1, 1, 1),
+    (2, 17, 10, 11, 16, (3, 3), 1, 0, 1, 1),
+    (2, 32, 10, 9, 37, (3, 3), 1, 2, 1, 1),
+    (2, 32, 12, 10, 32, (3, 3), 1, (0, 2), 1, 2),
+    (2, 16, 12, 13, 24, (3, 3), 1, "same", 1, 1),
+    (1, 64, 5, 5, 16, (3, 3), 1, 1, 1, 1),
+    (2, 16, 2, 40, 16, (3, 3), 1, 1, 1, 1),
+    (1, 16, 40, 2, 24, (3, 3), 1, 1, 1, 1),
+    (2, 64, 30, 33, 64, (3, 3), 1, 1, 1, 1),
 ]
 
 
@@ -168,7 +181,7 @@ def test_conv2d_vs_reference(case, dtype, rng, cpu_path, poison):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "case",
-    [CASES[i] for i in (1, 4, 6, 15, 16, 22, 25, 26, 46, 53)],
+    [CASES[i] for i in (1, 4, 6, 15, 16, 22, 25, 26, 46, 53, 56, 64)],
 )
 def test_conv2d_threads_no_bias(case, threads, rng, cpu_path):
     old = ember.get_num_threads()
@@ -467,7 +480,7 @@ def test_vs_torch(case, rng):
 
 @pytest.mark.parametrize(
     "case",
-    [CASES[i] for i in (1, 3, 6, 7, 8, 21, 35, 36, 37, 40, 42, 44, 46, 48, 49)],
+    [CASES[i] for i in (1, 3, 6, 7, 8, 21, 35, 36, 37, 40, 42, 44, 46, 48, 49, 56, 59, 63)],
 )
 def test_inf_in_input_stays_local(case, rng, cpu_path):
     """An inf in x reaches only the outputs and weight-gradient taps that read it (no 0 * inf

@@ -66,6 +66,13 @@
 //                  The input gradient at strides > 1 (>= 8 input channels per group) splits
 //                  gx into its sh x sw phases, each a stride-1 correlation of gy with the taps
 //                  that reach it, run by the same tiles (bwd_data_phased512).
+//      Winograd    (AVX-512, 3x3, stride 1, dilation 1, padding <= 2, >= 16 input and output
+//                  channels per group; maps under 64 pixels only from 64 input channels):
+//                  F(2x2, 3x3) forward, and the input gradient as the forward of gy with the
+//                  flipped, transposed kernel (fwd_wino512): 16 GEMMs over the channels, one
+//                  per position of the 4x4 transformed tile, on the direct kernel's register
+//                  tiles, for 2.25x fewer multiplies than the direct sum. Inputs or weights
+//                  holding inf / NaN take the direct paths (the transforms would spread them).
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
 //                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
@@ -140,15 +147,16 @@ inline int nthreads_for(double flops) {
 }
 
 // ---- scalar reference ------------------------------------------------------------------------
+// Output rows [oh0, oh1) of channel o of image n (all rows by default).
 template <typename T>
 void fwd_ref(const T* x, const T* w, const T* b, T* y, const Conv2dDims& d, int64_t n,
-             int64_t o) {
+             int64_t o, int64_t oh0 = 0, int64_t oh1 = -1) {
   const Geo q(d);
   const int64_t g = o / q.Og;
   const T* xn = x + (n * d.C + g * q.Cg) * q.HW;
   const T* wo = w + o * q.K;
   T* yo = y + (n * d.O + o) * q.OHW;
-  for (int64_t oh = 0; oh < d.OH; ++oh)
+  for (int64_t oh = oh0; oh < (oh1 < 0 ? d.OH : oh1); ++oh)
     for (int64_t ow = 0; ow < d.OW; ++ow) {
       double acc = b ? static_cast<double>(b[o]) : 0.0;
       for (int64_t c = 0; c < q.Cg; ++c)
@@ -1188,7 +1196,338 @@ void fwd_direct512(const float* x, const float* w, const float* b, float* y,
     fwd_direct512_with<12, 2>(x, w, b, y, d, A, R);
 }
 
+// ---- Winograd F(2x2, 3x3): stride-1 3x3 forward and input gradient (AVX-512) -------------
+// Each 2x2 block of outputs ("tile", at output (2a, 2b)) reads a 4x4 input patch d at input
+// (2a - ph, 2b - pw). Per input channel c and output channel o the tile's 2x2 outputs are
+// A^T [(G w G^T) .* (B^T d B)] A (Lavin & Gray, 2016), so the products over channels become
+// 16 independent GEMMs, one per position xi of the 4x4 transformed tile:
+//   M_xi[o][t] = sum_c U_xi[o][c] * V_xi[c][t],  U = G w G^T (once per call), V = B^T d B,
+// 16 multiplies per tile, channel pair and 4 outputs instead of 36: 2.25x fewer FLOPs, paid
+// for by the transforms (B^T d B: 32 additions per tile and input channel, A^T M A: 24 per
+// tile and output channel), which vanish next to the GEMMs only when the channel counts are
+// large enough. Accuracy: B and A hold only 0 and +-1 and G +-1/2, so the transforms round
+// like a few extra additions (float32 numpy F(2x2,3x3) on 64 channels measured the same RMS
+// error as the direct float32 sum, 6.5e-7 vs 6.8e-7; tests/test_conv.py checks every shape
+// routed here against the float64 reference like every other path).
+// Layout (one task = a run of tile rows of consecutive images of one group): the input rows
+// they need as zero-padded planes (build_slab512, row width Wp = 2*TW + 2), V[xi][c][NTp] and
+// M[xi][Ogp][NTp] in the thread's workspace (NTp = the task's tiles rounded up to 32, about
+// half of the L2), so the GEMMs run on the direct kernel's 12 x 32 register tile
+// (direct_tile512 with K = Cg, B rows V_xi[c], A = U_xi packed per 12 output channels).
+// Transforms are vectorised over 16 tiles: a tile row's patches are stride-2 windows of the
+// plane rows, gathered by two-register permutes (even / odd columns) per run of lanes that
+// lie in one tile row ("segments"), and the outputs are interleaved back the same way.
+constexpr int64_t kWinoCap = 3 * (int64_t{1} << 16);  // floats of V and M per task
+
+struct WinoGeo {
+  int64_t TH, TW, Wp, units, upt, ntask, NTp, mrb, nob;
+  explicit WinoGeo(const Conv2dDims& d) {
+    TH = (d.OH + 1) / 2;
+    TW = (d.OW + 1) / 2;
+    Wp = 2 * TW + 2;
+    units = d.N * TH;  // tile rows of the whole batch (one group)
+    const int64_t Cg = d.C / d.G, Og = d.O / d.G;
+    // Output-channel blocks of 12 (a 12 x 32 register tile) or, where 12 would leave a block
+    // of 4 or 8 and 8 leaves none (16, 32, 64, ...), of 8 (8 x 32).
+    mrb = (Og % 12 != 0 && Og % 8 == 0) ? 8 : 12;
+    nob = (Og + mrb - 1) / mrb;
+    // Tiles per task: V and one output-channel block's M (16 x (Cg + mrb) floats per tile)
+    // within kWinoCap floats; of the tile-row counts that fit, the one computing the fewest
+    // padded columns in all (columns are rounded up to 16 per task).
+    const int64_t cap = std::max<int64_t>(16, kWinoCap / (16 * (Cg + mrb)));
+    const int64_t umax = std::clamp<int64_t>(cap / TW, 1, units);
+    int64_t best = -1;
+    for (int64_t u = umax; u >= 1 && u * 2 >= umax; --u) {
+      const int64_t cost = (units + u - 1) / u * ((u * TW + 15) / 16);
+      if (best < 0 || cost < best) {
+        best = cost;
+        upt = u;
+      }
+    }
+    ntask = (units + upt - 1) / upt;
+    NTp = (upt * TW + 15) / 16 * 16;
+  }
+};
+
+// Lanes [l0, l0 + n) of a 16-tile vector hold tiles b0.. of one tile row (image m, row a),
+// whose first patch starts at float `off` of the task's planes (channel 0).
+struct WinoSeg {
+  int l0, n;
+  int64_t off, m, a, b0;
+};
+
+// Where it wins over the direct paths (1 thread, Zen 4, interleaved A/B in one process,
+// forward / input gradient ms): N=32 64->64 32x32 24.0 -> 13.3, N=8 64->64 56x56 19.4 -> 10.4,
+// N=16 128->128 16x16 10.8 -> 6.0, N=64 32->64 14x14 4.6 -> 3.2, N=8 256->256 14x14 16.3 ->
+// 10.0, N=8 512->512 7x7 23.4 -> 20.8, N=128 64->64 7x7 4.0 -> 3.6, N=128 32->32 14x14 4.8 ->
+// 3.8, N=128 16->16 28x28 5.6 -> 5.0 (2 threads: 32x32 12.1 -> 6.9, 56x56 9.7 -> 5.3). Kept to
+// >= 16 channels per group, where it was measured (at 16 the transforms are already a third of
+// the time), and off on maps under 64 pixels with fewer than 64 input channels (a 7x7 map's
+// tiles cover 8x8 outputs: N=128 32->32 7x7 1.10 -> 1.14 ms, 16->16 7x7 0.40 -> 0.42).
+bool use_wino(const Conv2dDims& d) {
+  return cpu::avx512_selected() && d.KH == 3 && d.KW == 3 && d.sh == 1 && d.sw == 1 &&
+         d.dh == 1 && d.dw == 1 && d.ph <= 2 && d.pw <= 2 && d.C / d.G >= 16 &&
+         d.O / d.G >= 16 && d.OH >= 2 && d.OW >= 2 && (d.OH * d.OW >= 64 || d.C / d.G >= 64);
+}
+
+// Whether p[0, n) holds no inf or NaN (x * 0 is NaN exactly for those).
+EMBER_AVX512 bool all_finite512(const float* p, int64_t n) {
+  const __m512 z = _mm512_setzero_ps();
+  __m512 acc = z;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(p + i), z, acc);
+  if (i < n) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lane_range(0, n - i), p + i), z, acc);
+  return _mm512_cmp_ps_mask(acc, acc, _CMP_UNORD_Q) == 0;
+}
+
+// U[g][xi][ob][c][mrb] = (G w[o][c] G^T)[xi], o = ob*mrb + lane (zero past Og). Vectorised
+// over the output channels of a block (9 gathers of the taps per input channel): done in
+// scalar double per (o, c) it took a quarter of an N=8 512->512 7x7 forward.
+EMBER_AVX512 void wino_weights(const float* w, const Conv2dDims& d, const WinoGeo& wg,
+                               float* U) {
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G;
+  const __m512i step = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                            11, 0, 0, 0, 0),
+                                          _mm512_set1_epi32(int(Cg * 9)));
+  const __m512 h = _mm512_set1_ps(0.5f);
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t ob = 0; ob < wg.nob; ++ob) {
+      const int64_t mr = std::min(wg.mrb, Og - ob * wg.mrb);
+      const __mmask16 m = lane_range(0, mr), all = lane_range(0, wg.mrb);
+      for (int64_t c = 0; c < Cg; ++c) {
+        const float* k = w + ((g * Og + ob * wg.mrb) * Cg + c) * 9;
+        __m512 kv[9];
+        for (int t = 0; t < 9; ++t)
+          kv[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, step, k + t, 4);
+        // t = G k: rows k0, (k0 + k1 + k2) / 2, (k0 - k1 + k2) / 2, k2 (columns j)
+        __m512 r[4][3];
+        for (int j = 0; j < 3; ++j) {
+          const __m512 a = kv[j], b = kv[3 + j], cc = kv[6 + j];
+          r[0][j] = a;
+          r[1][j] = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(a, b), cc), h);
+          r[2][j] = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(a, b), cc), h);
+          r[3][j] = cc;
+        }
+        for (int i = 0; i < 4; ++i) {  // (G k) G^T along the columns
+          const __m512 a = r[i][0], b = r[i][1], cc = r[i][2];
+          const __m512 u[4] = {a, _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(a, b), cc), h),
+                               _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(a, b), cc), h), cc};
+          for (int j = 0; j < 4; ++j)
+            _mm512_mask_storeu_ps(
+                U + (((g * 16 + i * 4 + j) * wg.nob + ob) * Cg + c) * wg.mrb, all, u[j]);
+        }
+      }
+    }
+}
+
+// V[xi][c][t0 + lane] for the 16 tiles of one vector: d = the 4x4 patches (rows i, columns
+// j), B^T d B.
+EMBER_AVX512 void wino_in16(const float* planes, int64_t cs, int64_t Wp, int64_t Cg,
+                            const WinoSeg* seg, int nseg, float* V, int64_t NTp) {
+  const __m512i iota2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                          28, 30);
+  __m512i ie[16], io[16];  // a vector spans up to 16 tile rows (TW = 1)
+  __mmask16 mk[16];
+  for (int s = 0; s < nseg; ++s) {  // lane l -> column 2*(l - l0) of the segment's window
+    ie[s] = _mm512_sub_epi32(iota2, _mm512_set1_epi32(2 * seg[s].l0));
+    io[s] = _mm512_add_epi32(ie[s], _mm512_set1_epi32(1));
+    mk[s] = __mmask16(((1u << seg[s].n) - 1u) << seg[s].l0);
+  }
+  for (int64_t c = 0; c < Cg; ++c) {
+    __m512 p[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) p[i][j] = _mm512_setzero_ps();
+    for (int s = 0; s < nseg; ++s) {
+      const float* base = planes + c * cs + seg[s].off;
+      for (int i = 0; i < 4; ++i) {
+        const float* r = base + i * Wp;
+        const __m512 lo = _mm512_loadu_ps(r), hi = _mm512_loadu_ps(r + 16);
+        const __m512 lo2 = _mm512_loadu_ps(r + 2), hi2 = _mm512_loadu_ps(r + 18);
+        p[i][0] = _mm512_mask_mov_ps(p[i][0], mk[s], _mm512_permutex2var_ps(lo, ie[s], hi));
+        p[i][1] = _mm512_mask_mov_ps(p[i][1], mk[s], _mm512_permutex2var_ps(lo, io[s], hi));
+        p[i][2] = _mm512_mask_mov_ps(p[i][2], mk[s], _mm512_permutex2var_ps(lo2, ie[s], hi2));
+        p[i][3] = _mm512_mask_mov_ps(p[i][3], mk[s], _mm512_permutex2var_ps(lo2, io[s], hi2));
+      }
+    }
+    // rows: B^T d
+    __m512 t[4][4];
+    for (int j = 0; j < 4; ++j) {
+      t[0][j] = _mm512_sub_ps(p[0][j], p[2][j]);
+      t[1][j] = _mm512_add_ps(p[1][j], p[2][j]);
+      t[2][j] = _mm512_sub_ps(p[2][j], p[1][j]);
+      t[3][j] = _mm512_sub_ps(p[1][j], p[3][j]);
+    }
+    // columns: (B^T d) B
+    for (int i = 0; i < 4; ++i) {
+      float* v = V + ((i * 4) * Cg + c) * NTp;
+      _mm512_storeu_ps(v, _mm512_sub_ps(t[i][0], t[i][2]));
+      _mm512_storeu_ps(v + Cg * NTp, _mm512_add_ps(t[i][1], t[i][2]));
+      _mm512_storeu_ps(v + 2 * Cg * NTp, _mm512_sub_ps(t[i][2], t[i][1]));
+      _mm512_storeu_ps(v + 3 * Cg * NTp, _mm512_sub_ps(t[i][1], t[i][3]));
+    }
+  }
+}
+
+// y for the 16 tiles of one vector: A^T M A (+ bias) per output channel, interleaved back
+// into the two output rows of each segment's tile row (columns clipped to OW, rows to OH).
+EMBER_AVX512 void wino_out16(const float* M, int64_t NTp, int64_t mrb, int64_t o0, int64_t nout,
+                             const WinoSeg* seg, int nseg, const float* bias, float* yg,
+                             const Conv2dDims& d) {
+  const int64_t OHW = d.OH * d.OW, OC = d.O;
+  // interleave: output column q of the segment (q = 2*(l - l0) + jj) takes lane l0 + q/2 of
+  // row vector jj; vector h covers columns 16h..16h+15.
+  __m512i ix[16][2];
+  for (int s = 0; s < nseg; ++s)
+    for (int h = 0; h < 2; ++h) {
+      alignas(64) int32_t t[16];
+      for (int q = 0; q < 16; ++q) {
+        const int col = 16 * h + q;
+        t[q] = (seg[s].l0 + col / 2) % 16 + (col % 2) * 16;
+      }
+      ix[s][h] = _mm512_load_si512(t);
+    }
+  for (int64_t o = o0; o < o0 + nout; ++o) {  // M[xi][o - o0][NTp]: one block of mrb
+    __m512 m[4][4];
+    for (int xi = 0; xi < 16; ++xi)
+      m[xi / 4][xi % 4] = _mm512_loadu_ps(M + (xi * mrb + o - o0) * NTp);
+    // rows: A^T m
+    __m512 s0[4], s1[4];
+    for (int j = 0; j < 4; ++j) {
+      s0[j] = _mm512_add_ps(_mm512_add_ps(m[0][j], m[1][j]), m[2][j]);
+      s1[j] = _mm512_sub_ps(_mm512_sub_ps(m[1][j], m[2][j]), m[3][j]);
+    }
+    const __m512 bv = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+    __m512 y[2][2];
+    y[0][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]), bv);
+    y[0][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]), bv);
+    y[1][0] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]), bv);
+    y[1][1] = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]), bv);
+    for (int s = 0; s < nseg; ++s) {
+      const int64_t col0 = 2 * seg[s].b0, ncol = std::min<int64_t>(2 * seg[s].n, d.OW - col0);
+      for (int ii = 0; ii < 2; ++ii) {
+        const int64_t row = 2 * seg[s].a + ii;
+        if (row >= d.OH) break;
+        float* dst = yg + (seg[s].m * OC + o) * OHW + row * d.OW + col0;
+        for (int h = 0; h < 2 && 16 * h < ncol; ++h) {
+          const __m512 v = _mm512_permutex2var_ps(y[ii][0], ix[s][h], y[ii][1]);
+          _mm512_mask_storeu_ps(dst + 16 * h, lane_range(0, ncol - 16 * h), v);
+        }
+      }
+    }
+  }
+}
+
+// M[mr rows][ncol] = the packed U block (K x MRB) times V (K rows koff apart), ncol a
+// multiple of 16: 32-column register tiles, then a last 16 columns.
+template <int MRB>
+void wino_gemm(int64_t K, int64_t mr, const float* A, const float* V, const int64_t* koff,
+               float* M, int64_t ldm, int64_t ncol) {
+  const int64_t n32 = ncol / 32 * 32;
+  for (int64_t t0 = 0; t0 < n32; t0 += 32) {
+    if (mr <= 4)
+      direct_tile512<4, 2, MRB>(K, A, V + t0, koff, M + t0, ldm);
+    else if (MRB == 12 && mr <= 8)
+      direct_tile512<8, 2, MRB>(K, A, V + t0, koff, M + t0, ldm);
+    else
+      direct_tile512<MRB, 2, MRB>(K, A, V + t0, koff, M + t0, ldm);
+  }
+  if (ncol > n32) {
+    if (mr <= 4)
+      direct_tile512<4, 1, MRB>(K, A, V + n32, koff, M + n32, ldm);
+    else if (MRB == 12 && mr <= 8)
+      direct_tile512<8, 1, MRB>(K, A, V + n32, koff, M + n32, ldm);
+    else
+      direct_tile512<MRB, 1, MRB>(K, A, V + n32, koff, M + n32, ldm);
+  }
+}
+
+// y = conv(x, w) + b for use_wino(d); w in its own layout [G*Og][Cg][3][3].
+void fwd_wino512(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const Geo q(d);
+  const WinoGeo wg(d);
+  const int64_t Cg = q.Cg, Og = q.Og, NTp = wg.NTp, nob = wg.nob;
+  float* U = tl_partial.get(static_cast<size_t>(d.G * 16 * nob * Cg * wg.mrb));
+  wino_weights(w, d, wg, U);
+  std::vector<int64_t> koffv(static_cast<size_t>(Cg));
+  for (int64_t c = 0; c < Cg; ++c) koffv[size_t(c)] = c * NTp;
+  const int64_t* koff = koffv.data();
+  const int64_t ntask = wg.ntask;
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), ntask * d.G, [&](int64_t p) {
+    const int64_t g = p % d.G, u0 = (p / d.G) * wg.upt, u1 = std::min(wg.units, u0 + wg.upt);
+    const int64_t n0 = u0 / wg.TH, n1 = (u1 - 1) / wg.TH + 1;  // images touched
+    // Plane frames, one per image touched: the input rows of its tile rows [a0, a1).
+    const int64_t srmax = 2 * std::min(wg.upt, wg.TH) + 2;
+    const int64_t cs = (srmax * wg.Wp + 48 + 15) / 16 * 16;  // + the 34-float reads' slack
+    const int64_t frame = Cg * cs;
+    float* ws = tl_col.get(static_cast<size_t>((n1 - n0) * frame + 16 * (Cg + wg.mrb) * NTp));
+    float* V = ws + (n1 - n0) * frame;
+    float* M = V + 16 * Cg * NTp;
+    std::vector<int64_t> a0(static_cast<size_t>(n1 - n0));
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t ua = std::max(u0, n * wg.TH), ub = std::min(u1, (n + 1) * wg.TH);
+      const int64_t first = ua - n * wg.TH, rows = ub - ua;
+      a0[size_t(n - n0)] = first;
+      build_slab512(x + (n * d.C + g * Cg) * q.HW, d, Cg, 2 * first, 2 * rows + 2, wg.Wp, cs,
+                    ws + (n - n0) * frame);
+    }
+    // Segments of each 16-tile vector.
+    const int64_t ntile = (u1 - u0) * wg.TW, nvec = (ntile + 15) / 16;
+    std::vector<WinoSeg> segs;
+    std::vector<int> sbeg(static_cast<size_t>(nvec + 1));
+    for (int64_t v = 0; v < nvec; ++v) {
+      sbeg[size_t(v)] = int(segs.size());
+      for (int64_t t = v * 16; t < std::min(ntile, v * 16 + 16);) {
+        const int64_t u = u0 + t / wg.TW, b0 = t % wg.TW;
+        const int64_t n = u / wg.TH, a = u % wg.TH;
+        const int64_t cnt = std::min({wg.TW - b0, v * 16 + 16 - t, ntile - t});
+        const int64_t off =
+            (n - n0) * frame + 2 * (a - a0[size_t(n - n0)]) * wg.Wp + 2 * b0;
+        segs.push_back({int(t - v * 16), int(cnt), off, n, a, b0});
+        t += cnt;
+      }
+    }
+    sbeg[size_t(nvec)] = int(segs.size());
+    // An inf or NaN would spread over the whole 4x4 transformed tile (inf - inf in B^T d B,
+    // then A^T M A): such a task computes its outputs directly instead, so a non-finite
+    // input reaches only the outputs that read it, as on every other path.
+    if (!all_finite512(ws, (n1 - n0) * frame)) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const int64_t ua = std::max(u0, n * wg.TH), ub = std::min(u1, (n + 1) * wg.TH);
+        const int64_t r0 = 2 * (ua - n * wg.TH), r1 = std::min(d.OH, 2 * (ub - n * wg.TH));
+        for (int64_t o = g * Og; o < (g + 1) * Og; ++o) fwd_ref<float>(x, w, b, y, d, n, o, r0, r1);
+      }
+      return;
+    }
+    for (int64_t v = 0; v < nvec; ++v)
+      wino_in16(ws, cs, wg.Wp, Cg, segs.data() + sbeg[size_t(v)],
+                sbeg[size_t(v) + 1] - sbeg[size_t(v)], V + v * 16, NTp);
+    if (nvec * 16 < NTp)  // tiles past the last vector: zero B columns for the GEMM
+      for (int64_t r = 0; r < 16 * Cg; ++r)
+        std::fill(V + r * NTp + nvec * 16, V + (r + 1) * NTp, 0.0f);
+    const int64_t ncol = (ntile + 15) / 16 * 16;
+    float* yg = y + g * Og * q.OHW;
+    // Per block of mrb output channels: its 16 GEMMs into M, then its outputs.
+    for (int64_t ob = 0; ob < nob; ++ob) {
+      const int64_t mr = std::min(wg.mrb, Og - ob * wg.mrb);
+      for (int xi = 0; xi < 16; ++xi) {
+        const float* A = U + ((g * 16 + xi) * nob + ob) * Cg * wg.mrb;
+        if (wg.mrb == 8)
+          wino_gemm<8>(Cg, mr, A, V + xi * Cg * NTp, koff, M + xi * 8 * NTp, NTp, ncol);
+        else
+          wino_gemm<12>(Cg, mr, A, V + xi * Cg * NTp, koff, M + xi * 12 * NTp, NTp, ncol);
+      }
+      for (int64_t v = 0; v < nvec; ++v)
+        wino_out16(M + v * 16, NTp, wg.mrb, ob * wg.mrb, mr, segs.data() + sbeg[size_t(v)],
+                   sbeg[size_t(v) + 1] - sbeg[size_t(v)], b ? b + g * Og : nullptr, yg, d);
+    }
+  });
+}
+
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  if (use_wino(d) && all_finite512(w, d.O * Geo(d).K)) {  // see fwd_wino512 on inf / NaN
+    fwd_wino512(x, w, b, y, d);
+    return;
+  }
   if (use_direct512(d)) {
     fwd_direct512(x, w, b, y, d);
     return;
@@ -1293,7 +1632,7 @@ bool bwd_data_direct_ok(const Conv2dDims& d) {
          use_direct512(bwd_data_as_fwd_dims(d));
 }
 
-void bwd_data_direct512(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+const float* flipped_weights(const float* w, const Conv2dDims& d) {
   const Geo q(d);
   float* wf = tl_wflip.get(static_cast<size_t>(d.G * q.KK * q.Og * q.Cg));
   for (int64_t g = 0; g < d.G; ++g)
@@ -1302,7 +1641,17 @@ void bwd_data_direct512(const float* gy, const float* w, float* gx, const Conv2d
         for (int64_t t = 0; t < q.KK; ++t)
           wf[((g * q.Cg + c) * q.Og + o) * q.KK + t] =
               w[((g * q.Og + o) * q.Cg + c) * q.KK + (q.KK - 1 - t)];
-  fwd_direct512(gy, wf, nullptr, gx, bwd_data_as_fwd_dims(d));
+  return wf;
+}
+
+void bwd_data_direct512(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  fwd_direct512(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d));
+}
+
+// The stride-1 3x3 input gradient on the Winograd forward (use_wino of the flipped problem).
+bool bwd_data_wino_ok(const Conv2dDims& d) {
+  return d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
+         use_wino(bwd_data_as_fwd_dims(d));
 }
 
 // ---- input gradient at strides > 1: phases of gx, each a stride-1 correlation of gy ------
@@ -1436,6 +1785,10 @@ bool use_bwd_data_phased(const Conv2dDims& d) {
 }
 
 void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  if (bwd_data_wino_ok(d) && all_finite512(w, d.O * Geo(d).K)) {
+    fwd_wino512(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d));
+    return;
+  }
   if (use_bwd_data_phased(d)) {
     bwd_data_phased512(gy, w, gx, d);
     return;
