@@ -71,7 +71,9 @@
 //                  F(2x2, 3x3) forward, and the input gradient as the forward of gy with the
 //                  flipped, transposed kernel (fwd_wino512): 16 GEMMs over the channels, one
 //                  per position of the 4x4 transformed tile, on the direct kernel's register
-//                  tiles, for 2.25x fewer multiplies than the direct sum. Inputs or weights
+//                  tiles, for 2.25x fewer multiplies than the direct sum. The weight gradient
+//                  (bwd_weight_wino; maps of 64+ pixels, up to 256 x 256 channels per group)
+//                  is its adjoint: 16 GEMMs over the tiles. Inputs, gradients or weights
 //                  holding inf / NaN take the direct paths (the transforms would spread them).
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
@@ -1270,14 +1272,17 @@ bool use_wino(const Conv2dDims& d) {
          d.O / d.G >= 16 && d.OH >= 2 && d.OW >= 2 && (d.OH * d.OW >= 64 || d.C / d.G >= 64);
 }
 
-// Whether p[0, n) holds no inf or NaN (x * 0 is NaN exactly for those).
-EMBER_AVX512 bool all_finite512(const float* p, int64_t n) {
-  const __m512 z = _mm512_setzero_ps();
-  __m512 acc = z;
+// True when x[0, n) has no inf or NaN (x - x is 0 exactly for finite x).
+EMBER_AVX2 bool all_finite(const float* x, int64_t n) {
+  __m256 bad = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(p + i), z, acc);
-  if (i < n) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lane_range(0, n - i), p + i), z, acc);
-  return _mm512_cmp_ps_mask(acc, acc, _CMP_UNORD_Q) == 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+  }
+  bool ok = _mm256_movemask_ps(bad) == 0;
+  for (; i < n; ++i) ok = ok && std::isfinite(x[i]);
+  return ok;
 }
 
 // U[g][xi][ob][c][mrb] = (G w[o][c] G^T)[xi], o = ob*mrb + lane (zero past Og). Vectorised
@@ -1490,7 +1495,7 @@ void fwd_wino512(const float* x, const float* w, const float* b, float* y, const
     // An inf or NaN would spread over the whole 4x4 transformed tile (inf - inf in B^T d B,
     // then A^T M A): such a task computes its outputs directly instead, so a non-finite
     // input reaches only the outputs that read it, as on every other path.
-    if (!all_finite512(ws, (n1 - n0) * frame)) {
+    if (!all_finite(ws, (n1 - n0) * frame)) {
       for (int64_t n = n0; n < n1; ++n) {
         const int64_t ua = std::max(u0, n * wg.TH), ub = std::min(u1, (n + 1) * wg.TH);
         const int64_t r0 = 2 * (ua - n * wg.TH), r1 = std::min(d.OH, 2 * (ub - n * wg.TH));
@@ -1524,7 +1529,7 @@ void fwd_wino512(const float* x, const float* w, const float* b, float* y, const
 }
 
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
-  if (use_wino(d) && all_finite512(w, d.O * Geo(d).K)) {  // see fwd_wino512 on inf / NaN
+  if (use_wino(d) && all_finite(w, d.O * Geo(d).K)) {  // see fwd_wino512 on inf / NaN
     fwd_wino512(x, w, b, y, d);
     return;
   }
@@ -1785,7 +1790,7 @@ bool use_bwd_data_phased(const Conv2dDims& d) {
 }
 
 void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
-  if (bwd_data_wino_ok(d) && all_finite512(w, d.O * Geo(d).K)) {
+  if (bwd_data_wino_ok(d) && all_finite(w, d.O * Geo(d).K)) {
     fwd_wino512(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d));
     return;
   }
@@ -2337,20 +2342,220 @@ void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2d
         gw[(o * q.Cg + c) * q.KK + t] = accs[(o * q.KK + t) * Cgp + c];
 }
 
-// True when x[0, n) has no inf or NaN (x - x is 0 exactly for finite x).
-EMBER_AVX2 bool all_finite(const float* x, int64_t n) {
-  __m256 bad = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+// ---- Winograd F(2x2, 3x3) weight gradient (AVX-512) ----------------------------------------
+// The adjoint of fwd_wino512: with e the 2x2 block of gy at a tile and d its 4x4 input patch,
+// dL/dU = (A e A^T) .* (B^T d B) summed over the tiles, and gW = G^T (dL/dU) G. Per position
+// xi of the 4x4 transformed tile the sum is a GEMM over the tiles,
+//   dU_xi[o][c] += sum_t E_xi[t][o] * V_xi[t][c],  E = A e A^T, V = B^T d B,
+// 2.25x fewer multiplies than the direct sum over taps and pixels. Both transforms read
+// channels-last slabs of one image (build_cl_slab: x zero-padded, gy zero-extended to
+// 2TH x 2TW) and run on 16 channels per vector, so V and E come out [t][channel], the layout
+// of the register tiles (wgrad_wino_tile: R output channels, broadcasts of E, x NV*16 input
+// channels, vectors of V, accumulated over a block of tiles).
+template <int R, int NV>
+EMBER_AVX512 void wgrad_wino_tile(int64_t T, const float* E, int64_t lde, const float* V,
+                                  int64_t ldv, float* dU, int64_t ldu) {
+  static_assert(R >= 1 && NV >= 1 && R * NV <= 24);
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_loadu_ps(dU + r * ldu + 16 * v);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* et = E + t * lde;
+    const float* vt = V + t * ldv;
+    __m512 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(vt + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(et[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
+    }
   }
-  bool ok = _mm256_movemask_ps(bad) == 0;
-  for (; i < n; ++i) ok = ok && std::isfinite(x[i]);
-  return ok;
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(dU + r * ldu + 16 * v, acc[r][v]);
+}
+
+// wgrad_wino_tile with r (1..8) rows known at compile time.
+template <int NV, int R = 8>
+void wgrad_wino_tile_r(int r, int64_t T, const float* E, int64_t lde, const float* V,
+                       int64_t ldv, float* dU, int64_t ldu) {
+  if constexpr (R >= 1) {
+    if constexpr (R * NV <= 24) {
+      if (r == R) {
+        wgrad_wino_tile<R, NV>(T, E, lde, V, ldv, dU, ldu);
+        return;
+      }
+    }
+    wgrad_wino_tile_r<NV, R - 1>(r, T, E, lde, V, ldv, dU, ldu);
+  }
+}
+
+// V[xi][t][Cgp] (xi stride ldxi) of tile (a, b): B^T d B of the patch at slab (2a, 2b).
+EMBER_AVX512 void wino_in_cl(const float* S, int64_t Wp, int64_t Cgp, int64_t a, int64_t b,
+                             float* V, int64_t ldxi) {
+  for (int64_t c0 = 0; c0 < Cgp; c0 += 16) {
+    __m512 p[4][4], t[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        p[i][j] = _mm512_load_ps(S + ((2 * a + i) * Wp + 2 * b + j) * Cgp + c0);
+    for (int j = 0; j < 4; ++j) {
+      t[0][j] = _mm512_sub_ps(p[0][j], p[2][j]);
+      t[1][j] = _mm512_add_ps(p[1][j], p[2][j]);
+      t[2][j] = _mm512_sub_ps(p[2][j], p[1][j]);
+      t[3][j] = _mm512_sub_ps(p[1][j], p[3][j]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      float* v = V + 4 * i * ldxi + c0;
+      _mm512_storeu_ps(v, _mm512_sub_ps(t[i][0], t[i][2]));
+      _mm512_storeu_ps(v + ldxi, _mm512_add_ps(t[i][1], t[i][2]));
+      _mm512_storeu_ps(v + 2 * ldxi, _mm512_sub_ps(t[i][2], t[i][1]));
+      _mm512_storeu_ps(v + 3 * ldxi, _mm512_sub_ps(t[i][1], t[i][3]));
+    }
+  }
+}
+
+// E[xi][t][Ogp] (xi stride ldxi) of tile (a, b): A e A^T of the 2x2 gy block at (2a, 2b),
+// A = [[1, 0], [1, 1], [1, -1], [0, -1]].
+EMBER_AVX512 void wino_gy_cl(const float* S, int64_t Wg, int64_t Ogp, int64_t a, int64_t b,
+                             float* E, int64_t ldxi) {
+  const __m512 z = _mm512_setzero_ps();
+  for (int64_t o0 = 0; o0 < Ogp; o0 += 16) {
+    __m512 e[2][2], r[4][2];
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j)
+        e[i][j] = _mm512_load_ps(S + ((2 * a + i) * Wg + 2 * b + j) * Ogp + o0);
+    for (int j = 0; j < 2; ++j) {
+      r[0][j] = e[0][j];
+      r[1][j] = _mm512_add_ps(e[0][j], e[1][j]);
+      r[2][j] = _mm512_sub_ps(e[0][j], e[1][j]);
+      r[3][j] = _mm512_sub_ps(z, e[1][j]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      float* v = E + 4 * i * ldxi + o0;
+      _mm512_storeu_ps(v, r[i][0]);
+      _mm512_storeu_ps(v + ldxi, _mm512_add_ps(r[i][0], r[i][1]));
+      _mm512_storeu_ps(v + 2 * ldxi, _mm512_sub_ps(r[i][0], r[i][1]));
+      _mm512_storeu_ps(v + 3 * ldxi, _mm512_sub_ps(z, r[i][1]));
+    }
+  }
+}
+
+// gw[o][c] = G^T dU[o][c] G (G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]])
+// from dU[g][xi][o][Cgp], 16 input channels per vector (in scalar double per (o, c) this
+// serial step took 3 ms of an N=8 256->256 14x14 weight gradient).
+EMBER_AVX512 void wino_wgrad_out(const float* dU, const Conv2dDims& d, int64_t Cgp, float* gw) {
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G;
+  const __m512 h = _mm512_set1_ps(0.5f);
+  alignas(64) float k[9][16];
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
+        __m512 u[4][4], t[3][4];
+        for (int xi = 0; xi < 16; ++xi)
+          u[xi / 4][xi % 4] = _mm512_loadu_ps(dU + ((g * 16 + xi) * Og + o) * Cgp + c0);
+        // G^T u: rows u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3
+        for (int j = 0; j < 4; ++j) {
+          const __m512 s = _mm512_mul_ps(_mm512_add_ps(u[1][j], u[2][j]), h);
+          t[0][j] = _mm512_add_ps(u[0][j], s);
+          t[1][j] = _mm512_mul_ps(_mm512_sub_ps(u[1][j], u[2][j]), h);
+          t[2][j] = _mm512_add_ps(s, u[3][j]);
+        }
+        for (int i = 0; i < 3; ++i) {  // (G^T u) G along the columns, the same combinations
+          const __m512 s = _mm512_mul_ps(_mm512_add_ps(t[i][1], t[i][2]), h);
+          _mm512_store_ps(k[i * 3], _mm512_add_ps(t[i][0], s));
+          _mm512_store_ps(k[i * 3 + 1], _mm512_mul_ps(_mm512_sub_ps(t[i][1], t[i][2]), h));
+          _mm512_store_ps(k[i * 3 + 2], _mm512_add_ps(s, t[i][3]));
+        }
+        const int64_t nc = std::min<int64_t>(16, Cg - c0);
+        float* dst = gw + ((g * Og + o) * Cg + c0) * 9;
+        for (int64_t c = 0; c < nc; ++c)
+          for (int tap = 0; tap < 9; ++tap) dst[c * 9 + tap] = k[tap][c];
+      }
+}
+
+// Where the weight gradient gains (1 thread, Zen 4, interleaved A/B, ms): N=128 16->16
+// 28x28 4.8 -> 4.0, 32->32 14x14 4.5 -> 3.3, N=32 64->64 32x32 21.8 -> 14.8, N=8 64->64 56x56
+// 16.8 -> 10.9, N=16 128->128 16x16 10.7 -> 7.1, N=8 256->256 14x14 17.1 -> 12.0. Not on
+// maps under 64 pixels (N=128 64->64 7x7 4.06 -> 4.00: tiles over 8x8 outputs), nor with
+// more than 256 x 256 channels per group, where the per-thread dU sums (16 Og Cg floats: 16
+// MiB at 512 x 512) no longer stay in cache (N=8 512->512 7x7 19.9 -> 33.6).
+bool use_wino_wgrad(const Conv2dDims& d) {
+  return use_wino(d) && d.OH * d.OW >= 64 && (d.C / d.G) * (d.O / d.G) <= 256 * 256;
+}
+
+// gw for use_wino(d) inputs; false (gw untouched) when x or gy holds an inf or NaN, which
+// the transforms would spread over whole tiles: the caller then takes the direct paths.
+bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  const Geo q(d);
+  const int64_t Cgp = (q.Cg + 15) / 16 * 16, Ogp = (q.Og + 15) / 16 * 16;
+  const int64_t TH = (d.OH + 1) / 2, TW = (d.OW + 1) / 2, T = TH * TW;
+  const int64_t Wp = 2 * TW + 2, sr = 2 * TH + 2, Wg = 2 * TW;
+  // Tiles per block: V and E (16 x (Cgp + Ogp) floats per tile) within kWinoCap.
+  const int64_t TB = std::clamp<int64_t>(kWinoCap / (16 * (Cgp + Ogp)), 16, T);
+  const int64_t xs = sr * Wp * Cgp, gs = 2 * TH * Wg * Ogp;
+  const int64_t asize = d.G * 16 * q.Og * Cgp;  // dU[g][xi][o][Cgp]
+  // gy's frame as an unpadded "image" for build_cl_slab: OH x OW, extended with zeros.
+  Conv2dDims e{};
+  e.H = d.OH;
+  e.W = d.OW;
+  e.sh = e.sw = 1;
+  const int NV = static_cast<int>(std::min<int64_t>(4, Cgp / 16));
+  const int64_t R = std::min(8, 24 / NV);
+  std::atomic<bool> bad{false};
+  const float* accs =
+      sum_over_pieces(nthreads_for(conv_flops(d)), d.N * d.G, asize, [&](int64_t u, float* acc) {
+        if (bad.load(std::memory_order_relaxed)) return;
+        const int64_t n = u / d.G, g = u % d.G;
+        float* ws = tl_col.get(static_cast<size_t>(xs + gs + 16 * TB * (Cgp + Ogp)));
+        float *Sx = ws, *Sg = ws + xs, *V = Sg + gs, *E = V + 16 * TB * Cgp;
+        build_cl_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, Cgp, sr, Wp, Sx);
+        build_cl_slab(gy + (n * d.O + g * q.Og) * q.OHW, e, q.Og, Ogp, 2 * TH, Wg, Sg);
+        if (!all_finite(ws, xs + gs)) {
+          bad.store(true, std::memory_order_relaxed);
+          return;
+        }
+        float* ag = acc + g * 16 * q.Og * Cgp;
+        for (int64_t t0 = 0; t0 < T; t0 += TB) {
+          const int64_t nt = std::min(TB, T - t0);
+          for (int64_t t = 0; t < nt; ++t) {
+            const int64_t a = (t0 + t) / TW, b = (t0 + t) % TW;
+            wino_in_cl(Sx, Wp, Cgp, a, b, V + t * Cgp, TB * Cgp);
+            wino_gy_cl(Sg, Wg, Ogp, a, b, E + t * Ogp, TB * Ogp);
+          }
+          for (int xi = 0; xi < 16; ++xi) {
+            const float* Ex = E + xi * TB * Ogp;
+            const float* Vx = V + xi * TB * Cgp;
+            float* dU = ag + xi * q.Og * Cgp;
+            for (int64_t c0 = 0; c0 < Cgp; c0 += 16 * NV) {
+              const int nv = static_cast<int>(std::min<int64_t>(NV, (Cgp - c0) / 16));
+              for (int64_t o0 = 0; o0 < q.Og; o0 += R) {
+                const int r = static_cast<int>(std::min(R, q.Og - o0));
+                float* out = dU + o0 * Cgp + c0;
+                if (nv == 4)
+                  wgrad_wino_tile_r<4>(r, nt, Ex + o0, Ogp, Vx + c0, Cgp, out, Cgp);
+                else if (nv == 3)
+                  wgrad_wino_tile_r<3>(r, nt, Ex + o0, Ogp, Vx + c0, Cgp, out, Cgp);
+                else if (nv == 2)
+                  wgrad_wino_tile_r<2>(r, nt, Ex + o0, Ogp, Vx + c0, Cgp, out, Cgp);
+                else
+                  wgrad_wino_tile_r<1>(r, nt, Ex + o0, Ogp, Vx + c0, Cgp, out, Cgp);
+              }
+            }
+          }
+        }
+      });
+  if (bad.load()) return false;
+  wino_wgrad_out(accs, d, Cgp, gw);
+  return true;
 }
 
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  if (use_wino_wgrad(d) && bwd_weight_wino(gy, x, gw, d)) return;
   if (use_wgrad_chanvec(d)) {
     bwd_weight_chanvec(gy, x, gw, d);
     return;
