@@ -39,10 +39,10 @@ namespace ember::cpu {
 inline std::atomic<bool> g_force_scalar{false};
 inline std::atomic<bool> g_no_avx512{false};  // EMBER_NO_AVX512=1 / _C._set_no_avx512
 inline std::atomic<int> g_num_threads{0};  // 0: OpenMP default (OMP_NUM_THREADS / cores)
-// GNU OpenMP is not fork-safe: a child forked after the parent started its thread pool hangs
-// in its first parallel region (e.g. multiprocessing / DataLoader workers with the default
-// fork start method). A pthread_atfork child handler (csrc/runtime.cpp) calls on_fork_child(),
-// and such a child then runs every kernel single-threaded, as PyTorch does.
+// A child forked after the parent started its thread pool (pool.h) has no pool workers: its
+// first parallel job would wait for them forever (e.g. multiprocessing / DataLoader workers
+// with the default fork start method). A pthread_atfork child handler (csrc/runtime.cpp) calls
+// on_fork_child(), and such a child then runs every kernel single-threaded, as PyTorch does.
 inline std::atomic<bool> g_pool_started{false};
 inline std::atomic<bool> g_forked_after_pool{false};
 inline void on_fork_child() {
@@ -130,44 +130,6 @@ inline void split_range(int64_t total, int64_t align, int tid, int nth, int64_t*
   int64_t b1 = b0 + per + (tid < rem ? 1 : 0);
   *begin = std::min(total, b0 * align);
   *end = std::min(total, b1 * align);
-}
-
-// Run fn(begin, end) over [0, total) on up to get_num_threads() threads when `parallel`,
-// else inline. fn must not throw.
-template <typename Fn>
-inline void parallel_range(int64_t total, int64_t align, bool parallel, Fn&& fn) {
-  if (total <= 0) return;
-#ifdef EMBER_HAS_OPENMP
-  int nth = get_num_threads();
-  if (parallel && nth > 1) {
-    g_pool_started.store(true, std::memory_order_relaxed);
-#pragma omp parallel num_threads(nth)
-    {
-      int64_t b, e;
-      split_range(total, align, omp_get_thread_num(), omp_get_num_threads(), &b, &e);
-      if (b < e) fn(b, e);
-    }
-    return;
-  }
-#else
-  (void)parallel;
-  (void)align;
-#endif
-  fn(int64_t{0}, total);
-}
-
-// Run fn(tid, nth) on nth threads (inline when nth <= 1). fn must not throw.
-template <typename Fn>
-inline void parallel_threads(int nth, Fn&& fn) {
-#ifdef EMBER_HAS_OPENMP
-  if (nth > 1) {
-    g_pool_started.store(true, std::memory_order_relaxed);
-#pragma omp parallel num_threads(nth)
-    fn(omp_get_thread_num(), omp_get_num_threads());
-    return;
-  }
-#endif
-  fn(0, 1);
 }
 
 #if EMBER_COMPILED_AVX2
