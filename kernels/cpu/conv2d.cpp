@@ -2496,7 +2496,7 @@ bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDim
   const int64_t TH = (d.OH + 1) / 2, TW = (d.OW + 1) / 2, T = TH * TW;
   const int64_t Wp = 2 * TW + 2, sr = 2 * TH + 2, Wg = 2 * TW;
   // Tiles per block: V and E (16 x (Cgp + Ogp) floats per tile) within kWinoCap.
-  const int64_t TB = std::clamp<int64_t>(kWinoCap / (16 * (Cgp + Ogp)), 16, T);
+  const int64_t TB = std::min(T, std::max<int64_t>(16, kWinoCap / (16 * (Cgp + Ogp))));
   const int64_t xs = sr * Wp * Cgp, gs = 2 * TH * Wg * Ogp;
   const int64_t asize = d.G * 16 * q.Og * Cgp;  // dU[g][xi][o][Cgp]
   // gy's frame as an unpadded "image" for build_cl_slab: OH x OW, extended with zeros.
