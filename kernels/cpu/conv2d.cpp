@@ -1325,6 +1325,25 @@ EMBER_AVX512 void wino_weights(const float* w, const Conv2dDims& d, const WinoGe
     }
 }
 
+// B^T d B of the 4x4 patches d (16 lanes each: tiles or channels) into v + xi*ldxi, xi =
+// 4i + j, B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
+EMBER_AVX512 inline void wino_btdb(const __m512 (&d)[4][4], float* v, int64_t ldxi) {
+  __m512 t[4][4];  // rows: B^T d
+  for (int j = 0; j < 4; ++j) {
+    t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
+    t[1][j] = _mm512_add_ps(d[1][j], d[2][j]);
+    t[2][j] = _mm512_sub_ps(d[2][j], d[1][j]);
+    t[3][j] = _mm512_sub_ps(d[1][j], d[3][j]);
+  }
+  for (int i = 0; i < 4; ++i) {  // columns: (B^T d) B
+    float* r = v + 4 * i * ldxi;
+    _mm512_storeu_ps(r, _mm512_sub_ps(t[i][0], t[i][2]));
+    _mm512_storeu_ps(r + ldxi, _mm512_add_ps(t[i][1], t[i][2]));
+    _mm512_storeu_ps(r + 2 * ldxi, _mm512_sub_ps(t[i][2], t[i][1]));
+    _mm512_storeu_ps(r + 3 * ldxi, _mm512_sub_ps(t[i][1], t[i][3]));
+  }
+}
+
 // V[xi][c][t0 + lane] for the 16 tiles of one vector: d = the 4x4 patches (rows i, columns
 // j), B^T d B.
 EMBER_AVX512 void wino_in16(const float* planes, int64_t cs, int64_t Wp, int64_t Cg,
@@ -1354,22 +1373,7 @@ EMBER_AVX512 void wino_in16(const float* planes, int64_t cs, int64_t Wp, int64_t
         p[i][3] = _mm512_mask_mov_ps(p[i][3], mk[s], _mm512_permutex2var_ps(lo2, io[s], hi2));
       }
     }
-    // rows: B^T d
-    __m512 t[4][4];
-    for (int j = 0; j < 4; ++j) {
-      t[0][j] = _mm512_sub_ps(p[0][j], p[2][j]);
-      t[1][j] = _mm512_add_ps(p[1][j], p[2][j]);
-      t[2][j] = _mm512_sub_ps(p[2][j], p[1][j]);
-      t[3][j] = _mm512_sub_ps(p[1][j], p[3][j]);
-    }
-    // columns: (B^T d) B
-    for (int i = 0; i < 4; ++i) {
-      float* v = V + ((i * 4) * Cg + c) * NTp;
-      _mm512_storeu_ps(v, _mm512_sub_ps(t[i][0], t[i][2]));
-      _mm512_storeu_ps(v + Cg * NTp, _mm512_add_ps(t[i][1], t[i][2]));
-      _mm512_storeu_ps(v + 2 * Cg * NTp, _mm512_sub_ps(t[i][2], t[i][1]));
-      _mm512_storeu_ps(v + 3 * Cg * NTp, _mm512_sub_ps(t[i][1], t[i][3]));
-    }
+    wino_btdb(p, V + c * NTp, Cg * NTp);
   }
 }
 
@@ -1424,26 +1428,24 @@ EMBER_AVX512 void wino_out16(const float* M, int64_t NTp, int64_t mrb, int64_t o
 
 // M[mr rows][ncol] = the packed U block (K x MRB) times V (K rows koff apart), ncol a
 // multiple of 16: 32-column register tiles, then a last 16 columns.
+// direct_tile512 for an output-channel block of mr <= MRB rows (4, 8 or MRB rows computed).
+template <int NV, int MRB>
+void wino_tile(int64_t K, int64_t mr, const float* A, const float* V, const int64_t* koff,
+               float* M, int64_t ldm) {
+  if (mr <= 4)
+    direct_tile512<4, NV, MRB>(K, A, V, koff, M, ldm);
+  else if (MRB == 12 && mr <= 8)
+    direct_tile512<8, NV, MRB>(K, A, V, koff, M, ldm);
+  else
+    direct_tile512<MRB, NV, MRB>(K, A, V, koff, M, ldm);
+}
+
 template <int MRB>
 void wino_gemm(int64_t K, int64_t mr, const float* A, const float* V, const int64_t* koff,
                float* M, int64_t ldm, int64_t ncol) {
   const int64_t n32 = ncol / 32 * 32;
-  for (int64_t t0 = 0; t0 < n32; t0 += 32) {
-    if (mr <= 4)
-      direct_tile512<4, 2, MRB>(K, A, V + t0, koff, M + t0, ldm);
-    else if (MRB == 12 && mr <= 8)
-      direct_tile512<8, 2, MRB>(K, A, V + t0, koff, M + t0, ldm);
-    else
-      direct_tile512<MRB, 2, MRB>(K, A, V + t0, koff, M + t0, ldm);
-  }
-  if (ncol > n32) {
-    if (mr <= 4)
-      direct_tile512<4, 1, MRB>(K, A, V + n32, koff, M + n32, ldm);
-    else if (MRB == 12 && mr <= 8)
-      direct_tile512<8, 1, MRB>(K, A, V + n32, koff, M + n32, ldm);
-    else
-      direct_tile512<MRB, 1, MRB>(K, A, V + n32, koff, M + n32, ldm);
-  }
+  for (int64_t t0 = 0; t0 < n32; t0 += 32) wino_tile<2, MRB>(K, mr, A, V + t0, koff, M + t0, ldm);
+  if (ncol > n32) wino_tile<1, MRB>(K, mr, A, V + n32, koff, M + n32, ldm);
 }
 
 // y = conv(x, w) + b for use_wino(d); w in its own layout [G*Og][Cg][3][3].
@@ -2399,23 +2401,11 @@ void wgrad_wino_tile_r(int r, int64_t T, const float* E, int64_t lde, const floa
 EMBER_AVX512 void wino_in_cl(const float* S, int64_t Wp, int64_t Cgp, int64_t a, int64_t b,
                              float* V, int64_t ldxi) {
   for (int64_t c0 = 0; c0 < Cgp; c0 += 16) {
-    __m512 p[4][4], t[4][4];
+    __m512 p[4][4];
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j)
         p[i][j] = _mm512_load_ps(S + ((2 * a + i) * Wp + 2 * b + j) * Cgp + c0);
-    for (int j = 0; j < 4; ++j) {
-      t[0][j] = _mm512_sub_ps(p[0][j], p[2][j]);
-      t[1][j] = _mm512_add_ps(p[1][j], p[2][j]);
-      t[2][j] = _mm512_sub_ps(p[2][j], p[1][j]);
-      t[3][j] = _mm512_sub_ps(p[1][j], p[3][j]);
-    }
-    for (int i = 0; i < 4; ++i) {
-      float* v = V + 4 * i * ldxi + c0;
-      _mm512_storeu_ps(v, _mm512_sub_ps(t[i][0], t[i][2]));
-      _mm512_storeu_ps(v + ldxi, _mm512_add_ps(t[i][1], t[i][2]));
-      _mm512_storeu_ps(v + 2 * ldxi, _mm512_sub_ps(t[i][2], t[i][1]));
-      _mm512_storeu_ps(v + 3 * ldxi, _mm512_sub_ps(t[i][1], t[i][3]));
-    }
+    wino_btdb(p, V + c0, ldxi);
   }
 }
 
