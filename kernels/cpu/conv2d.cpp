@@ -1213,12 +1213,14 @@ void fwd_direct512(const float* x, const float* w, const float* b, float* y,
 // routed here against the float64 reference like every other path).
 // Layout (one task = a run of tile rows of consecutive images of one group): the input rows
 // they need as zero-padded planes (build_slab512, row width Wp = 2*TW + 2), V[xi][c][NTp] and
-// M[xi][Ogp][NTp] in the thread's workspace (NTp = the task's tiles rounded up to 32, about
-// half of the L2), so the GEMMs run on the direct kernel's 12 x 32 register tile
-// (direct_tile512 with K = Cg, B rows V_xi[c], A = U_xi packed per 12 output channels).
-// Transforms are vectorised over 16 tiles: a tile row's patches are stride-2 windows of the
-// plane rows, gathered by two-register permutes (even / odd columns) per run of lanes that
-// lie in one tile row ("segments"), and the outputs are interleaved back the same way.
+// one output-channel block's M[xi][mrb][NTp] in the thread's workspace (NTp = the task's
+// tiles rounded up to 16; V and M within kWinoCap floats, 768 KiB, most of a 1 MiB L2), so
+// the GEMMs run on the direct kernel's 12 x 32 or 8 x 32 register tiles (direct_tile512 with
+// K = Cg, B rows V_xi[c], A = U_xi packed per block of mrb output channels). Transforms are
+// vectorised over 16 tiles: a tile row's patches are stride-2 windows of the plane rows,
+// gathered by two-register permutes (even / odd columns) per run of lanes that lie in one
+// tile row ("segments"), and the outputs are interleaved back the same way. Task sizes: 128K
+// / 192K / 64K floats gave 14.1 / 13.5 / 14.0 ms on N=32 64->64 32x32 (the rest within noise).
 constexpr int64_t kWinoCap = 3 * (int64_t{1} << 16);  // floats of V and M per task
 
 struct WinoGeo {
@@ -1263,9 +1265,11 @@ struct WinoSeg {
 // N=16 128->128 16x16 10.8 -> 6.0, N=64 32->64 14x14 4.6 -> 3.2, N=8 256->256 14x14 16.3 ->
 // 10.0, N=8 512->512 7x7 23.4 -> 20.8, N=128 64->64 7x7 4.0 -> 3.6, N=128 32->32 14x14 4.8 ->
 // 3.8, N=128 16->16 28x28 5.6 -> 5.0 (2 threads: 32x32 12.1 -> 6.9, 56x56 9.7 -> 5.3). Kept to
-// >= 16 channels per group, where it was measured (at 16 the transforms are already a third of
-// the time), and off on maps under 64 pixels with fewer than 64 input channels (a 7x7 map's
-// tiles cover 8x8 outputs: N=128 32->32 7x7 1.10 -> 1.14 ms, 16->16 7x7 0.40 -> 0.42).
+// >= 16 channels per group, where it was measured (at 16 the transforms and slab builds take
+// about 60% of the samples in a perf profile, against ~30% at 64), and off on maps under 64
+// pixels with fewer than 64 input channels (a 7x7 map's tiles cover 8x8 outputs: N=128
+// 32->32 7x7 1.10 -> 1.14 ms, 16->16 7x7 0.40 -> 0.42). Tried without gain: the GEMMs and
+// the output transform per 32 tiles, M then in L1 (13.5 -> 13.8 ms on 64->64 32x32).
 bool use_wino(const Conv2dDims& d) {
   return cpu::avx512_selected() && d.KH == 3 && d.KW == 3 && d.sh == 1 && d.sw == 1 &&
          d.dh == 1 && d.dw == 1 && d.ph <= 2 && d.pw <= 2 && d.C / d.G >= 16 &&
@@ -1508,10 +1512,7 @@ void fwd_wino512(const float* x, const float* w, const float* b, float* y, const
     for (int64_t v = 0; v < nvec; ++v)
       wino_in16(ws, cs, wg.Wp, Cg, segs.data() + sbeg[size_t(v)],
                 sbeg[size_t(v) + 1] - sbeg[size_t(v)], V + v * 16, NTp);
-    if (nvec * 16 < NTp)  // tiles past the last vector: zero B columns for the GEMM
-      for (int64_t r = 0; r < 16 * Cg; ++r)
-        std::fill(V + r * NTp + nvec * 16, V + (r + 1) * NTp, 0.0f);
-    const int64_t ncol = (ntile + 15) / 16 * 16;
+    const int64_t ncol = nvec * 16;  // the GEMMs' columns: lanes past ntile hold zero tiles
     float* yg = y + g * Og * q.OHW;
     // Per block of mrb output channels: its 16 GEMMs into M, then its outputs.
     for (int64_t ob = 0; ob < nob; ++ob) {
