@@ -3,7 +3,8 @@ blocks (conv-BN-ReLU-conv-BN plus a skip connection, 1x1 projection where the sh
 global average pooling and a linear classifier. Random crops and flips augment the training set.
 
     python examples/resnet_fashion.py [--epochs 15] [--batch-size 128] [--lr 0.1]
-        [--width 16] [--checkpoint resnet.ckpt [--resume]] [--subset N] [--root DIR]
+        [--width 16] [--checkpoint resnet.ckpt [--resume]] [--patience 5] [--subset N]
+        [--root DIR]
 
 Holds out 10 % of the training images for early stopping, saves a checkpoint after every
 epoch, and prints the test accuracy of the best epoch's weights. Needs the Fashion-MNIST IDX
@@ -67,6 +68,10 @@ class ResNet(nn.Module):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, epochs=15, batch_size=128, lr=0.1)
+    # At lr 0.1 the validation score dips for several epochs before the cosine schedule
+    # anneals (2026-12-07: best 91.0% at epoch 5, again better only at epoch 10); patience 3
+    # stopped that run after epoch 8 at 90.5% test, the full 15 epochs reach 93.8%.
+    parser.set_defaults(patience=5)
     add_fashion_args(parser)
     parser.add_argument("--width", type=int, default=16, help="channels of the first stage")
     args = parser.parse_args(argv)
