@@ -44,7 +44,7 @@ CASES = [
     (1, 64, 11, 9, 4, (3, 3), 1, (0, 2), 1, 2),
     (2, 32, 7, 8, 5, (3, 2), 1, 0, 1, 1),
     (1, 64, 70, 64, 4, (3, 3), 1, 1, 1, 1),  # several slab tiles
-    (1, 256, 30, 31, 64, (3, 3), 1, 1, 1, 1),  # several slab tiles, shifted input gradient
+    (1, 256, 30, 31, 64, (3, 3), 1, 1, 1, 1),  # slab tiles, shifted input gradient (AVX2)
     (2, 8, 20, 45, 6, (3, 3), 2, 1, (1, 2), 1),  # stride 2 on rows wide enough for vectors
     (2, 32, 5, 6, 4, (3, 3), 1, 4, 1, 1),  # padding > kernel: all-zero windows (shifted)
     # O/G >= 32, stride 1: the input gradient as a forward of gy (flipped kernel, implicit GEMM)
@@ -89,8 +89,9 @@ CASES = [
     # > 2 MFLOP, so two threads split it: several tasks / pieces of the phased input gradient,
     # the channel-vectorised weight gradient and the strided channel-vectorised forward
     (8, 16, 14, 14, 32, (3, 3), 2, 1, 1, 1),
-    # 3x3 stride 1, >= 16 channels per group (AVX-512): Winograd F(2x2, 3x3) forward and input
-    # gradient. Odd output sizes (partial 2x2 tiles), padding 0 / 2 / asymmetric / "same",
+    # 3x3 stride 1, >= 16 channels per group (AVX-512): Winograd F(2x2, 3x3) forward, input
+    # gradient and (maps of 64+ pixels) weight gradient; without AVX-512 the same shapes take
+    # the paths above. Odd output sizes (partial 2x2 tiles), padding 0 / 2 / asymmetric / "same",
     # output-channel blocks of 12 and 8 with edges, one tile row or column (a vector of 16
     # tiles spans 16 tile rows), several tasks per image, a small map with 64 channels
     (3, 16, 9, 8, 20, (3, 3), 1, 1, 1, 1),
