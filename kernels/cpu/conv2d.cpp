@@ -1291,14 +1291,16 @@ EMBER_AVX2 bool all_finite(const float* x, int64_t n) {
 
 // U[g][xi][ob][c][mrb] = (G w[o][c] G^T)[xi], o = ob*mrb + lane (zero past Og). Vectorised
 // over the output channels of a block (9 gathers of the taps per input channel): done in
-// scalar double per (o, c) it took a quarter of an N=8 512->512 7x7 forward.
-EMBER_AVX512 void wino_weights(const float* w, const Conv2dDims& d, const WinoGeo& wg,
+// scalar double per (o, c) it took a quarter of an N=8 512->512 7x7 forward. Returns whether
+// every weight is finite (w * 0 is NaN exactly for inf and NaN), checked in the same pass.
+EMBER_AVX512 bool wino_weights(const float* w, const Conv2dDims& d, const WinoGeo& wg,
                                float* U) {
   const int64_t Cg = d.C / d.G, Og = d.O / d.G;
   const __m512i step = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
                                                             11, 0, 0, 0, 0),
                                           _mm512_set1_epi32(int(Cg * 9)));
-  const __m512 h = _mm512_set1_ps(0.5f);
+  const __m512 h = _mm512_set1_ps(0.5f), z = _mm512_setzero_ps();
+  __m512 bad = z;
   for (int64_t g = 0; g < d.G; ++g)
     for (int64_t ob = 0; ob < wg.nob; ++ob) {
       const int64_t mr = std::min(wg.mrb, Og - ob * wg.mrb);
@@ -1306,8 +1308,10 @@ EMBER_AVX512 void wino_weights(const float* w, const Conv2dDims& d, const WinoGe
       for (int64_t c = 0; c < Cg; ++c) {
         const float* k = w + ((g * Og + ob * wg.mrb) * Cg + c) * 9;
         __m512 kv[9];
-        for (int t = 0; t < 9; ++t)
-          kv[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, step, k + t, 4);
+        for (int t = 0; t < 9; ++t) {
+          kv[t] = _mm512_mask_i32gather_ps(z, m, step, k + t, 4);
+          bad = _mm512_fmadd_ps(kv[t], z, bad);
+        }
         // t = G k: rows k0, (k0 + k1 + k2) / 2, (k0 - k1 + k2) / 2, k2 (columns j)
         __m512 r[4][3];
         for (int j = 0; j < 3; ++j) {
@@ -1327,6 +1331,7 @@ EMBER_AVX512 void wino_weights(const float* w, const Conv2dDims& d, const WinoGe
         }
       }
     }
+  return _mm512_cmp_ps_mask(bad, bad, _CMP_UNORD_Q) == 0;
 }
 
 // B^T d B of the 4x4 patches d (16 lanes each: tiles or channels) into v + xi*ldxi, xi =
@@ -1452,13 +1457,14 @@ void wino_gemm(int64_t K, int64_t mr, const float* A, const float* V, const int6
   if (ncol > n32) wino_tile<1, MRB>(K, mr, A, V + n32, koff, M + n32, ldm);
 }
 
-// y = conv(x, w) + b for use_wino(d); w in its own layout [G*Og][Cg][3][3].
-void fwd_wino512(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+// y = conv(x, w) + b for use_wino(d); w in its own layout [G*Og][Cg][3][3]. Returns false,
+// y untouched, when w holds an inf or NaN (the caller takes the direct paths; see below).
+bool fwd_wino512(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
   const Geo q(d);
   const WinoGeo wg(d);
   const int64_t Cg = q.Cg, Og = q.Og, NTp = wg.NTp, nob = wg.nob;
   float* U = tl_partial.get(static_cast<size_t>(d.G * 16 * nob * Cg * wg.mrb));
-  wino_weights(w, d, wg, U);
+  if (!wino_weights(w, d, wg, U)) return false;
   std::vector<int64_t> koffv(static_cast<size_t>(Cg));
   for (int64_t c = 0; c < Cg; ++c) koffv[size_t(c)] = c * NTp;
   const int64_t* koff = koffv.data();
@@ -1529,13 +1535,11 @@ void fwd_wino512(const float* x, const float* w, const float* b, float* y, const
                    sbeg[size_t(v) + 1] - sbeg[size_t(v)], b ? b + g * Og : nullptr, yg, d);
     }
   });
+  return true;
 }
 
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
-  if (use_wino(d) && all_finite(w, d.O * Geo(d).K)) {  // see fwd_wino512 on inf / NaN
-    fwd_wino512(x, w, b, y, d);
-    return;
-  }
+  if (use_wino(d) && fwd_wino512(x, w, b, y, d)) return;
   if (use_direct512(d)) {
     fwd_direct512(x, w, b, y, d);
     return;
@@ -1793,10 +1797,9 @@ bool use_bwd_data_phased(const Conv2dDims& d) {
 }
 
 void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
-  if (bwd_data_wino_ok(d) && all_finite(w, d.O * Geo(d).K)) {
-    fwd_wino512(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d));
+  if (bwd_data_wino_ok(d) &&
+      fwd_wino512(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d)))
     return;
-  }
   if (use_bwd_data_phased(d)) {
     bwd_data_phased512(gy, w, gx, d);
     return;
