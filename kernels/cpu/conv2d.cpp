@@ -73,8 +73,10 @@
 //                  per position of the 4x4 transformed tile, on the direct kernel's register
 //                  tiles, for 2.25x fewer multiplies than the direct sum. The weight gradient
 //                  (bwd_weight_wino; maps of 64+ pixels, up to 256 x 256 channels per group)
-//                  is its adjoint: 16 GEMMs over the tiles. Inputs, gradients or weights
-//                  holding inf / NaN take the direct paths (the transforms would spread them).
+//                  is its adjoint: 16 GEMMs over the tiles. Inf / NaN, which the transforms
+//                  would spread over whole tiles, skip them: weights, and x or gy in the
+//                  weight gradient, send the call to the direct paths; a forward task whose
+//                  input holds one computes its rows with the scalar reference.
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
 //                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
