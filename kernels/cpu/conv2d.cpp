@@ -1395,17 +1395,20 @@ EMBER_AVX512 void wino_out16(const float* M, int64_t NTp, int64_t mrb, int64_t o
                              const Conv2dDims& d) {
   const int64_t OHW = d.OH * d.OW, OC = d.O;
   // interleave: output column q of the segment (q = 2*(l - l0) + jj) takes lane l0 + q/2 of
-  // row vector jj; vector h covers columns 16h..16h+15.
+  // row vector jj; vector h covers columns 16h..16h+15. The permute indices depend on l0
+  // only: one table for all calls (built per call, they cost as much as a block's outputs).
+  struct Table {
+    alignas(64) int32_t v[16][2][16];
+    Table() {
+      for (int l0 = 0; l0 < 16; ++l0)
+        for (int col = 0; col < 32; ++col)
+          v[l0][col / 16][col % 16] = (l0 + col / 2) % 16 + (col % 2) * 16;
+    }
+  };
+  static const Table tab;
   __m512i ix[16][2];
   for (int s = 0; s < nseg; ++s)
-    for (int h = 0; h < 2; ++h) {
-      alignas(64) int32_t t[16];
-      for (int q = 0; q < 16; ++q) {
-        const int col = 16 * h + q;
-        t[q] = (seg[s].l0 + col / 2) % 16 + (col % 2) * 16;
-      }
-      ix[s][h] = _mm512_load_si512(t);
-    }
+    for (int h = 0; h < 2; ++h) ix[s][h] = _mm512_load_si512(tab.v[seg[s].l0][h]);
   for (int64_t o = o0; o < o0 + nout; ++o) {  // M[xi][o - o0][NTp]: one block of mrb
     __m512 m[4][4];
     for (int xi = 0; xi < 16; ++xi)
