@@ -42,7 +42,8 @@
 //      gradient pieces each accumulate a whole gW (one per thread piece), summed at the end.
 //      direct (AVX-512, < 64 input channels per group or maps up to 16x16): no packing of
 //                  the input at all (strides > 1 split the input into phase planes first, see
-//                  DirectGeo). The forward computes the output over the
+//                  DirectGeo; not for the channel-vector tiles below, which broadcast single
+//                  floats from the plain padded input). The forward computes the output over the
 //                  slab's "wide" pixel index n = row*Wp + col, for which tap (i, j) of channel
 //                  c is the slab at n + c*cs + i*dh*Wp + j*dw: a 12 x 32 (or 8 x 48) register
 //                  tile of output channels x wide pixels loads its B vectors straight from the
@@ -1102,13 +1103,42 @@ EMBER_AVX512 void transpose_bias512(const float* src, int64_t lds, int64_t P, in
 // measured FMA peak. 1 thread, Zen 4, old and new builds alternated (3 rounds): N=128 64->64
 // 7x7 forward 4.86 -> 4.31 ms (fwd+bwd 14.4 -> 13.3, the input gradient runs here too),
 // 32->32 14x14 5.35 -> 5.17 ms, N=32 128->128 16x16 23.1 -> 22.2 ms.
+// The channel-vector forward's slab of one image: its zero-padded input planes, rows Hs =
+// (OH-1)*sh + (KH-1)*dh + 1 of Ws = (OW-1)*sw + (KW-1)*dw + 1 floats (build_slab512), plane
+// stride cs. Output pixel (oh, ow) reads it at oh*sh*Ws + ow*sw plus tap (i, j) of channel c at
+// c*cs + i*dh*Ws + j*dw: the kernel broadcasts one float per pixel and tap, so strides need no
+// phase planes (DirectGeo), whose de-interleaving build cost more than this plain copy (1
+// thread, Zen 4, interleaved, best of 8, two runs: N=16 64->128 32x32 stride 2 5.98 / 5.89 ->
+// 5.73 / 5.67 ms, N=128 16->32 28x28 s2 3.06 / 3.00 -> 2.96 / 2.90 ms). Stride 1: the same
+// slab as DirectGeo's single plane.
+struct ChanGeo {
+  int64_t Hs, Ws, cs;
+  explicit ChanGeo(const Conv2dDims& d)
+      : Hs((d.OH - 1) * d.sh + (d.KH - 1) * d.dh + 1),
+        Ws((d.OW - 1) * d.sw + (d.KW - 1) * d.dw + 1),
+        cs((Hs * Ws + 15) / 16 * 16) {}
+  int64_t pixel(const Conv2dDims& d, int64_t oh, int64_t ow) const {
+    return oh * d.sh * Ws + ow * d.sw;
+  }
+  // koff[c*KK + i*KW + j], w's own order.
+  std::vector<int64_t> koffs(const Conv2dDims& d) const {
+    const int64_t KK = d.KH * d.KW;
+    std::vector<int64_t> k(static_cast<size_t>(d.C / d.G * KK));
+    for (size_t e = 0; e < k.size(); ++e) {
+      const int64_t c = int64_t(e) / KK, t = int64_t(e) % KK;
+      k[e] = c * cs + (t / d.KW) * d.dh * Ws + (t % d.KW) * d.dw;
+    }
+    return k;
+  }
+};
+
 struct TapGroup {
   std::vector<int64_t> koff, wrow;  // per k: slab offset, weight row offset (floats)
   std::vector<int64_t> rel, pos;    // per pixel: slab offset in its image, oh*OW + ow
 };
 
-std::vector<TapGroup> tap_groups(const Conv2dDims& d, const DirectGeo& dg, int64_t cs,
-                                 int64_t Ogp, int64_t images) {
+std::vector<TapGroup> tap_groups(const Conv2dDims& d, const ChanGeo& sg, int64_t Ogp,
+                                 int64_t images) {
   const int64_t Cg = d.C / d.G, KK = d.KH * d.KW;
   const bool masks = d.KH <= 32 && d.KW <= 32;  // else one group, all taps
   auto valid = [](int64_t o, int64_t s, int64_t p, int64_t dl, int64_t K, int64_t n) {
@@ -1135,7 +1165,7 @@ std::vector<TapGroup> tap_groups(const Conv2dDims& d, const DirectGeo& dg, int64
         keys.push_back(key);
         groups.emplace_back();
       }
-      groups[gi].rel.push_back(oh * dg.Wp + ow);
+      groups[gi].rel.push_back(sg.pixel(d, oh, ow));
       groups[gi].pos.push_back(oh * d.OW + ow);
     }
   }
@@ -1145,7 +1175,7 @@ std::vector<TapGroup> tap_groups(const Conv2dDims& d, const DirectGeo& dg, int64
   // Without this, N=128 32->32 14x14 (one image per task: 1-pixel corner groups) gained
   // nothing (5.18 -> 5.13 ms). The tap lists are built for the kept groups only.
   constexpr int64_t kMinGroup = 8;
-  const std::vector<int64_t> base = direct_koffs(d, dg, cs);  // [Cg][KK]
+  const std::vector<int64_t> base = sg.koffs(d);  // [Cg][KK]
   std::vector<TapGroup> kept;
   TapGroup rest;
   for (size_t gi = 0; gi < groups.size(); ++gi) {
@@ -1180,7 +1210,7 @@ std::vector<TapGroup> tap_groups(const Conv2dDims& d, const DirectGeo& dg, int64
 void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
                     const Conv2dDims& d) {
   const Geo q(d);
-  const DirectGeo dg(d);
+  const ChanGeo sg(d);
   const int64_t Ogp = (q.Og + 15) / 16 * 16, OHW = q.OHW;
   // Weights as [G][K][Ogp], zero-padded channels.
   float* Wp = tl_partial.get(static_cast<size_t>(d.G * q.K * Ogp));
@@ -1191,10 +1221,8 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
   // Images per task: about 192 output pixels, so the pixel edge tile is a small share.
   const int64_t IB = std::clamp<int64_t>(192 / std::max<int64_t>(OHW, 1), 1, d.N);
   const int64_t nib = (d.N + IB - 1) / IB;
-  const int64_t sr = d.OH + dg.ea;  // slab rows of one image (all its output rows)
-  const int64_t cs = (sr * dg.Wp + 15) / 16 * 16;
-  const int64_t nplanes = q.Cg * dg.planes, frame = nplanes * cs;
-  const std::vector<TapGroup> groups = tap_groups(d, dg, cs, Ogp, IB);
+  const int64_t frame = q.Cg * sg.cs;
+  const std::vector<TapGroup> groups = tap_groups(d, sg, Ogp, IB);
   cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), nib * d.G, [&](int64_t p) {
     const int64_t n0 = (p / d.G) * IB, g = p % d.G, ni = std::min(IB, d.N - n0);
     const int64_t P = ni * OHW;
@@ -1202,10 +1230,7 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
     float* out = ws + ni * frame;  // [ni][OHW][Ogp], each image's pixels in raster order
     for (int64_t m = 0; m < ni; ++m) {
       const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
-      if (dg.planes == 1)
-        build_slab512(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
-      else
-        build_phase_slab(xg, d, q.Cg, 0, sr, dg.Wp, cs, ws + m * frame);
+      build_slab512(xg, d, q.Cg, 0, sg.Hs, sg.Ws, sg.cs, ws + m * frame);
     }
     std::vector<int64_t>& pix = tl_pix;
     std::vector<int64_t>& orow = tl_orow;
