@@ -170,6 +170,24 @@ def test_gemm_tile_edges_and_k_blocks(path, M, N, K):
             check_gemm(a, b, label=f"ta={ta} tb={tb}")
 
 
+def test_gemm_small_unpacked_tiles(path):
+    """The AVX-512 unpacked tiles for small products (gemm_small512): every row count of an
+    edge tile (1..12 and past 12), last column panels of <= 16 and 17..31 columns, K at the
+    512 limit and past it (packed), all transposes, with alpha, beta, bias and activation."""
+    rng = np.random.default_rng(11)
+    for M in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 25):
+        for N, K in ((17, 1), (31, 7), (33, 64), (48, 9), (80, 512), (40, 513)):
+            for ta in (False, True):
+                for tb in (False, True):
+                    a = _operand(rng, 1, M, K, np.float32, ta)
+                    b = _operand(rng, 1, K, N, np.float32, tb)
+                    label = f"M={M} N={N} K={K} ta={ta} tb={tb}"
+                    check_gemm(a, b, label=label)
+                    check_gemm(
+                        a, b, _rand(rng, (1, M, N)), -0.5, 0.25, _rand(rng, (N,)), "gelu", label
+                    )
+
+
 def test_gemm_large_once():
     rng = np.random.default_rng(2)
     a = _rand(rng, (1, 1000, 1000))

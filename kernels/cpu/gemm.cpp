@@ -75,6 +75,10 @@
 //    applied by the micro-kernel of the last K block while the tile is in registers (bias) /
 //    L1 (activation, on the just-stored tile).
 //    The AVX-512 path runs the AVX2 kernel when N <= 16 (no padded half panel).
+//  * gemm_small512  (AVX-512; one matrix of up to kSmallWork multiply-adds, K <= 512): the
+//                  12x32 tile on unpacked operands, A read in place (row- or column-major) and
+//                  B's rows too (a transposed B packs one 32-column panel at a time); edge
+//                  tiles compute only their own rows. Packing was a tenth of a 64^3 product.
 //  * gemm_serial_gather / gemm_serial_colptr: the same loop nest (packed_serial_with) with B
 //    given implicitly (B(k, n) = brow[k][bcol[n]], or bcolp[n][k]) and packed straight from
 //    there: conv2d's implicit GEMMs over a padded input slab, all kernel taps in one K (or N).
@@ -91,6 +95,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/common.h"
 #include "kernels/cpu/pool.h"
@@ -104,6 +109,11 @@ namespace {
 // was 24 us on 1 thread and 28 us on 2, 128^3 (2.1e6) 43 us and 30 us. The MLP's 32x64x128
 // GEMMs (2.6e5) stay on one thread.
 constexpr double kParallelWork = 1.5e6;
+// Up to this many multiply-adds (M*N*K of one matrix; half as many with B transposed, whose
+// panels are still packed) the AVX-512 path skips the packing (gemm_small512). 1 thread, best
+// of 7 interleaved with the packed path, us: 128^3 40.9 -> 40.9 (B transposed 41.0 -> 42.5,
+// hence the half), 96^3 17.8 -> 17.6 (transposed 21.1 -> 18.8).
+constexpr double kSmallWork = 2.2e6;
 constexpr int64_t kSkinnyM = 2;
 
 // ---- epilogue (scalar) ---------------------------------------------------------------------
@@ -578,6 +588,47 @@ struct Avx512Ker {
 // uninitialized" (a known false positive of the intrinsic header); silence it here only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Lane masks of the two 16-float halves of a row of nr <= 32 columns.
+inline __mmask16 half_mask(int nr, int h) {
+  const int n = std::clamp(nr - 16 * h, 0, 16);
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+// The store phase of the 12x32 tiles (TileArgs' conventions) for the accumulators c of the
+// tile's rows (R >= t.mr computed, the first t.mr stored).
+template <int R>
+EMBER_AVX512 inline void store_tile512(const __m512 (&c)[R][2], const TileArgs& t) {
+  const __m512 va = _mm512_set1_ps(t.alpha), vb = _mm512_set1_ps(t.beta);
+  const __mmask16 m0 = half_mask(t.nr, 0), m1 = half_mask(t.nr, 1);
+  __m512 bias0 = _mm512_setzero_ps(), bias1 = bias0;
+  if (t.bias) {
+    bias0 = _mm512_maskz_loadu_ps(m0, t.bias);
+    bias1 = _mm512_maskz_loadu_ps(m1, t.bias + 16);
+  }
+  const bool read_c = !t.first || t.beta != 0.0f;
+  for (int i = 0; i < std::min(t.mr, R); ++i) {
+    float* cr = t.c + i * t.ldc;
+    __m512 v0 = _mm512_mul_ps(va, c[i][0]), v1 = _mm512_mul_ps(va, c[i][1]);
+    if (read_c) {
+      const __m512 o0 = _mm512_maskz_loadu_ps(m0, cr), o1 = _mm512_maskz_loadu_ps(m1, cr + 16);
+      v0 = t.first ? _mm512_fmadd_ps(vb, o0, v0) : _mm512_add_ps(v0, o0);
+      v1 = t.first ? _mm512_fmadd_ps(vb, o1, v1) : _mm512_add_ps(v1, o1);
+    }
+    if (t.bias) {
+      v0 = _mm512_add_ps(v0, bias0);
+      v1 = _mm512_add_ps(v1, bias1);
+    }
+    if (t.act == GemmAct::relu) {
+      v0 = _mm512_max_ps(_mm512_setzero_ps(), v0);
+      v1 = _mm512_max_ps(_mm512_setzero_ps(), v1);
+    }
+    _mm512_mask_storeu_ps(cr, m0, v0);
+    if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
+  }
+  if (t.act != GemmAct::none && t.act != GemmAct::relu)
+    act_tile_avx2(t.c, t.ldc, t.mr, t.nr, t.act);
+}
+
 template <int R>
 EMBER_AVX512 void micro_avx512(int64_t kc, const float* A, const float* B, const TileArgs& t) {
   // Named accumulators (not an array indexed in a loop) so they are sure to live in zmm.
@@ -631,37 +682,122 @@ EMBER_AVX512 void micro_avx512(int64_t kc, const float* A, const float* B, const
 #undef EMBER_FMA
 #undef EMBER_DECL
 #undef EMBER_ROWS
-  const __m512 va = _mm512_set1_ps(t.alpha), vb = _mm512_set1_ps(t.beta);
-  const __mmask16 m0 = t.nr >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << t.nr) - 1);
-  const __mmask16 m1 =
-      t.nr >= 32 ? __mmask16(0xFFFF) : t.nr <= 16 ? __mmask16(0) : __mmask16((1u << (t.nr - 16)) - 1);
-  __m512 bias0 = _mm512_setzero_ps(), bias1 = bias0;
-  if (t.bias) {
-    bias0 = _mm512_maskz_loadu_ps(m0, t.bias);
-    bias1 = _mm512_maskz_loadu_ps(m1, t.bias + 16);
+  store_tile512<R>(c, t);
+}
+
+
+// ---- small products: the 12x32 tile on unpacked operands ------------------------------------
+// For a product this small the packing is a tenth of the time (64^3, 1 thread: A's transpose
+// into 12-row panels 6.5% of the samples, B's copy 3.5%, the micro-kernels ~65%), and both
+// operands fit in L1 anyway; and an edge tile here computes only its own rows (R == mr) and,
+// in a last panel of <= 16 columns, one vector per row. 1 thread, Zen 4, best of 7
+// interleaved with the packed path, us (numpy/OpenBLAS alongside): 64^3 6.2 -> 5.6 (6.0),
+// 48^3 4.6 -> 2.6 (3.2), 80^3 14.5 -> 10.6 (10.3), 33x65x47 5.2 -> 2.9 (3.3), a transposed
+// 80^3 15.5 -> 10.5; B transposed 64^3 6.3 -> 6.1 (9.0). Here A(i, k) is read in place, A[i*lda + k] (ATrans: A[i +
+// k*lda]), and B's row k at B + k*ldb, masked to the tile's t.nr <= 32 columns (nothing past
+// them is read; B has no zero padding). R == t.mr: no row beyond M is touched. NV = 1 for a
+// last panel of <= 16 columns: one vector per row, not a half-empty pair (80^3: 12.5 ->
+// 11.0 us).
+template <int R, bool ATrans, int NV>
+EMBER_AVX512 void micro_small512(int64_t K, const float* A, int64_t lda, const float* B,
+                                 int64_t ldb, const TileArgs& t) {
+  static_assert(R >= 1 && R <= 12 && (NV == 1 || NV == 2));
+#define EMBER_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define EMBER_DECL(i) __m512 r##i##a = _mm512_setzero_ps(), r##i##b = r##i##a;
+  // Row-major A: rows 3q, 3q + 1, 3q + 2 at ap[q] + {0, 1, 2} * lda, so that the broadcasts'
+  // addresses are base + index * scale forms of four pointers and one stride.
+#define EMBER_FMA(i)                                                                       \
+  if constexpr ((i) < R) {                                                                 \
+    const __m512 av =                                                                      \
+        _mm512_set1_ps(ATrans ? ap[0][i] : ap[(i) / 3][((i) % 3) * lda]);                  \
+    r##i##a = _mm512_fmadd_ps(av, b0, r##i##a);                                            \
+    if constexpr (NV == 2) r##i##b = _mm512_fmadd_ps(av, b1, r##i##b);                     \
   }
-  const bool read_c = !t.first || t.beta != 0.0f;
-  for (int i = 0; i < std::min(t.mr, R); ++i) {
-    float* cr = t.c + i * t.ldc;
-    __m512 v0 = _mm512_mul_ps(va, c[i][0]), v1 = _mm512_mul_ps(va, c[i][1]);
-    if (read_c) {
-      const __m512 o0 = _mm512_maskz_loadu_ps(m0, cr), o1 = _mm512_maskz_loadu_ps(m1, cr + 16);
-      v0 = t.first ? _mm512_fmadd_ps(vb, o0, v0) : _mm512_add_ps(v0, o0);
-      v1 = t.first ? _mm512_fmadd_ps(vb, o1, v1) : _mm512_add_ps(v1, o1);
-    }
-    if (t.bias) {
-      v0 = _mm512_add_ps(v0, bias0);
-      v1 = _mm512_add_ps(v1, bias1);
-    }
-    if (t.act == GemmAct::relu) {
-      v0 = _mm512_max_ps(_mm512_setzero_ps(), v0);
-      v1 = _mm512_max_ps(_mm512_setzero_ps(), v1);
-    }
-    _mm512_mask_storeu_ps(cr, m0, v0);
-    if (m1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
+#define EMBER_OUT(i) \
+  if constexpr ((i) < R) { c[i][0] = r##i##a; c[i][1] = r##i##b; }
+  EMBER_ROWS(EMBER_DECL)
+  const __mmask16 m0 = half_mask(t.nr, 0), m1 = half_mask(t.nr, 1);
+  const float* ap[4];
+  for (int q = 0; q < 4; ++q) ap[q] = ATrans || 3 * q >= R ? A : A + 3 * q * lda;
+  const int64_t astep = ATrans ? lda : 1;
+  for (int64_t k = 0; k < K; ++k) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, B);
+    const __m512 b1 = NV == 2 ? _mm512_maskz_loadu_ps(m1, B + 16) : b0;
+    EMBER_ROWS(EMBER_FMA)
+    for (int q = 0; q < 4; ++q) ap[q] += astep;
+    B += ldb;
   }
-  if (t.act != GemmAct::none && t.act != GemmAct::relu)
-    act_tile_avx2(t.c, t.ldc, t.mr, t.nr, t.act);
+  __m512 c[R][2];
+  EMBER_ROWS(EMBER_OUT)
+#undef EMBER_OUT
+#undef EMBER_FMA
+#undef EMBER_DECL
+#undef EMBER_ROWS
+  store_tile512<R>(c, t);
+}
+
+// micro_small512 for r = t.mr in 1..12, with R known at compile time.
+template <bool ATrans, int NV, int R = 12>
+void small_tile_r(int r, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                  const TileArgs& t) {
+  if constexpr (R >= 1) {
+    if (r == R) {
+      micro_small512<R, ATrans, NV>(K, A, lda, B, ldb, t);
+      return;
+    }
+    small_tile_r<ATrans, NV, R - 1>(r, K, A, lda, B, ldb, t);
+  }
+}
+
+// Where the unpacked tiles apply: A and B each row- or column-major, and a product small
+// enough (kSmallWork) that packing A would not pay for itself.
+bool use_small512(int64_t M, int64_t N, int64_t K, int64_t sam, int64_t sak, int64_t sbk,
+                  int64_t sbn) {
+  return (sbn == 1 || sbk == 1) && (sak == 1 || sam == 1) && N > 16 && K <= 512 &&
+         static_cast<double>(M) * N * K <= (sbn == 1 ? kSmallWork : kSmallWork / 2);
+}
+
+// c[M, N] (row stride ldc) = act(alpha * a @ b + beta * c + bias) on the unpacked tiles:
+// 32-column panels of B outer (one panel, K x 32 floats, stays in L1), 12-row tiles inner.
+// A transposed B (sbn != 1, so sbk == 1: Linear's x @ W^T) has each panel transposed into a
+// K x 32 buffer first (pack_b), as its columns cannot be loaded as vectors in place.
+void gemm_small512(const float* a, int64_t sam, int64_t sak, const float* b, int64_t sbk,
+                   int64_t sbn, float* c, int64_t ldc, int64_t M, int64_t N, int64_t K,
+                   float alpha, float beta, const float* bias, GemmAct act) {
+  const bool at = sak != 1;  // then sam == 1
+  const int64_t lda = at ? sak : sam;
+  float* panel = sbn == 1 ? nullptr : tl_workspace.get(static_cast<size_t>(K * 32));
+  for (int64_t jr = 0; jr < N; jr += 32) {
+    TileArgs t{};
+    t.ldc = ldc;
+    t.nr = static_cast<int>(std::min<int64_t>(32, N - jr));
+    t.alpha = alpha;
+    t.beta = beta;
+    t.first = true;
+    t.bias = bias ? bias + jr : nullptr;
+    t.act = act;
+    const float* bp = b + jr * sbn;
+    int64_t ldb = sbk;
+    if (panel) {
+      pack_b<32>(bp, sbk, sbn, K, t.nr, panel);
+      bp = panel;
+      ldb = 32;
+    }
+    for (int64_t ir = 0; ir < M; ir += 12) {
+      t.mr = static_cast<int>(std::min<int64_t>(12, M - ir));
+      t.c = c + ir * ldc + jr;
+      const float* ai = a + ir * sam;
+      const bool one = t.nr <= 16;
+      if (at && one)
+        small_tile_r<true, 1>(t.mr, K, ai, lda, bp, ldb, t);
+      else if (at)
+        small_tile_r<true, 2>(t.mr, K, ai, lda, bp, ldb, t);
+      else if (one)
+        small_tile_r<false, 1>(t.mr, K, ai, lda, bp, ldb, t);
+      else
+        small_tile_r<false, 2>(t.mr, K, ai, lda, bp, ldb, t);
+    }
+  }
 }
 
 #pragma GCC diagnostic pop
@@ -829,6 +965,14 @@ void gemm_packed(const float* a, const float* b, float* c, const GemmDims& d, fl
   const int nth = worth_threads(d) ? cpu::get_num_threads() : 1;
   const int64_t MN = d.M * d.N;
   auto block = [&](int64_t i, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    if constexpr (std::is_same_v<Ker, Avx512Ker>) {
+      if (use_small512(m1 - m0, n1 - n0, d.K, d.sam, d.sak, d.sbk, d.sbn)) {
+        gemm_small512(a + i * d.sab + m0 * d.sam, d.sam, d.sak, b + i * d.sbb + n0 * d.sbn,
+                      d.sbk, d.sbn, c + i * MN + m0 * d.N + n0, d.N, m1 - m0, n1 - n0, d.K,
+                      alpha, beta, bias ? bias + n0 : nullptr, act);
+        return;
+      }
+    }
     packed_serial<Ker>(a + i * d.sab + m0 * d.sam, d.sam, d.sak, b + i * d.sbb + n0 * d.sbn,
                        d.sbk, d.sbn, c + i * MN + m0 * d.N + n0, d.N, m1 - m0, n1 - n0, d.K,
                        alpha, beta, bias ? bias + n0 : nullptr, act);
