@@ -685,19 +685,17 @@ EMBER_AVX512 void micro_avx512(int64_t kc, const float* A, const float* B, const
   store_tile512<R>(c, t);
 }
 
-
 // ---- small products: the 12x32 tile on unpacked operands ------------------------------------
 // For a product this small the packing is a tenth of the time (64^3, 1 thread: A's transpose
 // into 12-row panels 6.5% of the samples, B's copy 3.5%, the micro-kernels ~65%), and both
-// operands fit in L1 anyway; and an edge tile here computes only its own rows (R == mr) and,
-// in a last panel of <= 16 columns, one vector per row. 1 thread, Zen 4, best of 7
-// interleaved with the packed path, us (numpy/OpenBLAS alongside): 64^3 6.2 -> 5.6 (6.0),
-// 48^3 4.6 -> 2.6 (3.2), 80^3 14.5 -> 10.6 (10.3), 33x65x47 5.2 -> 2.9 (3.3), a transposed
-// 80^3 15.5 -> 10.5; B transposed 64^3 6.3 -> 6.1 (9.0). Here A(i, k) is read in place, A[i*lda + k] (ATrans: A[i +
+// operands fit in L1 anyway. Here A(i, k) is read in place, A[i*lda + k] (ATrans: A[i +
 // k*lda]), and B's row k at B + k*ldb, masked to the tile's t.nr <= 32 columns (nothing past
-// them is read; B has no zero padding). R == t.mr: no row beyond M is touched. NV = 1 for a
-// last panel of <= 16 columns: one vector per row, not a half-empty pair (80^3: 12.5 ->
-// 11.0 us).
+// them is read; B has no zero padding). R == t.mr: an edge tile computes only its own rows,
+// and no row beyond M is touched. NV = 1 for a last panel of <= 16 columns: one vector per
+// row, not a half-empty pair (80^3: 12.5 -> 11.0 us). 1 thread, Zen 4, best of 7 interleaved
+// with the packed path, us (numpy/OpenBLAS alongside): 64^3 6.2 -> 5.6 (6.0), 48^3 4.6 -> 2.6
+// (3.2), 80^3 14.5 -> 10.6 (10.3), 33x65x47 5.2 -> 2.9 (3.3), a transposed 80^3 15.5 -> 10.5;
+// B transposed 64^3 6.3 -> 6.1 (9.0).
 template <int R, bool ATrans, int NV>
 EMBER_AVX512 void micro_small512(int64_t K, const float* A, int64_t lda, const float* B,
                                  int64_t ldb, const TileArgs& t) {
