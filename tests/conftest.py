@@ -1,8 +1,10 @@
 """Shared fixtures: CPU kernel path, device, a seeded random generator, poisoned allocations.
 
-* ``cpu_path``: runs a test under ``ember.backends.cpu.set_cpu_path("scalar")`` and ``"auto"``
-  (AVX2 where the CPU has it) and restores the previous setting afterwards. Tests parametrise
-  it indirectly when only some of their cases are kernel-backed.
+* ``cpu_path``: runs a test under ``ember.backends.cpu.set_cpu_path("scalar")``, ``"avx2"``
+  (AVX-512 turned off, on a CPU that has it: the kernels a CPU without AVX-512 runs, which CI's
+  machine would otherwise never test) and ``"auto"`` (AVX2 / AVX-512 where the CPU has them),
+  and restores the previous setting afterwards. Tests parametrise it indirectly when only some
+  of their cases are kernel-backed.
 * ``device``: ``"cpu"``, plus ``"cuda"`` when ``ember.cuda.is_available()``, so the same tests
   run on a GPU machine.
 * ``rng``: a numpy Generator seeded from the test's id (reproducible, different per test);
@@ -23,7 +25,7 @@ import pytest
 import ember
 from ember.backends import cpu as cpu_backend
 
-CPU_PATHS = ("scalar", "auto")
+CPU_PATHS = ("scalar", "avx2", "auto")
 
 
 def _avx2_expected() -> bool:
@@ -35,19 +37,31 @@ def _avx2_expected() -> bool:
 
 @pytest.fixture(params=CPU_PATHS)
 def cpu_path(request):
-    """The CPU kernel path the test runs under ("scalar" or "auto")."""
+    """The CPU kernel path the test runs under: "scalar", "avx2" (the AVX-512 kernels turned
+    off, as on a CPU without them; skipped where "auto" already is that) or "auto" (the best
+    the CPU has)."""
     path = request.param
-    previous = ember._C._force_scalar()
-    cpu_backend.set_cpu_path(path)
+    if path == "avx2":
+        if not _avx2_expected():
+            pytest.skip("no AVX2 kernels on this CPU")
+        if not cpu_backend.capabilities()["avx512f"] or ember._C._no_avx512():
+            pytest.skip('no AVX-512 in use: "auto" runs the AVX2 kernels')
+    previous = (ember._C._force_scalar(), ember._C._no_avx512())
+    cpu_backend.set_cpu_path("scalar" if path == "scalar" else "auto")
+    if path == "avx2":
+        ember._C._set_no_avx512(True)
     try:
         selected = cpu_backend.get_cpu_path()
         if path == "scalar":
             assert selected == "scalar"
         else:
             assert selected == ("avx2" if _avx2_expected() else "scalar")
+        if path == "avx2":
+            assert not cpu_backend.capabilities()["gemm_path"].startswith("avx512")
         yield path
     finally:
-        cpu_backend.set_cpu_path("scalar" if previous else "auto")
+        cpu_backend.set_cpu_path("scalar" if previous[0] else "auto")
+        ember._C._set_no_avx512(previous[1])
 
 
 def _devices():
