@@ -67,8 +67,9 @@
 //                  The input gradient at strides > 1 (>= 8 input channels per group) splits
 //                  gx into its sh x sw phases, each a stride-1 correlation of gy with the taps
 //                  that reach it, run by the same tiles (bwd_data_phased512).
-//      Winograd    (AVX-512, 3x3, stride 1, dilation 1, padding <= 2, >= 16 input and output
-//                  channels per group; maps under 64 pixels only from 64 input channels):
+//      Winograd    (3x3, stride 1, dilation 1, padding <= 2, >= 16 input and output channels
+//                  per group; maps under 64 pixels only from 64 input channels; AVX-512, and
+//                  on CPUs without it the forward and input gradient on AVX2, fwd_wino_avx2):
 //                  F(2x2, 3x3) forward, and the input gradient as the forward of gy with the
 //                  flipped, transposed kernel (fwd_wino512): 16 GEMMs over the channels, one
 //                  per position of the 4x4 transformed tile, on the direct kernel's register
@@ -1312,7 +1313,8 @@ constexpr int64_t kWinoCap = 3 * (int64_t{1} << 16);  // floats of V and M per t
 
 struct WinoGeo {
   int64_t TH, TW, Wp, units, upt, ntask, NTp, mrb, nob;
-  explicit WinoGeo(const Conv2dDims& d) {
+  // avx2: output-channel blocks of 6 (the 6 x 16 AVX2 register tile of fwd_wino_avx2).
+  explicit WinoGeo(const Conv2dDims& d, bool avx2 = false) {
     TH = (d.OH + 1) / 2;
     TW = (d.OW + 1) / 2;
     Wp = 2 * TW + 2;
@@ -1320,7 +1322,7 @@ struct WinoGeo {
     const int64_t Cg = d.C / d.G, Og = d.O / d.G;
     // Output-channel blocks of 12 (a 12 x 32 register tile) or, where 12 would leave a block
     // of 4 or 8 and 8 leaves none (16, 32, 64, ...), of 8 (8 x 32).
-    mrb = (Og % 12 != 0 && Og % 8 == 0) ? 8 : 12;
+    mrb = avx2 ? 6 : (Og % 12 != 0 && Og % 8 == 0) ? 8 : 12;
     nob = (Og + mrb - 1) / mrb;
     // Tiles per task: V and one output-channel block's M (16 x (Cg + mrb) floats per tile)
     // within kWinoCap floats; of the tile-row counts that fit, the one computing the fewest
@@ -1357,10 +1359,17 @@ struct WinoSeg {
 // pixels with fewer than 64 input channels (a 7x7 map's tiles cover 8x8 outputs: N=128
 // 32->32 7x7 1.10 -> 1.14 ms, 16->16 7x7 0.40 -> 0.42). Tried without gain: the GEMMs and
 // the output transform per 32 tiles, M then in L1 (13.5 -> 13.8 ms on 64->64 32x32).
-bool use_wino(const Conv2dDims& d) {
-  return cpu::avx512_selected() && d.KH == 3 && d.KW == 3 && d.sh == 1 && d.sw == 1 &&
-         d.dh == 1 && d.dw == 1 && d.ph <= 2 && d.pw <= 2 && d.C / d.G >= 16 &&
-         d.O / d.G >= 16 && d.OH >= 2 && d.OW >= 2 && (d.OH * d.OW >= 64 || d.C / d.G >= 64);
+bool wino_shape(const Conv2dDims& d) {
+  return d.KH == 3 && d.KW == 3 && d.sh == 1 && d.sw == 1 && d.dh == 1 && d.dw == 1 &&
+         d.ph <= 2 && d.pw <= 2 && d.C / d.G >= 16 && d.O / d.G >= 16 && d.OH >= 2 &&
+         d.OW >= 2 && (d.OH * d.OW >= 64 || d.C / d.G >= 64);
+}
+
+bool use_wino(const Conv2dDims& d) { return cpu::avx512_selected() && wino_shape(d); }
+
+// The AVX2 forward (fwd_wino_avx2) where AVX-512 is off; see there.
+bool use_wino_avx2(const Conv2dDims& d) {
+  return cpu::avx2_selected() && !cpu::avx512_selected() && wino_shape(d);
 }
 
 // True when x[0, n) has no inf or NaN (x - x is 0 exactly for finite x).
@@ -1547,6 +1556,33 @@ void wino_gemm(int64_t K, int64_t mr, const float* A, const float* V, const int6
   if (ncol > n32) wino_tile<1, MRB>(K, mr, A, V + n32, koff, M + n32, ldm);
 }
 
+// One Winograd forward task's input (tile rows [u0, u1) of group g): per image touched, its
+// planes at ws + (n - n0)*frame, built by build(xg, first, rows, dst) for its tile rows
+// [first, first + rows), and a0[n - n0] = first. An inf or NaN would spread over the whole
+// transformed tile (inf - inf in B^T d B, then A^T M A): a task whose planes hold one
+// computes its outputs directly instead (fwd_ref) and this returns false, so a non-finite
+// input reaches only the outputs that read it, as on every other path.
+template <class Build>
+bool wino_task_planes(const float* x, const float* w, const float* b, float* y,
+                      const Conv2dDims& d, const WinoGeo& wg, int64_t g, int64_t u0, int64_t u1,
+                      int64_t frame, float* ws, std::vector<int64_t>& a0, Build&& build) {
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G, HW = d.H * d.W;
+  const int64_t n0 = u0 / wg.TH, n1 = (u1 - 1) / wg.TH + 1;  // images touched
+  a0.assign(static_cast<size_t>(n1 - n0), 0);
+  for (int64_t n = n0; n < n1; ++n) {
+    const int64_t ua = std::max(u0, n * wg.TH), ub = std::min(u1, (n + 1) * wg.TH);
+    a0[size_t(n - n0)] = ua - n * wg.TH;
+    build(x + (n * d.C + g * Cg) * HW, ua - n * wg.TH, ub - ua, ws + (n - n0) * frame);
+  }
+  if (all_finite(ws, (n1 - n0) * frame)) return true;
+  for (int64_t n = n0; n < n1; ++n) {
+    const int64_t ua = std::max(u0, n * wg.TH), ub = std::min(u1, (n + 1) * wg.TH);
+    const int64_t r0 = 2 * (ua - n * wg.TH), r1 = std::min(d.OH, 2 * (ub - n * wg.TH));
+    for (int64_t o = g * Og; o < (g + 1) * Og; ++o) fwd_ref<float>(x, w, b, y, d, n, o, r0, r1);
+  }
+  return false;
+}
+
 // y = conv(x, w) + b for use_wino(d); w in its own layout [G*Og][Cg][3][3]. Returns false,
 // y untouched, when w holds an inf or NaN (the caller takes the direct paths; see below).
 bool fwd_wino512(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
@@ -1569,14 +1605,12 @@ bool fwd_wino512(const float* x, const float* w, const float* b, float* y, const
     float* ws = tl_col.get(static_cast<size_t>((n1 - n0) * frame + 16 * (Cg + wg.mrb) * NTp));
     float* V = ws + (n1 - n0) * frame;
     float* M = V + 16 * Cg * NTp;
-    std::vector<int64_t> a0(static_cast<size_t>(n1 - n0));
-    for (int64_t n = n0; n < n1; ++n) {
-      const int64_t ua = std::max(u0, n * wg.TH), ub = std::min(u1, (n + 1) * wg.TH);
-      const int64_t first = ua - n * wg.TH, rows = ub - ua;
-      a0[size_t(n - n0)] = first;
-      build_slab512(x + (n * d.C + g * Cg) * q.HW, d, Cg, 2 * first, 2 * rows + 2, wg.Wp, cs,
-                    ws + (n - n0) * frame);
-    }
+    std::vector<int64_t> a0;
+    if (!wino_task_planes(x, w, b, y, d, wg, g, u0, u1, frame, ws, a0,
+                          [&](const float* xg, int64_t first, int64_t rows, float* dst) {
+                            build_slab512(xg, d, Cg, 2 * first, 2 * rows + 2, wg.Wp, cs, dst);
+                          }))
+      return;
     // Segments of each 16-tile vector.
     const int64_t ntile = (u1 - u0) * wg.TW, nvec = (ntile + 15) / 16;
     std::vector<WinoSeg> segs;
@@ -1594,17 +1628,6 @@ bool fwd_wino512(const float* x, const float* w, const float* b, float* y, const
       }
     }
     sbeg[size_t(nvec)] = int(segs.size());
-    // An inf or NaN would spread over the whole 4x4 transformed tile (inf - inf in B^T d B,
-    // then A^T M A): such a task computes its outputs directly instead, so a non-finite
-    // input reaches only the outputs that read it, as on every other path.
-    if (!all_finite(ws, (n1 - n0) * frame)) {
-      for (int64_t n = n0; n < n1; ++n) {
-        const int64_t ua = std::max(u0, n * wg.TH), ub = std::min(u1, (n + 1) * wg.TH);
-        const int64_t r0 = 2 * (ua - n * wg.TH), r1 = std::min(d.OH, 2 * (ub - n * wg.TH));
-        for (int64_t o = g * Og; o < (g + 1) * Og; ++o) fwd_ref<float>(x, w, b, y, d, n, o, r0, r1);
-      }
-      return;
-    }
     for (int64_t v = 0; v < nvec; ++v)
       wino_in16(ws, cs, wg.Wp, Cg, segs.data() + sbeg[size_t(v)],
                 sbeg[size_t(v) + 1] - sbeg[size_t(v)], V + v * 16, NTp);
@@ -1628,8 +1651,225 @@ bool fwd_wino512(const float* x, const float* w, const float* b, float* y, const
   return true;
 }
 
+// ---- Winograd F(2x2, 3x3) on AVX2 (CPUs without AVX-512) ----------------------------------
+// The same method, tasks and layouts as fwd_wino512, on 8-lane vectors: a vector holds 8
+// tiles of ONE tile row (its last vector a partial one: lanes past the row's tiles are
+// computed and not stored), so a patch gather is two even / odd deinterleaves of 16 slab
+// floats per row and no tile-row segments are needed; V and M stay dense over the task's
+// tiles. The GEMMs run a 6 x 16 register tile (12 ymm accumulators, U packed per block of 6
+// output channels, zero rows past Og). The weight transform is scalar (once per call; under
+// 1% of the samples at 64 -> 64 channels). Against the im2col / shifted-GEMM paths it
+// replaces (1 thread, the Zen 4 machine with AVX-512 turned off, builds interleaved in one
+// process, best of 5, forward / input gradient ms): N=32 64->64 32x32 26.4 / 25.6 -> 16.7 /
+// 20.4, N=16 128->128 16x16 12.4 / 12.6 -> 7.2 / 7.1, N=8 64->64 56x56 20.4 / 20.4 -> 13.1 /
+// 13.1, N=64 32->64 14x14 5.6 / 7.1 -> 4.0 / 4.7, N=128 16->16 28x28 9.8 / 9.1 -> 7.5 / 7.3,
+// N=128 32->32 14x14 7.2 / 7.8 -> 5.3 / 5.1, N=128 64->64 7x7 6.2 / 6.3 -> 5.6 / 5.7. In a
+// perf profile of the first: GEMMs 45%, input transform 13%, slab build 6%, output 5%. The
+// weight gradient stays on the AVX2 GEMM paths (bwd_weight_wino is AVX-512 only).
+
+// U[g][xi][ob][c][6] = (G w[o][c] G^T)[xi], o = ob*6 + r (zero past Og), in float with the
+// AVX-512 path's formulas. Returns whether every weight is finite.
+bool wino_weights_avx2(const float* w, const Conv2dDims& d, const WinoGeo& wg, float* U) {
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G, mrb = wg.mrb;
+  bool finite = true;
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t ob = 0; ob < wg.nob; ++ob)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t r = 0; r < mrb; ++r) {
+          const int64_t o = ob * mrb + r;
+          float u[4][4] = {};
+          if (o < Og) {
+            const float* k = w + ((g * Og + o) * Cg + c) * 9;
+            float t[4][3];  // G k
+            for (int j = 0; j < 3; ++j) {
+              const float a = k[j], b = k[3 + j], e = k[6 + j];
+              finite = finite && std::isfinite(a) && std::isfinite(b) && std::isfinite(e);
+              t[0][j] = a;
+              t[1][j] = (a + b + e) * 0.5f;
+              t[2][j] = (a - b + e) * 0.5f;
+              t[3][j] = e;
+            }
+            for (int i = 0; i < 4; ++i) {  // (G k) G^T
+              const float a = t[i][0], b = t[i][1], e = t[i][2];
+              u[i][0] = a;
+              u[i][1] = (a + b + e) * 0.5f;
+              u[i][2] = (a - b + e) * 0.5f;
+              u[i][3] = e;
+            }
+          }
+          for (int xi = 0; xi < 16; ++xi)
+            U[(((g * 16 + xi) * wg.nob + ob) * Cg + c) * mrb + r] = u[xi / 4][xi % 4];
+        }
+  return finite;
+}
+
+// Lanes l of the even (2l) and odd (2l + 1) floats of p[0, 16).
+EMBER_AVX2 inline void deinterleave8(const float* p, __m256& even, __m256& odd) {
+  const __m256 lo = _mm256_loadu_ps(p), hi = _mm256_loadu_ps(p + 8);
+  // per 128-bit lane: lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6, then the 64-bit pairs reordered
+  const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+// V[xi][c][t0 + lane] for lane < n, the tiles b0 .. b0 + n - 1 of one tile row whose first
+// patch starts at `patch` (channel 0; channel c at + c*cs): B^T d B as in wino_btdb.
+EMBER_AVX2 void wino_in8(const float* patch, int64_t cs, int64_t Wp, int64_t Cg, int64_t n,
+                         float* V, int64_t NTp) {
+  const int64_t ldxi = Cg * NTp;
+  for (int64_t c = 0; c < Cg; ++c) {
+    __m256 p[4][4];
+    for (int i = 0; i < 4; ++i) {
+      const float* r = patch + c * cs + i * Wp;
+      deinterleave8(r, p[i][0], p[i][1]);
+      deinterleave8(r + 2, p[i][2], p[i][3]);
+    }
+    __m256 t[4][4];  // rows: B^T d
+    for (int j = 0; j < 4; ++j) {
+      t[0][j] = _mm256_sub_ps(p[0][j], p[2][j]);
+      t[1][j] = _mm256_add_ps(p[1][j], p[2][j]);
+      t[2][j] = _mm256_sub_ps(p[2][j], p[1][j]);
+      t[3][j] = _mm256_sub_ps(p[1][j], p[3][j]);
+    }
+    float* v = V + c * NTp;
+    for (int i = 0; i < 4; ++i) {  // columns: (B^T d) B
+      float* r = v + 4 * i * ldxi;
+      cpu::store_first(r, _mm256_sub_ps(t[i][0], t[i][2]), n);
+      cpu::store_first(r + ldxi, _mm256_add_ps(t[i][1], t[i][2]), n);
+      cpu::store_first(r + 2 * ldxi, _mm256_sub_ps(t[i][2], t[i][1]), n);
+      cpu::store_first(r + 3 * ldxi, _mm256_sub_ps(t[i][1], t[i][3]), n);
+    }
+  }
+}
+
+// M[6][ldm] block: M[r][n0 + (0..15)] = sum_k A[k*6 + r] * V[koff[k] + n0 + (0..15)], 16
+// columns at a time (ncol a multiple of 16).
+EMBER_AVX2 void wino_gemm_avx2(int64_t K, const float* A, const float* V, const int64_t* koff,
+                               float* M, int64_t ldm, int64_t ncol) {
+  for (int64_t n0 = 0; n0 < ncol; n0 += 16) {
+    __m256 acc[6][2];
+    for (int r = 0; r < 6; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    const float* a = A;
+    for (int64_t k = 0; k < K; ++k, a += 6) {
+      const float* bk = V + koff[k] + n0;
+      const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
+      for (int r = 0; r < 6; ++r) {
+        const __m256 av = _mm256_broadcast_ss(a + r);
+        acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < 6; ++r) {
+      _mm256_storeu_ps(M + r * ldm + n0, acc[r][0]);
+      _mm256_storeu_ps(M + r * ldm + n0 + 8, acc[r][1]);
+    }
+  }
+}
+
+// y for tiles t0 .. t0 + n - 1 of one tile row (image m, tile row a, first tile b0) and the
+// block's nout output channels o0..: A^T M A (+ bias), interleaved into the two output rows
+// (columns clipped to OW, rows to OH).
+EMBER_AVX2 void wino_out8(const float* M, int64_t NTp, int64_t o0, int64_t nout, int64_t n,
+                          int64_t m, int64_t a, int64_t b0, const float* bias, float* yg,
+                          const Conv2dDims& d) {
+  const int64_t OHW = d.OH * d.OW, col0 = 2 * b0, ncol = std::min<int64_t>(2 * n, d.OW - col0);
+  for (int64_t o = o0; o < o0 + nout; ++o) {  // M[xi][o - o0][NTp]: one block of 6
+    __m256 mv[4][4];
+    for (int xi = 0; xi < 16; ++xi)
+      mv[xi / 4][xi % 4] = _mm256_loadu_ps(M + (xi * 6 + o - o0) * NTp);
+    __m256 s0[4], s1[4];  // rows: A^T m
+    for (int j = 0; j < 4; ++j) {
+      s0[j] = _mm256_add_ps(_mm256_add_ps(mv[0][j], mv[1][j]), mv[2][j]);
+      s1[j] = _mm256_sub_ps(_mm256_sub_ps(mv[1][j], mv[2][j]), mv[3][j]);
+    }
+    const __m256 bv = _mm256_set1_ps(bias ? bias[o] : 0.0f);
+    __m256 y[2][2];
+    y[0][0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0[0], s0[1]), s0[2]), bv);
+    y[0][1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s0[1], s0[2]), s0[3]), bv);
+    y[1][0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s1[0], s1[1]), s1[2]), bv);
+    y[1][1] = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s1[1], s1[2]), s1[3]), bv);
+    for (int ii = 0; ii < 2; ++ii) {
+      const int64_t row = 2 * a + ii;
+      if (row >= d.OH) break;
+      // columns 2l, 2l + 1 of tile l: (y0[0] y1[0] y0[1] y1[1] ...) in two vectors of 8
+      const __m256 lo = _mm256_unpacklo_ps(y[ii][0], y[ii][1]);
+      const __m256 hi = _mm256_unpackhi_ps(y[ii][0], y[ii][1]);
+      float* dst = yg + (m * d.O + o) * OHW + row * d.OW + col0;
+      cpu::store_first(dst, _mm256_permute2f128_ps(lo, hi, 0x20), std::min<int64_t>(8, ncol));
+      if (ncol > 8) cpu::store_first(dst + 8, _mm256_permute2f128_ps(lo, hi, 0x31), ncol - 8);
+    }
+  }
+}
+
+// y = conv(x, w) + b for use_wino_avx2(d); w in its own layout. Returns false, y untouched,
+// when w holds an inf or NaN (as fwd_wino512).
+bool fwd_wino_avx2(const float* x, const float* w, const float* b, float* y,
+                   const Conv2dDims& d) {
+  const Geo q(d);
+  const WinoGeo wg(d, /*avx2=*/true);
+  const int64_t Cg = q.Cg, Og = q.Og, NTp = wg.NTp, nob = wg.nob;
+  float* U = tl_partial.get(static_cast<size_t>(d.G * 16 * nob * Cg * 6));
+  if (!wino_weights_avx2(w, d, wg, U)) return false;
+  std::vector<int64_t> koffv(static_cast<size_t>(Cg));
+  for (int64_t c = 0; c < Cg; ++c) koffv[size_t(c)] = c * NTp;
+  const int64_t* koff = koffv.data();
+  cpu::ClaimPool::instance().run(nthreads_for(conv_flops(d)), wg.ntask * d.G, [&](int64_t p) {
+    const int64_t g = p % d.G, u0 = (p / d.G) * wg.upt, u1 = std::min(wg.units, u0 + wg.upt);
+    const int64_t n0 = u0 / wg.TH, n1 = (u1 - 1) / wg.TH + 1;  // images touched
+    const int64_t srmax = 2 * std::min(wg.upt, wg.TH) + 2;
+    const int64_t cs = (srmax * wg.Wp + 24 + 7) / 8 * 8;  // + the 18-float reads' slack
+    const int64_t frame = Cg * cs;
+    // (+ 8: wino_out8's loads of a row's last vector read up to 7 floats past M's end)
+    float* ws = tl_col.get(static_cast<size_t>((n1 - n0) * frame + 16 * (Cg + 6) * NTp + 8));
+    float* V = ws + (n1 - n0) * frame;
+    float* M = V + 16 * Cg * NTp;
+    std::vector<int64_t> a0;
+    if (!wino_task_planes(x, w, b, y, d, wg, g, u0, u1, frame, ws, a0,
+                          [&](const float* xg, int64_t first, int64_t rows, float* dst) {
+                            build_slab(xg, d, Cg, 2 * first, 2 * rows + 2, wg.Wp, cs, dst);
+                          }))
+      return;
+    // V's columns past the task's tiles (up to NTp) feed GEMM columns that are never read;
+    // zeroed so that they hold no stale inf or NaN either.
+    const int64_t ntile = (u1 - u0) * wg.TW;
+    for (int64_t r = 0; r < 16 * Cg; ++r) zero_floats(V + r * NTp + ntile, NTp - ntile);
+    // (unit u, first tile b0, lanes n) for each 8-tile vector of the task
+    auto for_vectors = [&](auto&& fn) {
+      for (int64_t u = u0; u < u1; ++u)
+        for (int64_t b0 = 0; b0 < wg.TW; b0 += 8) fn(u, b0, std::min<int64_t>(8, wg.TW - b0));
+    };
+    for_vectors([&](int64_t u, int64_t b0, int64_t n) {
+      const int64_t img = u / wg.TH, a = u % wg.TH;
+      const float* patch =
+          ws + (img - n0) * frame + 2 * (a - a0[size_t(img - n0)]) * wg.Wp + 2 * b0;
+      wino_in8(patch, cs, wg.Wp, Cg, n, V + (u - u0) * wg.TW + b0, NTp);
+    });
+    const int64_t ncol = (ntile + 15) / 16 * 16;
+    float* yg = y + g * Og * q.OHW;
+    for (int64_t ob = 0; ob < nob; ++ob) {
+      const int64_t mr = std::min<int64_t>(6, Og - ob * 6);
+      for (int xi = 0; xi < 16; ++xi)
+        wino_gemm_avx2(Cg, U + ((g * 16 + xi) * nob + ob) * Cg * 6, V + xi * Cg * NTp, koff,
+                       M + xi * 6 * NTp, NTp, ncol);
+      for_vectors([&](int64_t u, int64_t b0, int64_t n) {
+        wino_out8(M + (u - u0) * wg.TW + b0, NTp, ob * 6, mr, n, u / wg.TH, u % wg.TH, b0,
+                  b ? b + g * Og : nullptr, yg, d);
+      });
+    }
+  });
+  return true;
+}
+
+// The stride-1 3x3 Winograd forward of whichever ISA is on (use_wino / use_wino_avx2).
+bool wino_ok(const Conv2dDims& d) { return use_wino(d) || use_wino_avx2(d); }
+
+bool fwd_wino(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  return cpu::avx512_selected() ? fwd_wino512(x, w, b, y, d) : fwd_wino_avx2(x, w, b, y, d);
+}
+
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
-  if (use_wino(d) && fwd_wino512(x, w, b, y, d)) return;
+  if (wino_ok(d) && fwd_wino(x, w, b, y, d)) return;
   if (use_direct512(d)) {
     fwd_direct512(x, w, b, y, d);
     return;
@@ -1753,7 +1993,7 @@ void bwd_data_direct512(const float* gy, const float* w, float* gx, const Conv2d
 // The stride-1 3x3 input gradient on the Winograd forward (use_wino of the flipped problem).
 bool bwd_data_wino_ok(const Conv2dDims& d) {
   return d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
-         use_wino(bwd_data_as_fwd_dims(d));
+         wino_ok(bwd_data_as_fwd_dims(d));
 }
 
 // ---- input gradient at strides > 1: phases of gx, each a stride-1 correlation of gy ------
@@ -1888,7 +2128,7 @@ bool use_bwd_data_phased(const Conv2dDims& d) {
 
 void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
   if (bwd_data_wino_ok(d) &&
-      fwd_wino512(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d)))
+      fwd_wino(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d)))
     return;
   if (use_bwd_data_phased(d)) {
     bwd_data_phased512(gy, w, gx, d);
