@@ -60,10 +60,11 @@
 //                  each function.
 //                  With >= 32 output channels per group on maps up to 256 pixels the
 //                  forward / input gradient tiles are instead 6-8 output pixels x 16-64
-//                  output channels (fwd_chanvec512): the weights are the vector operand, each
-//                  pixel's input a broadcast, so no padding column is computed, and border
+//                  output channels (fwd_chanvec<true>): the weights are the vector operand,
+//                  each pixel's input a broadcast, so no padding column is computed, and border
 //                  pixels, grouped by the taps that land inside the image, skip the taps that
-//                  would read the zero padding (tap_groups).
+//                  would read the zero padding (tap_groups). CPUs without AVX-512 run this
+//                  forward on AVX2 too (fwd_chanvec<false>: 6 pixels x 16 channels).
 //                  The input gradient at strides > 1 (>= 8 input channels per group) splits
 //                  gx into its sh x sw phases, each a stride-1 correlation of gy with the taps
 //                  that reach it, run by the same tiles (bwd_data_phased512).
@@ -1034,12 +1035,18 @@ bool use_chanvec512(const Conv2dDims& d) {
   return Og >= 32 && OHW <= 256;
 }
 
+// The AVX2 twin (fwd_chanvec<false>), on CPUs without AVX-512: see chanvec_tile256.
+bool use_chanvec_avx2(const Conv2dDims& d) {
+  return cpu::avx2_selected() && !cpu::avx512_selected() && d.KH * d.KW > 1 &&
+         use_chanvec512(d);
+}
+
 thread_local std::vector<int64_t> tl_pix, tl_orow;
 
 // out[orow[p]][0, Ogp) = sum_k W[wrow[k] + (0, Ogp)] * slab[pix[p] + koff[k]] for the P
 // pixels of pix (weight rows of Ogp floats at the offsets wrow, out rows of Ogp floats; orow
 // null: pixel p to row p): the tile loop of the channel-vectorised kernel. wrow lets a pixel
-// group take a subset of the rows (tap groups in fwd_chanvec512), orow put its results in the
+// group take a subset of the rows (tap groups in fwd_chanvec), orow put its results in the
 // image's raster order.
 void chanvec_run(int64_t K, const float* W, const int64_t* wrow, int64_t Ogp, const float* slab,
                  const int64_t* pix, int64_t P, const int64_t* koff, float* out,
@@ -1207,12 +1214,125 @@ std::vector<TapGroup> tap_groups(const Conv2dDims& d, const ChanGeo& sg, int64_t
   return kept;
 }
 
-// w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b (use_direct512 geometry).
-void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
-                    const Conv2dDims& d) {
+// ---- the channel-vector forward on AVX2 (CPUs without AVX-512) ----------------------------
+// The same tiles on 8-lane vectors: R pixels x NV vectors of 8 output channels, R*NV <= 12
+// accumulators (of 16 ymm registers), per k NV weight loads and R broadcasts.
+template <int R, int NV>
+EMBER_AVX2 void chanvec_tile256(int64_t K, const float* W, const int64_t* wrow,
+                                const float* slab, const int64_t* pix, const int64_t* koff,
+                                float* out, const int64_t* orow, int64_t ldo) {
+  static_assert(R >= 1 && NV >= 1 && R * NV <= 12);
+  __m256 acc[R][NV];
+  const float* s[R];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r) {
+    s[r] = slab + pix[r];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t o = koff[k];
+    const float* wk = W + wrow[k];
+    __m256 wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = _mm256_loadu_ps(wk + 8 * v);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const __m256 xb = _mm256_broadcast_ss(s[r] + o);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(wv[v], xb, acc[r][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(out + orow[r] * ldo + 8 * v, acc[r][v]);
+}
+
+template <int NV, int R = 12>
+void chanvec_tile256_r(int r, int64_t K, const float* W, const int64_t* wrow, const float* slab,
+                       const int64_t* pix, const int64_t* koff, float* out, const int64_t* orow,
+                       int64_t ldo) {
+  if constexpr (R >= 1) {
+    if constexpr (R * NV <= 12) {
+      if (r == R) {
+        chanvec_tile256<R, NV>(K, W, wrow, slab, pix, koff, out, orow, ldo);
+        return;
+      }
+    }
+    chanvec_tile256_r<NV, R - 1>(r, K, W, wrow, slab, pix, koff, out, orow, ldo);
+  }
+}
+
+// chanvec_run on the AVX2 tiles (Ogp a multiple of 8, orow required): blocks of 16 output
+// channels as 6 pixels x 2 vectors (a last block of 8 as 12 x 1), per k 2 weight loads and 6
+// broadcasts for 12 FMAs. Blocks of 32 channels as 3 pixels x 4 vectors (the AVX-512 kernel's
+// shape, scaled down) stream twice the weight bytes from L2 per FMA and ran up to 2x slower;
+// 12 x 1 throughout was in between. 1 thread, Zen 4 with AVX-512 off, ms, 3 x 4 / 6 x 2 /
+// 12 x 1 (the im2col paths it replaces): N=16 64->128 32x32 s2 12.3 / 6.9 / 10.6 (7.1), N=128
+// 16->32 28x28 s2 5.1 / 3.0 / 4.5 (5.2), 32->64 14x14 s2 4.6 / 2.4 / 3.7 (5.2), N=32 32->64
+// 14x14 5x5 11.7 / 5.8 / 8.5 (7.6), N=128 8->32 14x14 2.2 / 1.2 / 1.8 (2.3), N=64 3->32 16x16
+// 0.55 / 0.37 / 0.52 (0.55).
+void chanvec_run256(int64_t K, const float* W, const int64_t* wrow, int64_t Ogp,
+                    const float* slab, const int64_t* pix, int64_t P, const int64_t* koff,
+                    float* out, const int64_t* orow) {
+  for (int64_t o0 = 0; o0 < Ogp; o0 += 16) {
+    const bool two = Ogp - o0 >= 16;
+    const int64_t R = two ? 6 : 12;
+    for (int64_t t = 0; t < P; t += R) {
+      const int r = static_cast<int>(std::min(R, P - t));
+      const float* wo = W + o0;
+      if (two)
+        chanvec_tile256_r<2>(r, K, wo, wrow, slab, pix + t, koff, out + o0, orow + t, Ogp);
+      else
+        chanvec_tile256_r<1>(r, K, wo, wrow, slab, pix + t, koff, out + o0, orow + t, Ogp);
+    }
+  }
+}
+
+// transpose_bias512 on 8 x 8 blocks (src rows hold Og rounded up to 8 floats).
+EMBER_AVX2 void transpose_bias256(const float* src, int64_t lds, int64_t P, int64_t Og,
+                                  const float* bias, float* dst, int64_t ldd) {
+  const __m256 z = _mm256_setzero_ps();
+  for (int64_t o0 = 0; o0 < Og; o0 += 8) {
+    const int64_t no = std::min<int64_t>(8, Og - o0);
+    for (int64_t p0 = 0; p0 < P; p0 += 8) {
+      const int64_t np = std::min<int64_t>(8, P - p0);
+      __m256 v[8], t[8];
+      for (int64_t i = 0; i < 8; ++i)
+        v[i] = i < np ? _mm256_loadu_ps(src + (p0 + i) * lds + o0) : z;
+      for (int i = 0; i < 4; ++i) {  // 8 x 8 transpose: 2x2, 4x4 (64-bit), then 128-bit
+        t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+      }
+      for (int i = 0; i < 2; ++i) {
+        const __m256d a = _mm256_castps_pd(t[4 * i]), b = _mm256_castps_pd(t[4 * i + 1]);
+        const __m256d c = _mm256_castps_pd(t[4 * i + 2]), e = _mm256_castps_pd(t[4 * i + 3]);
+        v[4 * i + 0] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
+        v[4 * i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
+        v[4 * i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, e));
+        v[4 * i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, e));
+      }
+      for (int i = 0; i < 4; ++i) {
+        t[i] = _mm256_permute2f128_ps(v[i], v[i + 4], 0x20);
+        t[i + 4] = _mm256_permute2f128_ps(v[i], v[i + 4], 0x31);
+      }
+      for (int64_t j = 0; j < no; ++j) {
+        const __m256 bj = _mm256_set1_ps(bias ? bias[o0 + j] : 0.0f);
+        cpu::store_first(dst + (o0 + j) * ldd + p0, _mm256_add_ps(t[j], bj), np);
+      }
+    }
+  }
+}
+
+// w in its own layout [G*Og][Cg][KH][KW]; y = conv(x, w) + b (use_direct512 geometry, or
+// use_chanvec_avx2: W512 false runs the AVX2 twins of the tiles, slab build and transpose).
+template <bool W512>
+void fwd_chanvec(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  constexpr int64_t L = W512 ? 16 : 8;  // lanes
   const Geo q(d);
   const ChanGeo sg(d);
-  const int64_t Ogp = (q.Og + 15) / 16 * 16, OHW = q.OHW;
+  const int64_t Ogp = (q.Og + L - 1) / L * L, OHW = q.OHW;
   // Weights as [G][K][Ogp], zero-padded channels.
   float* Wp = tl_partial.get(static_cast<size_t>(d.G * q.K * Ogp));
   for (int64_t g = 0; g < d.G; ++g)
@@ -1231,7 +1351,10 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
     float* out = ws + ni * frame;  // [ni][OHW][Ogp], each image's pixels in raster order
     for (int64_t m = 0; m < ni; ++m) {
       const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
-      build_slab512(xg, d, q.Cg, 0, sg.Hs, sg.Ws, sg.cs, ws + m * frame);
+      if constexpr (W512)
+        build_slab512(xg, d, q.Cg, 0, sg.Hs, sg.Ws, sg.cs, ws + m * frame);
+      else
+        build_slab(xg, d, q.Cg, 0, sg.Hs, sg.Ws, sg.cs, ws + m * frame);
     }
     std::vector<int64_t>& pix = tl_pix;
     std::vector<int64_t>& orow = tl_orow;
@@ -1245,14 +1368,25 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
           pix[size_t(row + m * np + t)] = m * frame + gr.rel[t];
           orow[size_t(row + m * np + t)] = m * OHW + gr.pos[t];
         }
-      chanvec_run(int64_t(gr.koff.size()), Wp + g * q.K * Ogp, gr.wrow.data(), Ogp, ws,
-                  pix.data() + row, ni * np, gr.koff.data(), out, orow.data() + row);
+      const int64_t K = int64_t(gr.koff.size());
+      if constexpr (W512)
+        chanvec_run(K, Wp + g * q.K * Ogp, gr.wrow.data(), Ogp, ws, pix.data() + row, ni * np,
+                    gr.koff.data(), out, orow.data() + row);
+      else
+        chanvec_run256(K, Wp + g * q.K * Ogp, gr.wrow.data(), Ogp, ws, pix.data() + row, ni * np,
+                       gr.koff.data(), out, orow.data() + row);
       row += ni * np;
     }
     // out [ni][OHW][Ogp], in raster order -> y[n][g*Og + o] (+ bias).
-    for (int64_t m = 0; m < ni; ++m)
-      transpose_bias512(out + m * OHW * Ogp, Ogp, OHW, q.Og, b ? b + g * q.Og : nullptr,
-                        y + ((n0 + m) * d.O + g * q.Og) * OHW, OHW);
+    for (int64_t m = 0; m < ni; ++m) {
+      const float* src = out + m * OHW * Ogp;
+      const float* bg = b ? b + g * q.Og : nullptr;
+      float* dst = y + ((n0 + m) * d.O + g * q.Og) * OHW;
+      if constexpr (W512)
+        transpose_bias512(src, Ogp, OHW, q.Og, bg, dst, OHW);
+      else
+        transpose_bias256(src, Ogp, OHW, q.Og, bg, dst, OHW);
+    }
   });
 }
 
@@ -1260,7 +1394,7 @@ void fwd_chanvec512(const float* x, const float* w, const float* b, float* y,
 void fwd_direct512(const float* x, const float* w, const float* b, float* y,
                    const Conv2dDims& d) {
   if (use_chanvec512(d)) {
-    fwd_chanvec512(x, w, b, y, d);
+    fwd_chanvec<true>(x, w, b, y, d);
     return;
   }
   const Geo q(d);
@@ -1870,6 +2004,10 @@ bool fwd_wino(const float* x, const float* w, const float* b, float* y, const Co
 
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
   if (wino_ok(d) && fwd_wino(x, w, b, y, d)) return;
+  if (use_chanvec_avx2(d)) {
+    fwd_chanvec<false>(x, w, b, y, d);
+    return;
+  }
   if (use_direct512(d)) {
     fwd_direct512(x, w, b, y, d);
     return;
