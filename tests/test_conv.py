@@ -103,6 +103,9 @@ CASES = [
     (2, 16, 2, 40, 16, (3, 3), 1, 1, 1, 1),
     (1, 16, 40, 2, 24, (3, 3), 1, 1, 1, 1),
     (2, 64, 30, 33, 64, (3, 3), 1, 1, 1, 1),
+    # a map under 64 pixels with 64 input channels: Winograd on AVX-512, the channel-vector
+    # forward (and the Winograd input gradient) on AVX2
+    (3, 64, 7, 7, 40, (3, 3), 1, 1, 1, 1),
 ]
 
 
