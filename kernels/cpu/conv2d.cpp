@@ -1044,13 +1044,12 @@ bool use_chanvec_avx2(const Conv2dDims& d) {
 thread_local std::vector<int64_t> tl_pix, tl_orow;
 
 // out[orow[p]][0, Ogp) = sum_k W[wrow[k] + (0, Ogp)] * slab[pix[p] + koff[k]] for the P
-// pixels of pix (weight rows of Ogp floats at the offsets wrow, out rows of Ogp floats; orow
-// null: pixel p to row p): the tile loop of the channel-vectorised kernel. wrow lets a pixel
-// group take a subset of the rows (tap groups in fwd_chanvec), orow put its results in the
-// image's raster order.
+// pixels of pix (weight rows of Ogp floats at the offsets wrow, out rows of Ogp floats): the
+// tile loop of the channel-vectorised kernel. wrow lets a pixel group take a subset of the
+// rows (tap groups in fwd_chanvec), orow put its results in the image's raster order.
 void chanvec_run(int64_t K, const float* W, const int64_t* wrow, int64_t Ogp, const float* slab,
                  const int64_t* pix, int64_t P, const int64_t* koff, float* out,
-                 const int64_t* orow = nullptr) {
+                 const int64_t* orow) {
   // Channel block outer (its K x 64 weights, 147 KB at K = 576, stream from L2 in k order);
   // the slab (Cg x sr x Wp per image) stays in L1/L2 across the pixel tiles.
   for (int64_t o0 = 0; o0 < Ogp; o0 += 64) {
@@ -1060,9 +1059,7 @@ void chanvec_run(int64_t K, const float* W, const int64_t* wrow, int64_t Ogp, co
     const int64_t R = std::min(8, 24 / nv);
     for (int64_t t = 0; t < P; t += R) {
       const int r = static_cast<int>(std::min(R, P - t));
-      int64_t seq[8];
-      for (int i = 0; i < r; ++i) seq[i] = t + i;
-      const int64_t* rows = orow ? orow + t : seq;
+      const int64_t* rows = orow + t;
       float* ot = out + o0;
       const int64_t* pt = pix + t;
       if (nv == 4)
@@ -2008,9 +2005,9 @@ void fwd_fast(const float* x, const float* w, const float* b, float* y, const Co
   // 5.8-7.5 -> 5.0 ms forward (1 thread, Zen 4 with AVX-512 off; at 8x8, 32x64->64 on 8x8
   // maps, Winograd stays ahead, 1.3-1.4 against 1.5-2.2 ms). Its input gradient stays on
   // Winograd (5.7-7.3 ms against 6.7 on the GEMM paths).
-  const bool small_map = use_chanvec_avx2(d) && d.OH * d.OW < 64;
-  if (!small_map && wino_ok(d) && fwd_wino(x, w, b, y, d)) return;
-  if (use_chanvec_avx2(d)) {
+  const bool chanvec_avx2 = use_chanvec_avx2(d);
+  if (!(chanvec_avx2 && d.OH * d.OW < 64) && wino_ok(d) && fwd_wino(x, w, b, y, d)) return;
+  if (chanvec_avx2) {
     fwd_chanvec<false>(x, w, b, y, d);
     return;
   }
@@ -2219,6 +2216,7 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
         pad_plane_rows(gy + ((n0 + m) * d.O + g * q.Og + o) * q.OHW, d.OH, d.OW, PT, PL, SR, Wp,
                        ws + m * frame + o * cs);
     std::vector<int64_t>& pix = tl_pix;
+    std::vector<int64_t>& orow = tl_orow;
     std::vector<int64_t>& koff = tl_koff;
     for (size_t f = 0; f < phases.size(); ++f) {
       const GxPhase& ph = phases[f];
@@ -2241,8 +2239,10 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
       for (int64_t m = 0, k = 0; m < ni; ++m)
         for (int64_t u = 0; u < ph.HU; ++u)
           for (int64_t v = 0; v < ph.WV; ++v) pix[size_t(k++)] = m * frame + u * Wp + v;
+      orow.resize(static_cast<size_t>(P));  // results in pixel order
+      for (int64_t k = 0; k < P; ++k) orow[size_t(k)] = k;
       chanvec_run(q.Og * T, wp + g * woff.back() + woff[f], wrow.data(), Cgp, ws, pix.data(), P,
-                  koff.data(), out);
+                  koff.data(), out, orow.data());
       // [pixels][Cgp] -> gx[n][g*Cg + c][u*sh + a][v*sw + b].
       for (int64_t m = 0; m < ni; ++m)
         for (int64_t c = 0; c < q.Cg; ++c) {
