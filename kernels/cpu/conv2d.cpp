@@ -54,7 +54,9 @@
 //                  transposes the input into a channels-last slab and vectorises over input
 //                  channels (bwd_weight_chanvec): R output channels x TT taps x 16-32 input
 //                  channels of accumulators over the real output pixels, gy broadcast from its
-//                  own rows. With up to 8 (stems) it stacks several images' padded frames into
+//                  own rows. CPUs without AVX-512 run it on AVX2 from 4 input channels
+//                  (bwd_weight_chanvec<false>: 2 output channels x 3-6 taps x 8-16 input
+//                  channels; not where its sums exceed 2 MiB). With up to 8 (stems) it stacks several images' padded frames into
 //                  one slab and accumulates gW[o][c][tap] along the stacked pixels in vector
 //                  lanes (wgrad_tile512), masked to real output pixels. See the measurements at
 //                  each function.
@@ -1287,6 +1289,27 @@ void chanvec_run256(int64_t K, const float* W, const int64_t* wrow, int64_t Ogp,
   }
 }
 
+// v[i][j] <-> v[j][i]: 2x2 blocks (32-bit unpacks), 4x4 (64-bit), then the 128-bit halves.
+EMBER_AVX2 inline void transpose8x8(__m256 v[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    const __m256d a = _mm256_castps_pd(t[4 * i]), b = _mm256_castps_pd(t[4 * i + 1]);
+    const __m256d c = _mm256_castps_pd(t[4 * i + 2]), e = _mm256_castps_pd(t[4 * i + 3]);
+    t[4 * i + 0] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
+    t[4 * i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
+    t[4 * i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, e));
+    t[4 * i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, e));
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2f128_ps(t[i], t[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2f128_ps(t[i], t[i + 4], 0x31);
+  }
+}
+
 // transpose_bias512 on 8 x 8 blocks (src rows hold Og rounded up to 8 floats).
 EMBER_AVX2 void transpose_bias256(const float* src, int64_t lds, int64_t P, int64_t Og,
                                   const float* bias, float* dst, int64_t ldd) {
@@ -1295,28 +1318,13 @@ EMBER_AVX2 void transpose_bias256(const float* src, int64_t lds, int64_t P, int6
     const int64_t no = std::min<int64_t>(8, Og - o0);
     for (int64_t p0 = 0; p0 < P; p0 += 8) {
       const int64_t np = std::min<int64_t>(8, P - p0);
-      __m256 v[8], t[8];
+      __m256 v[8];
       for (int64_t i = 0; i < 8; ++i)
         v[i] = i < np ? _mm256_loadu_ps(src + (p0 + i) * lds + o0) : z;
-      for (int i = 0; i < 4; ++i) {  // 8 x 8 transpose: 2x2, 4x4 (64-bit), then 128-bit
-        t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-      }
-      for (int i = 0; i < 2; ++i) {
-        const __m256d a = _mm256_castps_pd(t[4 * i]), b = _mm256_castps_pd(t[4 * i + 1]);
-        const __m256d c = _mm256_castps_pd(t[4 * i + 2]), e = _mm256_castps_pd(t[4 * i + 3]);
-        v[4 * i + 0] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
-        v[4 * i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
-        v[4 * i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, e));
-        v[4 * i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, e));
-      }
-      for (int i = 0; i < 4; ++i) {
-        t[i] = _mm256_permute2f128_ps(v[i], v[i + 4], 0x20);
-        t[i + 4] = _mm256_permute2f128_ps(v[i], v[i + 4], 0x31);
-      }
+      transpose8x8(v);
       for (int64_t j = 0; j < no; ++j) {
         const __m256 bj = _mm256_set1_ps(bias ? bias[o0 + j] : 0.0f);
-        cpu::store_first(dst + (o0 + j) * ldd + p0, _mm256_add_ps(t[j], bj), np);
+        cpu::store_first(dst + (o0 + j) * ldd + p0, _mm256_add_ps(v[j], bj), np);
       }
     }
   }
@@ -2698,6 +2706,109 @@ void wgrad_cl_tile_rt(int r, int tt, const WgradPass& ps, int64_t o0, const int6
   }
 }
 
+// ---- the same on AVX2 (CPUs without AVX-512): 8-channel vectors ----
+// build_cl_slab with Cgp a multiple of 8, in blocks of 8 channels x 8 columns.
+EMBER_AVX2 void build_cl_slab256(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t Cgp,
+                                 int64_t sr, int64_t Wp, float* S) {
+  const int64_t frame = sr * Wp;
+  const __m256 z = _mm256_setzero_ps();
+  for (int64_t pr = 0; pr < d.sh; ++pr)
+    for (int64_t pc = 0; pc < d.sw; ++pc) {
+      float* P = S + (pr * d.sw + pc) * frame * Cgp;
+      int64_t s_lo, s_hi;
+      plane_cols(d, pc, Wp, &s_lo, &s_hi);
+      for (int64_t r = 0; r < sr; ++r) {
+        const int64_t ih = r * d.sh + pr - d.ph;
+        const bool in = ih >= 0 && ih < d.H;
+        for (int64_t s = 0; s < Wp; ++s)
+          if (!in || s < s_lo || s >= s_hi)
+            for (int64_t c = 0; c < Cgp; c += 8) _mm256_storeu_ps(P + (r * Wp + s) * Cgp + c, z);
+      }
+    }
+  for (int64_t c0 = 0; c0 < Cgp; c0 += 8) {
+    const int64_t nc = std::min<int64_t>(8, Cg - c0);
+    for (int64_t ih = 0; ih < d.H; ++ih) {
+      const int64_t rp = ih + d.ph, pr = rp % d.sh, r = rp / d.sh;
+      if (r >= sr) break;
+      for (int64_t iw0 = 0; iw0 < d.W; iw0 += 8) {
+        const int64_t nw = std::min<int64_t>(8, d.W - iw0);
+        const __m256i m = cpu::tail_mask(nw);  // masked loads are cheap (stores are not)
+        __m256 v[8];
+        for (int64_t c = 0; c < 8; ++c)
+          v[c] = c < nc ? _mm256_maskload_ps(xg + ((c0 + c) * d.H + ih) * d.W + iw0, m) : z;
+        transpose8x8(v);
+        int64_t pc = (iw0 + d.pw) % d.sw, s = (iw0 + d.pw) / d.sw;
+        for (int64_t l = 0; l < nw && s < Wp; ++l) {
+          _mm256_storeu_ps(S + (((pr * d.sw + pc) * sr + r) * Wp + s) * Cgp + c0, v[l]);
+          if (++pc == d.sw) pc = 0, ++s;
+        }
+      }
+    }
+  }
+}
+
+// wgrad_cl_tile on 8-lane vectors: R output channels x TT taps x NV vectors of 8 input
+// channels, R*TT*NV <= 12 accumulators + R broadcasts + 1 slab vector of 16 ymm registers.
+// R = 2 (per pixel 2 broadcasts and 6 loads for 12 FMAs) leaves 6 vectors per output channel
+// pair: 9 taps as 3 x 3 at 16 channels (NV = 2), 4 + 5 at 8 (NV = 1).
+template <int R, int TT, int NV>
+EMBER_AVX2 void wgrad_cl_tile256(const WgradPass& ps, int64_t o0, const int64_t* toff,
+                                 const float* slab, float* out, int64_t ldo) {
+  static_assert(R * TT * NV <= 12 && R * TT * NV + R < 16);
+  const Conv2dDims& d = ps.d;
+  const int64_t OHW = d.OH * d.OW, Cgp = ps.Cgp;
+  __m256 acc[R][TT][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 6
+    for (int t = 0; t < TT; ++t)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][t][v] = _mm256_setzero_ps();
+  for (int64_t m = 0; m < ps.ni; ++m) {
+    const float* g = ps.gyb[m] + o0 * OHW + ps.oh0 * d.OW;
+    for (int64_t oh = ps.oh0; oh < ps.oh1; ++oh) {
+      const float* sp = slab + m * ps.fs + oh * ps.Wp * Cgp;
+      for (int64_t ow = 0; ow < d.OW; ++ow, ++g, sp += Cgp) {
+        __m256 gv[R];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) gv[r] = _mm256_broadcast_ss(g + r * OHW);
+#pragma GCC unroll 6
+        for (int t = 0; t < TT; ++t)
+#pragma GCC unroll 2
+          for (int v = 0; v < NV; ++v) {
+            __m256 xv = _mm256_loadu_ps(sp + toff[t] + 8 * v);
+            __asm__("" : "+x"(xv));  // one load, not one folded into each of the R FMAs
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) acc[r][t][v] = _mm256_fmadd_ps(gv[r], xv, acc[r][t][v]);
+          }
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 6
+    for (int t = 0; t < TT; ++t)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        float* o = out + r * ldo + t * Cgp + 8 * v;
+        _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), acc[r][t][v]));
+      }
+}
+
+// wgrad_cl_tile256 with r (1..2) output channels and tt (1..6 / 1..3) taps chosen at run time.
+template <int NV, int R = 2, int TT = 6 / NV>
+void wgrad_cl_tile256_rt(int r, int tt, const WgradPass& ps, int64_t o0, const int64_t* toff,
+                         const float* slab, float* out, int64_t ldo) {
+  if constexpr (R >= 1 && TT >= 1) {
+    if (r == R && tt == TT)
+      wgrad_cl_tile256<R, TT, NV>(ps, o0, toff, slab, out, ldo);
+    else if (tt < TT)
+      wgrad_cl_tile256_rt<NV, R, TT - 1>(r, tt, ps, o0, toff, slab, out, ldo);
+    else
+      wgrad_cl_tile256_rt<NV, R - 1, 6 / NV>(r, tt, ps, o0, toff, slab, out, ldo);
+  }
+}
+
 thread_local std::vector<const float*> tl_gyb;
 
 // Against the stacked kernel (< 64 channels) or the shifted GEMM (>= 64), 1 thread, best of 3
@@ -2717,10 +2828,33 @@ bool use_wgrad_chanvec(const Conv2dDims& d) {
          Cgp * dg.planes * (d.OH + dg.ea) * dg.Wp <= kColCap;
 }
 
+// The AVX2 twin (bwd_weight_chanvec<false>, wgrad_cl_tile256) where AVX-512 is off. Against
+// the shifted-GEMM / im2col paths it replaces, 1 thread, Zen 4 with AVX-512 off, builds
+// alternated, ms: N=128 16->16 28x28 10.1 -> 5.8, 32->32 14x14 7.2 -> 5.3, 64->64 7x7 7.4 ->
+// 4.9, 16->32 28x28 stride 2 5.6 -> 3.6, 8->32 14x14 2.9 -> 1.6, 4->16 28x28 3.9 -> 2.6; N=64
+// 32->64 14x14 6.0 -> 4.9; N=32 64->64 32x32 28.1 -> 23.5; N=16 128->128 16x16 13.9 -> 12.6;
+// N=8 192->192 14x14 11.4 -> 10.4. It loses where half the lanes or more are zero at 3
+// channels or fewer (N=32 3->64 32x32 2.3 vs 3.0; 3->16 still won, 3.3 vs 2.6), and where
+// the [Og][KK][Cgp] sums outgrow the L2 (N=8 256->256 14x14, 2.4 MB: 20.7 vs 22.6; 512->512
+// 7x7 27.3 vs 31.7), hence the limit of 2^19 floats (2 MiB).
+bool use_wgrad_chanvec_avx2(const Conv2dDims& d) {
+  const int64_t Cg = d.C / d.G, Cgp = (Cg + 7) / 8 * 8, KK = d.KH * d.KW;
+  const DirectGeo dg(d);
+  return cpu::avx2_selected() && !cpu::avx512_selected() && KK > 1 && Cg >= 4 &&
+         (d.O / d.G) * KK * Cgp <= (int64_t(1) << 19) &&
+         Cgp * dg.planes * (d.OH + dg.ea) * dg.Wp <= kColCap;
+}
+
+// W512: the AVX-512 tiles (16-channel vectors, 4 output channels per tile), else the AVX2
+// ones (8-channel vectors, 2 output channels per tile).
+template <bool W512>
 void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  constexpr int64_t L = W512 ? 16 : 8;             // lanes
+  constexpr int64_t RM = W512 ? 4 : 2;    // output channels per tile
+  constexpr int64_t ACC = W512 ? 24 : 12;  // accumulators per tile
   const Geo q(d);
   const DirectGeo dg(d);
-  const int64_t Cgp = (q.Cg + 15) / 16 * 16, Wp = dg.Wp, sr = d.OH + dg.ea;
+  const int64_t Cgp = (q.Cg + L - 1) / L * L, Wp = dg.Wp, sr = d.OH + dg.ea;
   const int64_t fs = dg.planes * sr * Wp * Cgp;  // floats per image's slab
   const int nth = nthreads_for(conv_flops(d));
   // Images per block: about 512 output pixels (the accumulators' load and store amortised
@@ -2737,8 +2871,8 @@ void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2d
   for (int64_t i = 0; i < d.KH; ++i)
     for (int64_t j = 0; j < d.KW; ++j)
       toff[size_t(i * d.KW + j)] = dg.koff(d, 0, i, j, sr * Wp) * Cgp;
-  const int NV = Cgp % 32 == 0 ? 2 : 1;
-  const int64_t ttmax = 24 / (4 * NV), ntb = (q.KK + ttmax - 1) / ttmax;
+  const int NV = Cgp % (2 * L) == 0 ? 2 : 1;
+  const int64_t ttmax = ACC / (RM * NV), ntb = (q.KK + ttmax - 1) / ttmax;
   // Output rows [rlo[tb], rhi[tb]) of tap block tb: the rows where at least one of its taps
   // reads an image row (input row oh*sh - ph + i*dh in [0, H)); at the others every tap reads
   // the zero padding and the block skips them. With 3-tap blocks (one kernel row each) this
@@ -2761,16 +2895,20 @@ void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2d
     std::vector<const float*>& gyb = tl_gyb;
     gyb.resize(static_cast<size_t>(nn));
     for (int64_t m = 0; m < nn; ++m) {
-      build_cl_slab(x + ((n0 + m) * d.C + g * q.Cg) * q.HW, d, q.Cg, Cgp, sr, Wp, ws + m * fs);
+      const float* xg = x + ((n0 + m) * d.C + g * q.Cg) * q.HW;
+      if constexpr (W512)
+        build_cl_slab(xg, d, q.Cg, Cgp, sr, Wp, ws + m * fs);
+      else
+        build_cl_slab256(xg, d, q.Cg, Cgp, sr, Wp, ws + m * fs);
       gyb[m] = gy + ((n0 + m) * d.O + g * q.Og) * q.OHW;
     }
     float* ag = acc + g * q.Og * q.KK * Cgp;
     for (int64_t oh0 = 0; oh0 < d.OH; oh0 += band) {
       const WgradPass ps{d, gyb.data(), ws, toff.data(), nn, oh0, std::min(d.OH, oh0 + band),
                          fs, Wp, Cgp};
-      for (int64_t c0 = 0; c0 < Cgp; c0 += 16 * NV)
-        for (int64_t o0 = 0; o0 < q.Og; o0 += 4) {
-          const int r = static_cast<int>(std::min<int64_t>(4, q.Og - o0));
+      for (int64_t c0 = 0; c0 < Cgp; c0 += L * NV)
+        for (int64_t o0 = 0; o0 < q.Og; o0 += RM) {
+          const int r = static_cast<int>(std::min<int64_t>(RM, q.Og - o0));
           for (int64_t tb = 0; tb < ntb; ++tb) {
             // Balanced tap blocks: 9 taps as 4 + 5 (NV = 1) or 3 x 3 (NV = 2).
             const int64_t t0 = tb * q.KK / ntb, t1 = (tb + 1) * q.KK / ntb;
@@ -2781,10 +2919,17 @@ void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2d
             pb.oh0 = std::max(ps.oh0, rlo[size_t(tb)]);
             pb.oh1 = std::min(ps.oh1, rhi[size_t(tb)]);
             if (pb.oh0 >= pb.oh1) continue;
-            if (NV == 2)
-              wgrad_cl_tile_rt<2>(r, tt, pb, o0, to, ws + c0, out, q.KK * Cgp);
-            else
-              wgrad_cl_tile_rt<1>(r, tt, pb, o0, to, ws + c0, out, q.KK * Cgp);
+            if constexpr (W512) {
+              if (NV == 2)
+                wgrad_cl_tile_rt<2>(r, tt, pb, o0, to, ws + c0, out, q.KK * Cgp);
+              else
+                wgrad_cl_tile_rt<1>(r, tt, pb, o0, to, ws + c0, out, q.KK * Cgp);
+            } else {
+              if (NV == 2)
+                wgrad_cl_tile256_rt<2>(r, tt, pb, o0, to, ws + c0, out, q.KK * Cgp);
+              else
+                wgrad_cl_tile256_rt<1>(r, tt, pb, o0, to, ws + c0, out, q.KK * Cgp);
+            }
           }
         }
     }
@@ -2998,7 +3143,11 @@ bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDim
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
   if (use_wino_wgrad(d) && bwd_weight_wino(gy, x, gw, d)) return;
   if (use_wgrad_chanvec(d)) {
-    bwd_weight_chanvec(gy, x, gw, d);
+    bwd_weight_chanvec<true>(gy, x, gw, d);
+    return;
+  }
+  if (use_wgrad_chanvec_avx2(d)) {
+    bwd_weight_chanvec<false>(gy, x, gw, d);
     return;
   }
   if (use_wgrad_stacked(d)) {
