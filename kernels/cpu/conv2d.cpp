@@ -69,7 +69,7 @@
 //                  forward on AVX2 too (fwd_chanvec<false>: 6 pixels x 16 channels).
 //                  The input gradient at strides > 1 (>= 8 input channels per group) splits
 //                  gx into its sh x sw phases, each a stride-1 correlation of gy with the taps
-//                  that reach it, run by the same tiles (bwd_data_phased512).
+//                  that reach it, run by the same tiles (bwd_data_phased; also on AVX2).
 //      Winograd    (3x3, stride 1, dilation 1, padding <= 2, >= 16 input and output channels
 //                  per group; maps under 64 pixels only from 64 input channels; AVX-512, and
 //                  on CPUs without it the forward and input gradient on AVX2, fwd_wino_avx2):
@@ -2162,9 +2162,13 @@ struct GxPhase {
   std::vector<int64_t> taps;    // per tap: i*KW + j in w
 };
 
-void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+// W512: the AVX-512 tiles (chanvec_run), else the AVX2 ones (chanvec_run256, gx's channels
+// padded to 8).
+template <bool W512>
+void bwd_data_phased(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
+  constexpr int64_t L = W512 ? 16 : 8;  // lanes
   const Geo q(d);
-  const int64_t Cgp = (q.Cg + 15) / 16 * 16;
+  const int64_t Cgp = (q.Cg + L - 1) / L * L;
   std::vector<GxPhase> phases;
   int64_t dmin_h = 0, dmax_h = 0, dmin_w = 0, dmax_w = 0, hu_max = 0, wv_max = 0;
   for (int64_t a = 0; a < d.sh; ++a)
@@ -2249,8 +2253,13 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
           for (int64_t v = 0; v < ph.WV; ++v) pix[size_t(k++)] = m * frame + u * Wp + v;
       orow.resize(static_cast<size_t>(P));  // results in pixel order
       for (int64_t k = 0; k < P; ++k) orow[size_t(k)] = k;
-      chanvec_run(q.Og * T, wp + g * woff.back() + woff[f], wrow.data(), Cgp, ws, pix.data(), P,
-                  koff.data(), out, orow.data());
+      const float* wf = wp + g * woff.back() + woff[f];
+      if constexpr (W512)
+        chanvec_run(q.Og * T, wf, wrow.data(), Cgp, ws, pix.data(), P, koff.data(), out,
+                    orow.data());
+      else
+        chanvec_run256(q.Og * T, wf, wrow.data(), Cgp, ws, pix.data(), P, koff.data(), out,
+                       orow.data());
       // [pixels][Cgp] -> gx[n][g*Cg + c][u*sh + a][v*sw + b].
       for (int64_t m = 0; m < ni; ++m)
         for (int64_t c = 0; c < q.Cg; ++c) {
@@ -2270,12 +2279,25 @@ void bwd_data_phased512(const float* gy, const float* w, float* gx, const Conv2d
 // channels fills 3 of 16 lanes), hence 8 channels per group and up. A task holds one image's
 // padded gy and one phase's results at least: bounded by kColCap like the other tiles (larger
 // maps take the im2col tiles).
-bool use_bwd_data_phased(const Conv2dDims& d) {
-  const int64_t Cgp = (d.C / d.G + 15) / 16 * 16;
+bool phased_fits(const Conv2dDims& d, int64_t L) {
+  const int64_t Cgp = (d.C / d.G + L - 1) / L * L;
   const int64_t gy_img = d.O / d.G * (d.OH + d.KH * d.dh) * (d.OW + d.KW * d.dw);
   const int64_t phase = (d.H + d.sh - 1) / d.sh * ((d.W + d.sw - 1) / d.sw) * Cgp;
-  return cpu::avx512_selected() && d.sh * d.sw > 1 && d.KH * d.KW > 1 && d.C / d.G >= 8 &&
-         gy_img + phase <= kColCap;
+  return d.sh * d.sw > 1 && d.KH * d.KW > 1 && gy_img + phase <= kColCap;
+}
+
+bool use_bwd_data_phased(const Conv2dDims& d) {
+  return cpu::avx512_selected() && d.C / d.G >= 8 && phased_fits(d, 16);
+}
+
+// The AVX2 twin (bwd_data_phased<false>) where AVX-512 is off. Against the im2col paths, 1
+// thread, Zen 4 with AVX-512 off, builds alternated, ms: N=128 16->32 28x28 3x3 stride 2 5.5
+// -> 3.7, 8->16 2.0 -> 1.6; N=64 32->64 28x28 7.6 -> 5.9; N=32 64->64 28x28 7.5 -> 6.1, 16->32
+// 5x5 3.4 -> 1.9; N=16 64->128 32x32 7.6 -> 7.4. At 4 channels it lost (N=128 4->16 1.0 vs
+// 1.4), as on AVX-512.
+bool use_bwd_data_phased_avx2(const Conv2dDims& d) {
+  return cpu::avx2_selected() && !cpu::avx512_selected() && d.C / d.G >= 8 &&
+         phased_fits(d, 8);
 }
 
 void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
@@ -2283,7 +2305,11 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
       fwd_wino(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d)))
     return;
   if (use_bwd_data_phased(d)) {
-    bwd_data_phased512(gy, w, gx, d);
+    bwd_data_phased<true>(gy, w, gx, d);
+    return;
+  }
+  if (use_bwd_data_phased_avx2(d)) {
+    bwd_data_phased<false>(gy, w, gx, d);
     return;
   }
   if (bwd_data_direct_ok(d)) {
