@@ -599,11 +599,15 @@ Conv2dDims bwd_data_as_fwd_dims(const Conv2dDims& d) {
   return e;
 }
 
+// True where bwd_data_as_fwd_dims is a valid forward: stride 1, padding within the kernel.
+bool flips_to_fwd(const Conv2dDims& d) {
+  return d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw;
+}
+
 // Cg >= 64: the forward's M is Cg; with M = 32 (N=64 32->64 14x14) it lost to the per-tap
 // shifted GEMMs (9.0 vs 7.8 ms, best of 3 alternated runs, 1 thread).
 bool bwd_data_as_fwd_ok(const Conv2dDims& d) {
-  return d.C / d.G >= 64 && d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
-         use_shifted(bwd_data_as_fwd_dims(d));
+  return d.C / d.G >= 64 && flips_to_fwd(d) && use_shifted(bwd_data_as_fwd_dims(d));
 }
 
 void bwd_data_as_fwd(const float* gy, const float* w, float* gx, const Conv2dDims& d) {
@@ -2007,14 +2011,21 @@ bool fwd_wino(const float* x, const float* w, const float* b, float* y, const Co
   return cpu::avx512_selected() ? fwd_wino512(x, w, b, y, d) : fwd_wino_avx2(x, w, b, y, d);
 }
 
+// On AVX2, maps under 64 pixels (whose 2x2 tiles compute up to 30% more outputs: 8x8 for
+// 7x7) with fewer than 96 output channels per group run the channel-vector tiles rather than
+// Winograd where both apply (forward, and the input gradient as the forward of gy). 1 thread,
+// Zen 4 with AVX-512 off, builds alternated, ms, Winograd -> channel vectors: forward N=128
+// 64->64 7x7 5.2 -> 4.4, N=32 128->64 7x7 2.5 -> 2.2, 80->80 1.9 -> 1.7; input gradient N=128
+// 64->64 7x7 5.4 -> 4.6. With more output channels the weight rows the tiles stream grow and
+// Winograd wins: N=32 64->128 7x7 3.0 vs 3.4, 128->128 4.1 vs 5.1, 256->256 14.0 vs 25.0,
+// 512->512 87 vs 122 (96->96 was even); at 8x8, N=32 64->64, too (1.21 vs 1.27).
+bool chanvec_before_wino(const Conv2dDims& d) {
+  return use_chanvec_avx2(d) && d.OH * d.OW < 64 && d.O / d.G < 96;
+}
+
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
-  // On AVX2, maps under 64 pixels (whose 2x2 tiles compute up to 30% more outputs: 8x8 for
-  // 7x7) run the channel-vector tiles rather than Winograd where both apply: N=128 64->64 7x7
-  // 5.8-7.5 -> 5.0 ms forward (1 thread, Zen 4 with AVX-512 off; at 8x8, 32x64->64 on 8x8
-  // maps, Winograd stays ahead, 1.3-1.4 against 1.5-2.2 ms). Its input gradient stays on
-  // Winograd (5.7-7.3 ms against 6.7 on the GEMM paths).
   const bool chanvec_avx2 = use_chanvec_avx2(d);
-  if (!(chanvec_avx2 && d.OH * d.OW < 64) && wino_ok(d) && fwd_wino(x, w, b, y, d)) return;
+  if (!chanvec_before_wino(d) && wino_ok(d) && fwd_wino(x, w, b, y, d)) return;
   if (chanvec_avx2) {
     fwd_chanvec<false>(x, w, b, y, d);
     return;
@@ -2119,8 +2130,15 @@ void bwd_data_shifted(const float* gy, const float* w, float* gx, const Conv2dDi
 thread_local Workspace tl_wflip;
 
 bool bwd_data_direct_ok(const Conv2dDims& d) {
-  return d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
-         use_direct512(bwd_data_as_fwd_dims(d));
+  return flips_to_fwd(d) && use_direct512(bwd_data_as_fwd_dims(d));
+}
+
+// The same on the AVX2 channel-vector tiles (fwd_chanvec<false>) where AVX-512 is off. Where
+// Winograd does not apply it replaces the GEMM paths: N=32 32->64 14x14 5x5 10.8 -> 5.8 ms
+// (1 thread, Zen 4 with AVX-512 off, builds alternated); for Winograd's shapes see
+// chanvec_before_wino.
+bool bwd_data_chanvec_avx2_ok(const Conv2dDims& d) {
+  return flips_to_fwd(d) && use_chanvec_avx2(bwd_data_as_fwd_dims(d));
 }
 
 const float* flipped_weights(const float* w, const Conv2dDims& d) {
@@ -2141,8 +2159,8 @@ void bwd_data_direct512(const float* gy, const float* w, float* gx, const Conv2d
 
 // The stride-1 3x3 input gradient on the Winograd forward (use_wino of the flipped problem).
 bool bwd_data_wino_ok(const Conv2dDims& d) {
-  return d.sh == 1 && d.sw == 1 && d.ph <= (d.KH - 1) * d.dh && d.pw <= (d.KW - 1) * d.dw &&
-         wino_ok(bwd_data_as_fwd_dims(d));
+  return flips_to_fwd(d) && wino_ok(bwd_data_as_fwd_dims(d)) &&
+         !chanvec_before_wino(bwd_data_as_fwd_dims(d));
 }
 
 // ---- input gradient at strides > 1: phases of gx, each a stride-1 correlation of gy ------
@@ -2314,6 +2332,10 @@ void bwd_data_fast(const float* gy, const float* w, float* gx, const Conv2dDims&
   }
   if (bwd_data_direct_ok(d)) {
     bwd_data_direct512(gy, w, gx, d);
+    return;
+  }
+  if (bwd_data_chanvec_avx2_ok(d)) {
+    fwd_chanvec<false>(gy, flipped_weights(w, d), nullptr, gx, bwd_data_as_fwd_dims(d));
     return;
   }
   // Measured (1 thread): shifted 30 / 6.7 / 12 ms vs im2col 33 / 8 / 14.5 ms on 64->64 32x32,
