@@ -1041,10 +1041,20 @@ bool use_chanvec512(const Conv2dDims& d) {
   return Og >= 32 && OHW <= 256;
 }
 
-// The AVX2 twin (fwd_chanvec<false>), on CPUs without AVX-512: see chanvec_tile256.
+// The AVX2 twin (fwd_chanvec<false>), on CPUs without AVX-512: see chanvec_tile256. There the
+// alternatives are Winograd and the GEMM paths (no wide-pixel direct kernel), so it also takes
+// larger maps and from 16 output channels on, while its [K][Ogp] weights (streamed once per
+// 6-pixel tile) fit in half a 1 MiB L2. 1 thread, Zen 4 with AVX-512 off, builds alternated,
+// ms, forward: N=64 1->32 28x28 1.25 -> 1.03, N=128 1->16 28x28 1.46 -> 0.80, N=32 3->64 32x32
+// 1.81 -> 1.63, N=8 3->64 224x224 7x7 stride 2 24.0 -> 21.9, N=32 16->32 28x28 5x5 14.0 ->
+// 8.0, N=8 64->64 56x56 5x5 54.1 -> 50.8, N=128 16->16 7x7 (Winograd before) 1.24 -> 0.36;
+// input gradient N=16 32->32 28x28 5x5 9.8 -> 5.9. Beyond the weight limit it lost: N=4
+// 128->128 28x28 5x5 (1.6 MB of weights) 27.0 vs 34.6; with 8 output channels it ran even or
+// lost (input gradient of N=16 8->16 56x56, 2.00 vs 2.28).
 bool use_chanvec_avx2(const Conv2dDims& d) {
+  const int64_t K = d.C / d.G * d.KH * d.KW, Ogp = (d.O / d.G + 7) / 8 * 8;
   return cpu::avx2_selected() && !cpu::avx512_selected() && d.KH * d.KW > 1 &&
-         use_chanvec512(d);
+         (use_chanvec512(d) || (d.O / d.G >= 16 && K * Ogp <= (int64_t(1) << 17)));
 }
 
 thread_local std::vector<int64_t> tl_pix, tl_orow;
@@ -2012,15 +2022,18 @@ bool fwd_wino(const float* x, const float* w, const float* b, float* y, const Co
 }
 
 // On AVX2, maps under 64 pixels (whose 2x2 tiles compute up to 30% more outputs: 8x8 for
-// 7x7) with fewer than 96 output channels per group run the channel-vector tiles rather than
-// Winograd where both apply (forward, and the input gradient as the forward of gy). 1 thread,
-// Zen 4 with AVX-512 off, builds alternated, ms, Winograd -> channel vectors: forward N=128
-// 64->64 7x7 5.2 -> 4.4, N=32 128->64 7x7 2.5 -> 2.2, 80->80 1.9 -> 1.7; input gradient N=128
-// 64->64 7x7 5.4 -> 4.6. With more output channels the weight rows the tiles stream grow and
-// Winograd wins: N=32 64->128 7x7 3.0 vs 3.4, 128->128 4.1 vs 5.1, 256->256 14.0 vs 25.0,
-// 512->512 87 vs 122 (96->96 was even); at 8x8, N=32 64->64, too (1.21 vs 1.27).
+// 7x7), and any map with up to 16 input channels per group (where Winograd's transforms
+// outweigh its GEMMs), run the channel-vector tiles rather than Winograd where both apply,
+// with fewer than 96 output channels per group (forward, and the input gradient as the
+// forward of gy). 1 thread, Zen 4 with AVX-512 off, builds alternated, ms, Winograd ->
+// channel vectors: forward N=128 64->64 7x7 5.2 -> 4.4, N=32 128->64 7x7 2.5 -> 2.2, 80->80
+// 1.9 -> 1.7, N=128 16->16 28x28 7.0 -> 5.4, N=32 16->32 32x32 3.6 -> 3.0; input gradient N=128
+// 64->64 7x7 5.4 -> 4.6, 16->16 28x28 7.0 -> 5.1. With more output channels the weight rows
+// the tiles stream grow and Winograd wins: N=32 64->128 7x7 3.0 vs 3.4, 128->128 4.1 vs 5.1,
+// 256->256 14.0 vs 25.0, 512->512 87 vs 122 (96->96 was even); at 8x8, N=32 64->64, too (1.21
+// vs 1.27); and from 24 input channels on larger maps (N=16 24->48 28x28 1.85 vs 2.47).
 bool chanvec_before_wino(const Conv2dDims& d) {
-  return use_chanvec_avx2(d) && d.OH * d.OW < 64 && d.O / d.G < 96;
+  return use_chanvec_avx2(d) && (d.OH * d.OW < 64 || d.C / d.G <= 16) && d.O / d.G < 96;
 }
 
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
