@@ -56,9 +56,10 @@
 //                  channels of accumulators over the real output pixels, gy broadcast from its
 //                  own rows. CPUs without AVX-512 run it on AVX2 from 4 input channels
 //                  (bwd_weight_chanvec<false>: 2 output channels x 3-6 taps x 8-16 input
-//                  channels; not where its sums exceed 2 MiB). With up to 8 (stems) it stacks several images' padded frames into
-//                  one slab and accumulates gW[o][c][tap] along the stacked pixels in vector
-//                  lanes (wgrad_tile512), masked to real output pixels. See the measurements at
+//                  channels; not where its sums exceed 2 MiB). With up to 8 (stems) the
+//                  AVX-512 path stacks several images' padded frames into one slab and
+//                  accumulates gW[o][c][tap] along the stacked pixels in vector lanes
+//                  (wgrad_tile512), masked to real output pixels. See the measurements at
 //                  each function.
 //                  With >= 32 output channels per group on maps up to 256 pixels the
 //                  forward / input gradient tiles are instead 6-8 output pixels x 16-64
@@ -66,7 +67,10 @@
 //                  each pixel's input a broadcast, so no padding column is computed, and border
 //                  pixels, grouped by the taps that land inside the image, skip the taps that
 //                  would read the zero padding (tap_groups). CPUs without AVX-512 run this
-//                  forward on AVX2 too (fwd_chanvec<false>: 6 pixels x 16 channels).
+//                  forward on AVX2 too (fwd_chanvec<false>: 6 pixels x 16 channels), and
+//                  there also on larger maps from 16 output channels, before Winograd at up to
+//                  16 input channels, and for the stride-1 input gradient (use_chanvec_avx2,
+//                  chanvec_before_wino).
 //                  The input gradient at strides > 1 (>= 8 input channels per group) splits
 //                  gx into its sh x sw phases, each a stride-1 correlation of gy with the taps
 //                  that reach it, run by the same tiles (bwd_data_phased; also on AVX2).
