@@ -54,7 +54,10 @@
 //              of 6 alternated runs 94 -> 105 GFLOP/s, 1 thread).
 //      Retuning KC/MC for AVX-512 (256/300, 256/600, 320/480, 384/396 against 512/300,
 //      alternated runs at 1024^3, 2048^3, 4096x768x768, 512x3072x768) found nothing better
-//      outside the +-10% noise of the shared machine, so the values stay.
+//      outside the +-10% noise of the shared machine, so the values stay. On a Zen 4 EPYC (32
+//      KiB L1d, 1 MiB L2) 256/300, 384/300, 256/600, 512/192, 512/240 and 512/396 were no
+//      better either (best of 4 alternated runs: 512/300 at 107-111 GFLOP/s, ~92-94% of the
+//      FMA peak, on 1024^3, 2048^3, 4096x768x768 and 512x3072x768).
 //    Where the time goes (AVX-512, 1 thread, thread CPU time, % of the FMA peak measured in
 //    the same run; medians of 3 runs alternated with the previous version on a loaded
 //    machine): the micro-kernel with A and B in L1 reaches ~93%; the 8-row edge kernel as
