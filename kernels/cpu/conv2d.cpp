@@ -2657,15 +2657,9 @@ void bwd_weight_stacked(const float* gy, const float* x, float* gw, const Conv2d
 // tap-major [Og][KK][Cgp] sum. Only real output pixels are visited, so an inf in the input
 // that no output reads stays out of the sums, as in the reference.
 
-// One image's channels-last slab: plane (pr, pc) of the phase split (DirectGeo; one plane at
-// stride 1) at S + plane*frame*Cgp, position (r, s) of a plane (r < sr, s < Wp) the Cgp
-// floats of padded input pixel (r*sh + pr, s*sw + pc). Zeros outside the image and in the
-// lanes c >= Cg.
-EMBER_AVX512 void build_cl_slab(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t Cgp,
-                                int64_t sr, int64_t Wp, float* S) {
+// The positions of a channels-last slab (build_cl_slab) that lie outside the image: zeros.
+void zero_cl_outside(const Conv2dDims& d, int64_t Cgp, int64_t sr, int64_t Wp, float* S) {
   const int64_t frame = sr * Wp;
-  const __m512 z = _mm512_setzero_ps();
-  // Positions outside the image.
   for (int64_t pr = 0; pr < d.sh; ++pr)
     for (int64_t pc = 0; pc < d.sw; ++pc) {
       float* P = S + (pr * d.sw + pc) * frame * Cgp;
@@ -2676,9 +2670,19 @@ EMBER_AVX512 void build_cl_slab(const float* xg, const Conv2dDims& d, int64_t Cg
         const bool in = ih >= 0 && ih < d.H;
         for (int64_t s = 0; s < Wp; ++s)
           if (!in || s < s_lo || s >= s_hi)
-            for (int64_t c = 0; c < Cgp; c += 16) _mm512_store_ps(P + (r * Wp + s) * Cgp + c, z);
+            std::memset(P + (r * Wp + s) * Cgp, 0, sizeof(float) * Cgp);
       }
     }
+}
+
+// One image's channels-last slab: plane (pr, pc) of the phase split (DirectGeo; one plane at
+// stride 1) at S + plane*frame*Cgp, position (r, s) of a plane (r < sr, s < Wp) the Cgp
+// floats of padded input pixel (r*sh + pr, s*sw + pc). Zeros outside the image and in the
+// lanes c >= Cg.
+EMBER_AVX512 void build_cl_slab(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t Cgp,
+                                int64_t sr, int64_t Wp, float* S) {
+  const __m512 z = _mm512_setzero_ps();
+  zero_cl_outside(d, Cgp, sr, Wp, S);
   // The image, in blocks of 16 channels x 16 columns of one row, transposed in registers.
   for (int64_t c0 = 0; c0 < Cgp; c0 += 16) {
     const int64_t nc = std::min<int64_t>(16, Cg - c0);
@@ -2779,21 +2783,8 @@ void wgrad_cl_tile_rt(int r, int tt, const WgradPass& ps, int64_t o0, const int6
 // build_cl_slab with Cgp a multiple of 8, in blocks of 8 channels x 8 columns.
 EMBER_AVX2 void build_cl_slab256(const float* xg, const Conv2dDims& d, int64_t Cg, int64_t Cgp,
                                  int64_t sr, int64_t Wp, float* S) {
-  const int64_t frame = sr * Wp;
   const __m256 z = _mm256_setzero_ps();
-  for (int64_t pr = 0; pr < d.sh; ++pr)
-    for (int64_t pc = 0; pc < d.sw; ++pc) {
-      float* P = S + (pr * d.sw + pc) * frame * Cgp;
-      int64_t s_lo, s_hi;
-      plane_cols(d, pc, Wp, &s_lo, &s_hi);
-      for (int64_t r = 0; r < sr; ++r) {
-        const int64_t ih = r * d.sh + pr - d.ph;
-        const bool in = ih >= 0 && ih < d.H;
-        for (int64_t s = 0; s < Wp; ++s)
-          if (!in || s < s_lo || s >= s_hi)
-            for (int64_t c = 0; c < Cgp; c += 8) _mm256_storeu_ps(P + (r * Wp + s) * Cgp + c, z);
-      }
-    }
+  zero_cl_outside(d, Cgp, sr, Wp, S);
   for (int64_t c0 = 0; c0 < Cgp; c0 += 8) {
     const int64_t nc = std::min<int64_t>(8, Cg - c0);
     for (int64_t ih = 0; ih < d.H; ++ih) {
