@@ -1054,11 +1054,17 @@ bool use_chanvec512(const Conv2dDims& d) {
 // 8.0, N=8 64->64 56x56 5x5 54.1 -> 50.8, N=128 16->16 7x7 (Winograd before) 1.24 -> 0.36;
 // input gradient N=16 32->32 28x28 5x5 9.8 -> 5.9. Beyond the weight limit it lost: N=4
 // 128->128 28x28 5x5 (1.6 MB of weights) 27.0 vs 34.6; with 8 output channels it ran even or
-// lost (input gradient of N=16 8->16 56x56, 2.00 vs 2.28).
+// lost (input gradient of N=16 8->16 56x56, 2.00 vs 2.28). A task holds one image's padded
+// input and its [pixels][Ogp] results at least, so the map is bounded too: both within
+// 4 * kColCap floats (N=8 3->64 224x224 7x7 stride 2: 0.96M), larger maps stay on the tiles of
+// the GEMM paths.
 bool use_chanvec_avx2(const Conv2dDims& d) {
   const int64_t K = d.C / d.G * d.KH * d.KW, Ogp = (d.O / d.G + 7) / 8 * 8;
+  const int64_t slab = d.C / d.G * ((d.OH - 1) * d.sh + (d.KH - 1) * d.dh + 1) *
+                       ((d.OW - 1) * d.sw + (d.KW - 1) * d.dw + 1);
   return cpu::avx2_selected() && !cpu::avx512_selected() && d.KH * d.KW > 1 &&
-         (use_chanvec512(d) || (d.O / d.G >= 16 && K * Ogp <= (int64_t(1) << 17)));
+         (use_chanvec512(d) || (d.O / d.G >= 16 && K * Ogp <= (int64_t(1) << 17) &&
+                                slab + d.OH * d.OW * Ogp <= 4 * kColCap));
 }
 
 thread_local std::vector<int64_t> tl_pix, tl_orow;
