@@ -1239,11 +1239,12 @@ std::vector<TapGroup> tap_groups(const Conv2dDims& d, const ChanGeo& sg, int64_t
 
 // ---- the channel-vector forward on AVX2 (CPUs without AVX-512) ----------------------------
 // The same tiles on 8-lane vectors: R pixels x NV vectors of 8 output channels, R*NV <= 12
-// accumulators (of 16 ymm registers), per k NV weight loads and R broadcasts.
+// accumulators (of 16 ymm registers), per k NV weight loads and R broadcasts. add: the tile
+// is one block of k (chanvec_run256), out already holds the sum over the blocks before it.
 template <int R, int NV>
 EMBER_AVX2 void chanvec_tile256(int64_t K, const float* W, const int64_t* wrow,
                                 const float* slab, const int64_t* pix, const int64_t* koff,
-                                float* out, const int64_t* orow, int64_t ldo) {
+                                float* out, const int64_t* orow, int64_t ldo, bool add) {
   static_assert(R >= 1 && NV >= 1 && R * NV <= 12);
   __m256 acc[R][NV];
   const float* s[R];
@@ -1269,46 +1270,66 @@ EMBER_AVX2 void chanvec_tile256(int64_t K, const float* W, const int64_t* wrow,
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(out + orow[r] * ldo + 8 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      float* dst = out + orow[r] * ldo + 8 * v;
+      _mm256_storeu_ps(dst, add ? _mm256_add_ps(_mm256_loadu_ps(dst), acc[r][v]) : acc[r][v]);
+    }
 }
 
 template <int NV, int R = 12>
 void chanvec_tile256_r(int r, int64_t K, const float* W, const int64_t* wrow, const float* slab,
                        const int64_t* pix, const int64_t* koff, float* out, const int64_t* orow,
-                       int64_t ldo) {
+                       int64_t ldo, bool add) {
   if constexpr (R >= 1) {
     if constexpr (R * NV <= 12) {
       if (r == R) {
-        chanvec_tile256<R, NV>(K, W, wrow, slab, pix, koff, out, orow, ldo);
+        chanvec_tile256<R, NV>(K, W, wrow, slab, pix, koff, out, orow, ldo, add);
         return;
       }
     }
-    chanvec_tile256_r<NV, R - 1>(r, K, W, wrow, slab, pix, koff, out, orow, ldo);
+    chanvec_tile256_r<NV, R - 1>(r, K, W, wrow, slab, pix, koff, out, orow, ldo, add);
   }
 }
 
 // chanvec_run on the AVX2 tiles (Ogp a multiple of 8, orow required): blocks of 16 output
 // channels as 6 pixels x 2 vectors (a last block of 8 as 12 x 1), per k 2 weight loads and 6
 // broadcasts for 12 FMAs. Blocks of 32 channels as 3 pixels x 4 vectors (the AVX-512 kernel's
-// shape, scaled down) stream twice the weight bytes from L2 per FMA and ran up to 2x slower;
-// 12 x 1 throughout was in between. 1 thread, Zen 4 with AVX-512 off, ms, 3 x 4 / 6 x 2 /
-// 12 x 1 (the im2col paths it replaces): N=16 64->128 32x32 s2 12.3 / 6.9 / 10.6 (7.1), N=128
-// 16->32 28x28 s2 5.1 / 3.0 / 4.5 (5.2), 32->64 14x14 s2 4.6 / 2.4 / 3.7 (5.2), N=32 32->64
-// 14x14 5x5 11.7 / 5.8 / 8.5 (7.6), N=128 8->32 14x14 2.2 / 1.2 / 1.8 (2.3), N=64 3->32 16x16
-// 0.55 / 0.37 / 0.52 (0.55).
+// shape, scaled down) ran up to 2x slower, with or without the k blocks below; 4 x 3 was even
+// with 6 x 2; 12 x 1 throughout was in between. 1 thread, Zen 4 with AVX-512 off, ms, 3 x 4 /
+// 6 x 2 / 12 x 1 (the im2col paths it replaces): N=16 64->128 32x32 s2 12.3 / 6.9 / 10.6
+// (7.1), N=128 16->32 28x28 s2 5.1 / 3.0 / 4.5 (5.2), 32->64 14x14 s2 4.6 / 2.4 / 3.7 (5.2),
+// N=32 32->64 14x14 5x5 11.7 / 5.8 / 8.5 (7.6), N=128 8->32 14x14 2.2 / 1.2 / 1.8 (2.3),
+// N=64 3->32 16x16 0.55 / 0.37 / 0.52 (0.55).
+// k in blocks of kChanvecKBytes of weights per channel block (192 k at 16 channels), each
+// block over all the pixel tiles before the next: the block's weights stay in L1 across the
+// tiles instead of streaming from L2 once per tile (K = 576: 36 KB, over the 32 KB L1), at
+// the cost of one load-add-store of the tile's sums per extra block. Builds alternated, 1
+// thread, AVX-512 off, ms: N=16 64->128 32x32 s2 6.94 -> 6.31 (8 / 16 / 24 KB: 6.36 / 6.44
+// / 6.56), N=16 128->256 16x16 s2 7.49 -> 6.60, N=32 64->128 14x14 s2 2.48 -> 2.32; shapes
+// with K <= 192 are unchanged (one block) and N=32 32->64 14x14 5x5 (K = 800) ran even. The
+// AVX-512 tiles (chanvec_run, 6 x 4 at 256 bytes per k) did not gain from 12-48 KB blocks.
+constexpr int64_t kChanvecKBytes = 12 * 1024;
+
 void chanvec_run256(int64_t K, const float* W, const int64_t* wrow, int64_t Ogp,
                     const float* slab, const int64_t* pix, int64_t P, const int64_t* koff,
                     float* out, const int64_t* orow) {
   for (int64_t o0 = 0; o0 < Ogp; o0 += 16) {
     const bool two = Ogp - o0 >= 16;
     const int64_t R = two ? 6 : 12;
-    for (int64_t t = 0; t < P; t += R) {
-      const int r = static_cast<int>(std::min(R, P - t));
-      const float* wo = W + o0;
-      if (two)
-        chanvec_tile256_r<2>(r, K, wo, wrow, slab, pix + t, koff, out + o0, orow + t, Ogp);
-      else
-        chanvec_tile256_r<1>(r, K, wo, wrow, slab, pix + t, koff, out + o0, orow + t, Ogp);
+    const int64_t KB = kChanvecKBytes / (two ? 64 : 32);  // weight bytes per k: 32 per vector
+    const float* wo = W + o0;
+    // k0 = 0 runs even when K = 0 (pixels whose taps all fall in the padding): it stores 0.
+    for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += KB) {
+      const int64_t kc = std::min(KB, K - k0);
+      const int64_t *wr = wrow + k0, *ko = koff + k0;
+      const bool add = k0 > 0;
+      for (int64_t t = 0; t < P; t += R) {
+        const int r = static_cast<int>(std::min(R, P - t));
+        if (two)
+          chanvec_tile256_r<2>(r, kc, wo, wr, slab, pix + t, ko, out + o0, orow + t, Ogp, add);
+        else
+          chanvec_tile256_r<1>(r, kc, wo, wr, slab, pix + t, ko, out + o0, orow + t, Ogp, add);
+      }
     }
   }
 }
