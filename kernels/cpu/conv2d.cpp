@@ -76,13 +76,14 @@
 //                  that reach it, run by the same tiles (bwd_data_phased; also on AVX2).
 //      Winograd    (3x3, stride 1, dilation 1, padding <= 2, >= 16 input and output channels
 //                  per group; maps under 64 pixels only from 64 input channels; AVX-512, and
-//                  on CPUs without it the forward and input gradient on AVX2, fwd_wino_avx2):
+//                  on CPUs without it on AVX2: fwd_wino_avx2, bwd_weight_wino<false>):
 //                  F(2x2, 3x3) forward, and the input gradient as the forward of gy with the
 //                  flipped, transposed kernel (fwd_wino512): 16 GEMMs over the channels, one
 //                  per position of the 4x4 transformed tile, on the direct kernel's register
 //                  tiles, for 2.25x fewer multiplies than the direct sum. The weight gradient
-//                  (bwd_weight_wino; maps of 64+ pixels, up to 256 x 256 channels per group)
-//                  is its adjoint: 16 GEMMs over the tiles. Inf / NaN, which the transforms
+//                  (bwd_weight_wino; up to 256 x 256 channels per group; on AVX-512 maps of
+//                  64+ pixels, on AVX2 not 16 x 16 channels over 1024 pixels) is its adjoint:
+//                  16 GEMMs over the tiles. Inf / NaN, which the transforms
 //                  would spread over whole tiles, skip them: weights, and x or gy in the
 //                  weight gradient, send the call to the direct paths; a forward task whose
 //                  input holds one computes its rows with the scalar reference.
@@ -1865,7 +1866,7 @@ bool fwd_wino512(const float* x, const float* w, const float* b, float* y, const
 // 13.1, N=64 32->64 14x14 5.6 / 7.1 -> 4.0 / 4.7, N=128 16->16 28x28 9.8 / 9.1 -> 7.5 / 7.3,
 // N=128 32->32 14x14 7.2 / 7.8 -> 5.3 / 5.1, N=128 64->64 7x7 6.2 / 6.3 -> 5.6 / 5.7. In a
 // perf profile of the first: GEMMs 45%, input transform 13%, slab build 6%, output 5%. The
-// weight gradient stays on the AVX2 GEMM paths (bwd_weight_wino is AVX-512 only).
+// weight gradient has its own AVX2 twin (bwd_weight_wino<false>, use_wino_wgrad_avx2).
 
 // U[g][xi][ob][c][6] = (G w[o][c] G^T)[xi], o = ob*6 + r (zero past Og), in float with the
 // AVX-512 path's formulas. Returns whether every weight is finite.
@@ -3167,6 +3168,133 @@ EMBER_AVX512 void wino_wgrad_out(const float* dU, const Conv2dDims& d, int64_t C
       }
 }
 
+// ---- the Winograd weight gradient on AVX2 (CPUs without AVX-512) ---------------------------
+// The same transforms and sums on 8-lane vectors (channels-last slabs from build_cl_slab256,
+// channels padded to 8); the register tiles are R output channels x NV vectors of 8 input
+// channels, R*NV <= 12 accumulators.
+template <int R, int NV>
+EMBER_AVX2 void wgrad_wino_tile256(int64_t T, const float* E, int64_t lde, const float* V,
+                                   int64_t ldv, float* dU, int64_t ldu) {
+  static_assert(R >= 1 && NV >= 1 && R * NV <= 12);
+  __m256 acc[R][NV];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_loadu_ps(dU + r * ldu + 8 * v);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* et = E + t * lde;
+    const float* vt = V + t * ldv;
+    __m256 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(vt + 8 * v);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_broadcast_ss(et + r);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(dU + r * ldu + 8 * v, acc[r][v]);
+}
+
+template <int NV, int R = 12>
+void wgrad_wino_tile256_r(int r, int64_t T, const float* E, int64_t lde, const float* V,
+                          int64_t ldv, float* dU, int64_t ldu) {
+  if constexpr (R >= 1) {
+    if constexpr (R * NV <= 12) {
+      if (r == R) {
+        wgrad_wino_tile256<R, NV>(T, E, lde, V, ldv, dU, ldu);
+        return;
+      }
+    }
+    wgrad_wino_tile256_r<NV, R - 1>(r, T, E, lde, V, ldv, dU, ldu);
+  }
+}
+
+// wino_in_cl on 8 channels per vector.
+EMBER_AVX2 void wino_in_cl256(const float* S, int64_t Wp, int64_t Cgp, int64_t a, int64_t b,
+                              float* V, int64_t ldxi) {
+  for (int64_t c0 = 0; c0 < Cgp; c0 += 8) {
+    __m256 p[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        p[i][j] = _mm256_loadu_ps(S + ((2 * a + i) * Wp + 2 * b + j) * Cgp + c0);
+    __m256 t[4][4];  // rows: B^T d
+    for (int j = 0; j < 4; ++j) {
+      t[0][j] = _mm256_sub_ps(p[0][j], p[2][j]);
+      t[1][j] = _mm256_add_ps(p[1][j], p[2][j]);
+      t[2][j] = _mm256_sub_ps(p[2][j], p[1][j]);
+      t[3][j] = _mm256_sub_ps(p[1][j], p[3][j]);
+    }
+    for (int i = 0; i < 4; ++i) {  // columns: (B^T d) B
+      float* r = V + 4 * i * ldxi + c0;
+      _mm256_storeu_ps(r, _mm256_sub_ps(t[i][0], t[i][2]));
+      _mm256_storeu_ps(r + ldxi, _mm256_add_ps(t[i][1], t[i][2]));
+      _mm256_storeu_ps(r + 2 * ldxi, _mm256_sub_ps(t[i][2], t[i][1]));
+      _mm256_storeu_ps(r + 3 * ldxi, _mm256_sub_ps(t[i][1], t[i][3]));
+    }
+  }
+}
+
+// wino_gy_cl on 8 channels per vector.
+EMBER_AVX2 void wino_gy_cl256(const float* S, int64_t Wg, int64_t Ogp, int64_t a, int64_t b,
+                              float* E, int64_t ldxi) {
+  const __m256 z = _mm256_setzero_ps();
+  for (int64_t o0 = 0; o0 < Ogp; o0 += 8) {
+    __m256 e[2][2], r[4][2];
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j)
+        e[i][j] = _mm256_loadu_ps(S + ((2 * a + i) * Wg + 2 * b + j) * Ogp + o0);
+    for (int j = 0; j < 2; ++j) {
+      r[0][j] = e[0][j];
+      r[1][j] = _mm256_add_ps(e[0][j], e[1][j]);
+      r[2][j] = _mm256_sub_ps(e[0][j], e[1][j]);
+      r[3][j] = _mm256_sub_ps(z, e[1][j]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      float* v = E + 4 * i * ldxi + o0;
+      _mm256_storeu_ps(v, r[i][0]);
+      _mm256_storeu_ps(v + ldxi, _mm256_add_ps(r[i][0], r[i][1]));
+      _mm256_storeu_ps(v + 2 * ldxi, _mm256_sub_ps(r[i][0], r[i][1]));
+      _mm256_storeu_ps(v + 3 * ldxi, _mm256_sub_ps(z, r[i][1]));
+    }
+  }
+}
+
+// wino_wgrad_out on 8 input channels per vector.
+EMBER_AVX2 void wino_wgrad_out256(const float* dU, const Conv2dDims& d, int64_t Cgp,
+                                  float* gw) {
+  const int64_t Cg = d.C / d.G, Og = d.O / d.G;
+  const __m256 h = _mm256_set1_ps(0.5f);
+  alignas(32) float k[9][8];
+  for (int64_t g = 0; g < d.G; ++g)
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t c0 = 0; c0 < Cg; c0 += 8) {
+        __m256 u[4][4], t[3][4];
+        for (int xi = 0; xi < 16; ++xi)
+          u[xi / 4][xi % 4] = _mm256_loadu_ps(dU + ((g * 16 + xi) * Og + o) * Cgp + c0);
+        for (int j = 0; j < 4; ++j) {  // G^T u
+          const __m256 s = _mm256_mul_ps(_mm256_add_ps(u[1][j], u[2][j]), h);
+          t[0][j] = _mm256_add_ps(u[0][j], s);
+          t[1][j] = _mm256_mul_ps(_mm256_sub_ps(u[1][j], u[2][j]), h);
+          t[2][j] = _mm256_add_ps(s, u[3][j]);
+        }
+        for (int i = 0; i < 3; ++i) {  // (G^T u) G
+          const __m256 s = _mm256_mul_ps(_mm256_add_ps(t[i][1], t[i][2]), h);
+          _mm256_store_ps(k[i * 3], _mm256_add_ps(t[i][0], s));
+          _mm256_store_ps(k[i * 3 + 1], _mm256_mul_ps(_mm256_sub_ps(t[i][1], t[i][2]), h));
+          _mm256_store_ps(k[i * 3 + 2], _mm256_add_ps(s, t[i][3]));
+        }
+        const int64_t nc = std::min<int64_t>(8, Cg - c0);
+        float* dst = gw + ((g * Og + o) * Cg + c0) * 9;
+        for (int64_t c = 0; c < nc; ++c)
+          for (int tap = 0; tap < 9; ++tap) dst[c * 9 + tap] = k[tap][c];
+      }
+}
+
 // Where the weight gradient gains (1 thread, Zen 4, interleaved A/B, ms): N=128 16->16
 // 28x28 4.8 -> 4.0, 32->32 14x14 4.5 -> 3.3, N=32 64->64 32x32 21.8 -> 14.8, N=8 64->64 56x56
 // 16.8 -> 10.9, N=16 128->128 16x16 10.7 -> 7.1, N=8 256->256 14x14 17.1 -> 12.0. Not on
@@ -3177,11 +3305,26 @@ bool use_wino_wgrad(const Conv2dDims& d) {
   return use_wino(d) && d.OH * d.OW >= 64 && (d.C / d.G) * (d.O / d.G) <= 256 * 256;
 }
 
-// gw for use_wino(d) inputs; false (gw untouched) when x or gy holds an inf or NaN, which
-// the transforms would spread over whole tiles: the caller then takes the direct paths.
+// The AVX2 twin (bwd_weight_wino<false>) against the AVX2 channel-vector weight gradient
+// it replaces (1 thread, Zen 4 with AVX-512 off, builds alternated, ms): N=32 64->64 32x32
+// 23.2 -> 13.7, N=8 64->64 56x56 18.4 -> 14.5, N=16 128->128 16x16 12.5 -> 7.2, N=8 256->256
+// 14x14 20.7 -> 11.6, N=64 32->64 14x14 4.9 -> 4.0, N=32 32->32 28x28 5.0 -> 4.0, N=32
+// 16->32 32x32 3.2 -> 2.5, N=32 16->64 32x32 6.1 -> 4.5, N=128 64->64 7x7 4.7 -> 3.9, N=32
+// 128->128 8x8 6.1 -> 3.5, N=128 16->16 28x28 6.1 -> 5.8. It lost only with 16 x 16
+// channels on large maps (N=32 16->16 56x56 5.5 vs 5.7), which stay on the direct kernel.
+bool use_wino_wgrad_avx2(const Conv2dDims& d) {
+  const int64_t CO = (d.C / d.G) * (d.O / d.G);
+  return use_wino_avx2(d) && CO <= 256 * 256 && (CO > 16 * 16 || d.OH * d.OW <= 1024);
+}
+
+// gw for use_wino(d) inputs (W512), or use_wino_wgrad_avx2(d) ones (the AVX2 twins); false
+// (gw untouched) when x or gy holds an inf or NaN, which the transforms would spread over
+// whole tiles: the caller then takes the direct paths.
+template <bool W512>
 bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
+  constexpr int64_t L = W512 ? 16 : 8;  // lanes
   const Geo q(d);
-  const int64_t Cgp = (q.Cg + 15) / 16 * 16, Ogp = (q.Og + 15) / 16 * 16;
+  const int64_t Cgp = (q.Cg + L - 1) / L * L, Ogp = (q.Og + L - 1) / L * L;
   const int64_t TH = (d.OH + 1) / 2, TW = (d.OW + 1) / 2, T = TH * TW;
   const int64_t Wp = 2 * TW + 2, sr = 2 * TH + 2, Wg = 2 * TW;
   // Tiles per block: V and E (16 x (Cgp + Ogp) floats per tile) within kWinoCap (+ pads).
@@ -3192,7 +3335,7 @@ bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDim
   // 4 KiB, so the 16 rows a tile's transform writes all mapped to one L1 set and evicted each
   // other. 1 thread, Zen 4, AVX-512 path, ms: N=32 32->32 28x28 3.71 -> 3.15, N=32 16->32
   // 32x32 2.92 -> 2.44, N=32 16->16 56x56 5.54 -> 4.09, N=8 64->64 56x56 11.3 -> 10.1, N=32
-  // 64->64 32x32 14.5 -> 13.5.
+  // 64->64 32x32 14.5 -> 13.5; on the AVX2 path up to 2x (N=32 16->16 56x56 9.9 -> 5.7).
   const int64_t ldv = TB * Cgp + 16, lde = TB * Ogp + 16;
   const int64_t asize = d.G * 16 * q.Og * Cgp;  // dU[g][xi][o][Cgp]
   // gy's frame as an unpadded "image" for build_cl_slab: OH x OW, extended with zeros.
@@ -3200,8 +3343,10 @@ bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDim
   e.H = d.OH;
   e.W = d.OW;
   e.sh = e.sw = 1;
-  const int NV = static_cast<int>(std::min<int64_t>(4, Cgp / 16));
-  const int64_t R = std::min(8, 24 / NV);
+  // Register tiles: AVX-512 R x NV up to 8 x 3 / 6 x 4, AVX2 6 x 2 (Cg >= 16 in wino_shape).
+  const int NV =
+      static_cast<int>(W512 ? std::min<int64_t>(4, Cgp / 16) : std::min<int64_t>(2, Cgp / 8));
+  const int64_t R = W512 ? std::min(8, 24 / NV) : 12 / NV;
   std::atomic<bool> bad{false};
   const float* accs =
       sum_over_pieces(nthreads_for(conv_flops(d)), d.N * d.G, asize, [&](int64_t u, float* acc) {
@@ -3209,8 +3354,13 @@ bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDim
         const int64_t n = u / d.G, g = u % d.G;
         float* ws = tl_col.get(static_cast<size_t>(xs + gs + 16 * (ldv + lde)));
         float *Sx = ws, *Sg = ws + xs, *V = Sg + gs, *E = V + 16 * ldv;
-        build_cl_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, Cgp, sr, Wp, Sx);
-        build_cl_slab(gy + (n * d.O + g * q.Og) * q.OHW, e, q.Og, Ogp, 2 * TH, Wg, Sg);
+        if constexpr (W512) {
+          build_cl_slab(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, Cgp, sr, Wp, Sx);
+          build_cl_slab(gy + (n * d.O + g * q.Og) * q.OHW, e, q.Og, Ogp, 2 * TH, Wg, Sg);
+        } else {
+          build_cl_slab256(x + (n * d.C + g * q.Cg) * q.HW, d, q.Cg, Cgp, sr, Wp, Sx);
+          build_cl_slab256(gy + (n * d.O + g * q.Og) * q.OHW, e, q.Og, Ogp, 2 * TH, Wg, Sg);
+        }
         if (!all_finite(ws, xs + gs)) {
           bad.store(true, std::memory_order_relaxed);
           return;
@@ -3220,19 +3370,29 @@ bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDim
           const int64_t nt = std::min(TB, T - t0);
           for (int64_t t = 0; t < nt; ++t) {
             const int64_t a = (t0 + t) / TW, b = (t0 + t) % TW;
-            wino_in_cl(Sx, Wp, Cgp, a, b, V + t * Cgp, ldv);
-            wino_gy_cl(Sg, Wg, Ogp, a, b, E + t * Ogp, lde);
+            if constexpr (W512) {
+              wino_in_cl(Sx, Wp, Cgp, a, b, V + t * Cgp, ldv);
+              wino_gy_cl(Sg, Wg, Ogp, a, b, E + t * Ogp, lde);
+            } else {
+              wino_in_cl256(Sx, Wp, Cgp, a, b, V + t * Cgp, ldv);
+              wino_gy_cl256(Sg, Wg, Ogp, a, b, E + t * Ogp, lde);
+            }
           }
           for (int xi = 0; xi < 16; ++xi) {
             const float* Ex = E + xi * lde;
             const float* Vx = V + xi * ldv;
             float* dU = ag + xi * q.Og * Cgp;
-            for (int64_t c0 = 0; c0 < Cgp; c0 += 16 * NV) {
-              const int nv = static_cast<int>(std::min<int64_t>(NV, (Cgp - c0) / 16));
+            for (int64_t c0 = 0; c0 < Cgp; c0 += L * NV) {
+              const int nv = static_cast<int>(std::min<int64_t>(NV, (Cgp - c0) / L));
               for (int64_t o0 = 0; o0 < q.Og; o0 += R) {
                 const int r = static_cast<int>(std::min(R, q.Og - o0));
                 float* out = dU + o0 * Cgp + c0;
-                if (nv == 4)
+                if constexpr (!W512) {
+                  if (nv == 2)
+                    wgrad_wino_tile256_r<2>(r, nt, Ex + o0, Ogp, Vx + c0, Cgp, out, Cgp);
+                  else
+                    wgrad_wino_tile256_r<1>(r, nt, Ex + o0, Ogp, Vx + c0, Cgp, out, Cgp);
+                } else if (nv == 4)
                   wgrad_wino_tile_r<4>(r, nt, Ex + o0, Ogp, Vx + c0, Cgp, out, Cgp);
                 else if (nv == 3)
                   wgrad_wino_tile_r<3>(r, nt, Ex + o0, Ogp, Vx + c0, Cgp, out, Cgp);
@@ -3246,12 +3406,16 @@ bool bwd_weight_wino(const float* gy, const float* x, float* gw, const Conv2dDim
         }
       });
   if (bad.load()) return false;
-  wino_wgrad_out(accs, d, Cgp, gw);
+  if constexpr (W512)
+    wino_wgrad_out(accs, d, Cgp, gw);
+  else
+    wino_wgrad_out256(accs, d, Cgp, gw);
   return true;
 }
 
 void bwd_weight_fast(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
-  if (use_wino_wgrad(d) && bwd_weight_wino(gy, x, gw, d)) return;
+  if (use_wino_wgrad(d) && bwd_weight_wino<true>(gy, x, gw, d)) return;
+  if (use_wino_wgrad_avx2(d) && bwd_weight_wino<false>(gy, x, gw, d)) return;
   if (use_wgrad_chanvec(d)) {
     bwd_weight_chanvec<true>(gy, x, gw, d);
     return;
