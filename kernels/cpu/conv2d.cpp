@@ -81,9 +81,8 @@
 //                  flipped, transposed kernel (fwd_wino512): 16 GEMMs over the channels, one
 //                  per position of the 4x4 transformed tile, on the direct kernel's register
 //                  tiles, for 2.25x fewer multiplies than the direct sum. The weight gradient
-//                  (bwd_weight_wino; up to 256 x 256 channels per group; on AVX-512 maps of
-//                  64+ pixels, on AVX2 not 16 x 16 channels over 1024 pixels) is its adjoint:
-//                  16 GEMMs over the tiles. Inf / NaN, which the transforms
+//                  (bwd_weight_wino; up to 256 x 256 channels per group; on AVX2 not 16 x 16
+//                  channels over 1024 pixels) is its adjoint: 16 GEMMs over the tiles. Inf / NaN, which the transforms
 //                  would spread over whole tiles, skip them: weights, and x or gy in the
 //                  weight gradient, send the call to the direct paths; a forward task whose
 //                  input holds one computes its rows with the scalar reference.
@@ -3308,12 +3307,15 @@ EMBER_AVX2 void wino_wgrad_out256(const float* dU, const Conv2dDims& d, int64_t 
 
 // Where the weight gradient gains (1 thread, Zen 4, interleaved A/B, ms): N=128 16->16
 // 28x28 4.8 -> 4.0, 32->32 14x14 4.5 -> 3.3, N=32 64->64 32x32 21.8 -> 14.8, N=8 64->64 56x56
-// 16.8 -> 10.9, N=16 128->128 16x16 10.7 -> 7.1, N=8 256->256 14x14 17.1 -> 12.0. Not on
-// maps under 64 pixels (N=128 64->64 7x7 4.06 -> 4.00: tiles over 8x8 outputs), nor with
-// more than 256 x 256 channels per group, where the per-thread dU sums (16 Og Cg floats: 16
-// MiB at 512 x 512) no longer stay in cache (N=8 512->512 7x7 19.9 -> 33.6).
+// 16.8 -> 10.9, N=16 128->128 16x16 10.7 -> 7.1, N=8 256->256 14x14 17.1 -> 12.0. Maps under
+// 64 pixels (tiles over 8x8 outputs; from 64 channels in wino_shape) ran even (N=128 64->64
+// 7x7 4.06 -> 4.00) until V and E got their per-xi pad (below); with it, builds alternated:
+// N=128 64->64 7x7 4.0 -> 3.7, N=32 128->128 7x7 4.0 -> 3.4, 256->256 7x7 16.4 -> 13.3, N=64
+// 96->96 7x7 4.5 -> 3.8, N=128 64->64 6x6 2.9 -> 2.3. Not with more than 256 x 256 channels
+// per group, where the per-thread dU sums (16 Og Cg floats: 16 MiB at 512 x 512) no longer
+// stay in cache (N=8 512->512 7x7 19.9 -> 33.6).
 bool use_wino_wgrad(const Conv2dDims& d) {
-  return use_wino(d) && d.OH * d.OW >= 64 && (d.C / d.G) * (d.O / d.G) <= 256 * 256;
+  return use_wino(d) && (d.C / d.G) * (d.O / d.G) <= 256 * 256;
 }
 
 // The AVX2 twin (bwd_weight_wino<false>) against the AVX2 channel-vector weight gradient
