@@ -2,8 +2,7 @@
 
 Per shape and thread count (ember.set_num_threads / torch.set_num_threads, same run, same
 process): a correctness gate first (ember vs a float64 computation through torch, or skipped
-when torch is absent), then the median of repeats after warm-up, the libraries timed in
-alternating blocks (interleaved_medians), of
+when torch is absent), then the median of repeats after warm-up of
 
 * fwd: ``F.conv2d`` under no_grad (output allocated per call, as in a model), both libraries;
 * fwd (warm out): ``_C.conv2d_fwd`` into a preallocated output (the kernel alone, no page
@@ -69,27 +68,16 @@ SHAPES = [
 CLOCK = time.perf_counter
 
 
-def interleaved_medians(fns, repeat: int = 10, warmup: int = 2, block: int = 2) -> list[float]:
-    """Median time of each fn over ``repeat`` runs, on CLOCK, the fns taking turns in blocks.
-
-    After ``warmup`` runs of each, rounds run every fn in turn: one untimed call (the first
-    after the other library's: its worker threads may still be spinning on the cores), then
-    ``block`` timed ones. A noisy spell of the shared machine then falls on both libraries
-    alike instead of on whichever was being timed (timing each in one stretch had 1-thread
-    ratios swing by 30% between runs).
-    """
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(max(1, -(-repeat // block))):
-        for fn, ts in zip(fns, times, strict=True):
-            fn()
-            for _ in range(block):
-                t0 = CLOCK()
-                fn()
-                ts.append(CLOCK() - t0)
-    return [float(np.median(ts)) for ts in times]
+def median_time(fn, repeat: int = 10, warmup: int = 2) -> float:
+    """Median time of fn() over ``repeat`` runs after ``warmup`` runs, on CLOCK."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = CLOCK()
+        fn()
+        times.append(CLOCK() - t0)
+    return float(np.median(times))
 
 
 def flops(s) -> float:
@@ -140,25 +128,26 @@ def time_case(s, x, w, b, nth, repeat, rng):
         exg.grad = ewg.grad = ebg.grad = None
         F.conv2d(exg, ewg, ebg, st, p, 1, G).backward(g)
 
-    if torch is None:
-        te_f, te_k, te_fb = interleaved_medians((e_fwd, e_kernel, e_fb), repeat)
-        return te_f, te_k, float("nan"), te_fb, float("nan")
-    torch.set_num_threads(nth)
-    tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
-    txg, twg, tbg = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
-    tg = torch.from_numpy(g.numpy())
+    res = [median_time(f, repeat=repeat, warmup=2) for f in (e_fwd, e_kernel)]
+    te_fb = median_time(e_fb, repeat=repeat, warmup=2)
+    tt_f = tt_fb = float("nan")
+    if torch is not None:
+        torch.set_num_threads(nth)
+        tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
+        txg, twg, tbg = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
+        tg = torch.from_numpy(g.numpy())
 
-    def t_fwd():
-        with torch.no_grad():
-            torch.nn.functional.conv2d(tx, tw, tb, st, p, 1, G)
+        def t_fwd():
+            with torch.no_grad():
+                torch.nn.functional.conv2d(tx, tw, tb, st, p, 1, G)
 
-    def t_fb():
-        txg.grad = twg.grad = tbg.grad = None
-        torch.nn.functional.conv2d(txg, twg, tbg, st, p, 1, G).backward(tg)
+        def t_fb():
+            txg.grad = twg.grad = tbg.grad = None
+            torch.nn.functional.conv2d(txg, twg, tbg, st, p, 1, G).backward(tg)
 
-    te_f, te_k, tt_f = interleaved_medians((e_fwd, e_kernel, t_fwd), repeat)
-    te_fb, tt_fb = interleaved_medians((e_fb, t_fb), repeat)
-    return te_f, te_k, tt_f, te_fb, tt_fb
+        tt_f = median_time(t_fwd, repeat=repeat, warmup=2)
+        tt_fb = median_time(t_fb, repeat=repeat, warmup=2)
+    return res[0], res[1], tt_f, te_fb, tt_fb
 
 
 def run(threads_list, repeat, only):
