@@ -1923,6 +1923,25 @@ EMBER_AVX2 inline void deinterleave8(const float* p, __m256& even, __m256& odd) 
   odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+// wino_btdb on 8 lanes, storing the first n of each row (all 8 from n = 8 on).
+EMBER_AVX2 inline void wino_btdb256(const __m256 (&d)[4][4], float* v, int64_t ldxi,
+                                    int64_t n) {
+  __m256 t[4][4];  // rows: B^T d
+  for (int j = 0; j < 4; ++j) {
+    t[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
+    t[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
+    t[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
+    t[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
+  }
+  for (int i = 0; i < 4; ++i) {  // columns: (B^T d) B
+    float* r = v + 4 * i * ldxi;
+    cpu::store_first(r, _mm256_sub_ps(t[i][0], t[i][2]), n);
+    cpu::store_first(r + ldxi, _mm256_add_ps(t[i][1], t[i][2]), n);
+    cpu::store_first(r + 2 * ldxi, _mm256_sub_ps(t[i][2], t[i][1]), n);
+    cpu::store_first(r + 3 * ldxi, _mm256_sub_ps(t[i][1], t[i][3]), n);
+  }
+}
+
 // V[xi][c][t0 + lane] for lane < n, the tiles b0 .. b0 + n - 1 of one tile row whose first
 // patch starts at `patch` (channel 0; channel c at + c*cs): B^T d B as in wino_btdb.
 EMBER_AVX2 void wino_in8(const float* patch, int64_t cs, int64_t Wp, int64_t Cg, int64_t n,
@@ -1934,21 +1953,7 @@ EMBER_AVX2 void wino_in8(const float* patch, int64_t cs, int64_t Wp, int64_t Cg,
       deinterleave8(r, p[i][0], p[i][1]);
       deinterleave8(r + 2, p[i][2], p[i][3]);
     }
-    __m256 t[4][4];  // rows: B^T d
-    for (int j = 0; j < 4; ++j) {
-      t[0][j] = _mm256_sub_ps(p[0][j], p[2][j]);
-      t[1][j] = _mm256_add_ps(p[1][j], p[2][j]);
-      t[2][j] = _mm256_sub_ps(p[2][j], p[1][j]);
-      t[3][j] = _mm256_sub_ps(p[1][j], p[3][j]);
-    }
-    float* v = V + c * NTp;
-    for (int i = 0; i < 4; ++i) {  // columns: (B^T d) B
-      float* r = v + 4 * i * ldxi;
-      cpu::store_first(r, _mm256_sub_ps(t[i][0], t[i][2]), n);
-      cpu::store_first(r + ldxi, _mm256_add_ps(t[i][1], t[i][2]), n);
-      cpu::store_first(r + 2 * ldxi, _mm256_sub_ps(t[i][2], t[i][1]), n);
-      cpu::store_first(r + 3 * ldxi, _mm256_sub_ps(t[i][1], t[i][3]), n);
-    }
+    wino_btdb256(p, V + c * NTp, ldxi, n);
   }
 }
 
@@ -3232,20 +3237,7 @@ EMBER_AVX2 void wino_in_cl256(const float* S, int64_t Wp, int64_t Cgp, int64_t a
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j)
         p[i][j] = _mm256_loadu_ps(S + ((2 * a + i) * Wp + 2 * b + j) * Cgp + c0);
-    __m256 t[4][4];  // rows: B^T d
-    for (int j = 0; j < 4; ++j) {
-      t[0][j] = _mm256_sub_ps(p[0][j], p[2][j]);
-      t[1][j] = _mm256_add_ps(p[1][j], p[2][j]);
-      t[2][j] = _mm256_sub_ps(p[2][j], p[1][j]);
-      t[3][j] = _mm256_sub_ps(p[1][j], p[3][j]);
-    }
-    for (int i = 0; i < 4; ++i) {  // columns: (B^T d) B
-      float* r = V + 4 * i * ldxi + c0;
-      _mm256_storeu_ps(r, _mm256_sub_ps(t[i][0], t[i][2]));
-      _mm256_storeu_ps(r + ldxi, _mm256_add_ps(t[i][1], t[i][2]));
-      _mm256_storeu_ps(r + 2 * ldxi, _mm256_sub_ps(t[i][2], t[i][1]));
-      _mm256_storeu_ps(r + 3 * ldxi, _mm256_sub_ps(t[i][1], t[i][3]));
-    }
+    wino_btdb256(p, V + c0, ldxi, 8);
   }
 }
 
