@@ -82,10 +82,11 @@
 //                  per position of the 4x4 transformed tile, on the direct kernel's register
 //                  tiles, for 2.25x fewer multiplies than the direct sum. The weight gradient
 //                  (bwd_weight_wino; up to 256 x 256 channels per group; on AVX2 not 16 x 16
-//                  channels over 1024 pixels) is its adjoint: 16 GEMMs over the tiles. Inf / NaN, which the transforms
-//                  would spread over whole tiles, skip them: weights, and x or gy in the
-//                  weight gradient, send the call to the direct paths; a forward task whose
-//                  input holds one computes its rows with the scalar reference.
+//                  channels over 1024 pixels) is its adjoint: 16 GEMMs over the tiles.
+//                  Inf / NaN, which the transforms would spread over whole tiles, skip them:
+//                  weights, and x or gy in the weight gradient, send the call to the direct
+//                  paths; a forward task whose input holds one computes its rows with the
+//                  scalar reference.
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
 //                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
@@ -1503,13 +1504,13 @@ void fwd_direct512(const float* x, const float* w, const float* b, float* y,
 // they need as zero-padded planes (build_slab512, row width Wp = 2*TW + 2), V[xi][c][NTp] (xi
 // stride ldv, one cache line past Cg * NTp) and one output-channel block's M[xi][mrb][NTp] in
 // the thread's workspace (NTp = the task's tiles rounded up to 16; V and M within kWinoCap
-// floats, 768 KiB, most of a 1 MiB L2), so
-// the GEMMs run on the direct kernel's 12 x 32 or 8 x 32 register tiles (direct_tile512 with
-// K = Cg, B rows V_xi[c], A = U_xi packed per block of mrb output channels). Transforms are
-// vectorised over 16 tiles: a tile row's patches are stride-2 windows of the plane rows,
-// gathered by two-register permutes (even / odd columns) per run of lanes that lie in one
-// tile row ("segments"), and the outputs are interleaved back the same way. Task sizes: 128K
-// / 192K / 64K floats gave 14.1 / 13.5 / 14.0 ms on N=32 64->64 32x32 (the rest within noise).
+// floats, 768 KiB, most of a 1 MiB L2), so the GEMMs run on the direct kernel's 12 x 32 or
+// 8 x 32 register tiles (direct_tile512 with K = Cg, B rows V_xi[c], A = U_xi packed per block
+// of mrb output channels). Transforms are vectorised over 16 tiles: a tile row's patches are
+// stride-2 windows of the plane rows, gathered by two-register permutes (even / odd columns)
+// per run of lanes that lie in one tile row ("segments"), and the outputs are interleaved back
+// the same way. Task sizes: 128K / 192K / 64K floats gave 14.1 / 13.5 / 14.0 ms on N=32
+// 64->64 32x32 (the rest within noise).
 constexpr int64_t kWinoCap = 3 * (int64_t{1} << 16);  // floats of V and M per task
 
 struct WinoGeo {
@@ -2100,9 +2101,8 @@ bool chanvec_before_wino(const Conv2dDims& d) {
 }
 
 void fwd_fast(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
-  const bool chanvec_avx2 = use_chanvec_avx2(d);
   if (!chanvec_before_wino(d) && wino_ok(d) && fwd_wino(x, w, b, y, d)) return;
-  if (chanvec_avx2) {
+  if (use_chanvec_avx2(d)) {
     fwd_chanvec<false>(x, w, b, y, d);
     return;
   }
@@ -2239,8 +2239,9 @@ void bwd_data_direct512(const float* gy, const float* w, float* gx, const Conv2d
 
 // The stride-1 3x3 input gradient on the Winograd forward (use_wino of the flipped problem).
 bool bwd_data_wino_ok(const Conv2dDims& d) {
-  return flips_to_fwd(d) && wino_ok(bwd_data_as_fwd_dims(d)) &&
-         !chanvec_before_wino(bwd_data_as_fwd_dims(d));
+  if (!flips_to_fwd(d)) return false;
+  const Conv2dDims f = bwd_data_as_fwd_dims(d);
+  return wino_ok(f) && !chanvec_before_wino(f);
 }
 
 // ---- input gradient at strides > 1: phases of gx, each a stride-1 correlation of gy ------
@@ -2968,8 +2969,8 @@ bool use_wgrad_chanvec_avx2(const Conv2dDims& d) {
 // ones (8-channel vectors, 2 output channels per tile).
 template <bool W512>
 void bwd_weight_chanvec(const float* gy, const float* x, float* gw, const Conv2dDims& d) {
-  constexpr int64_t L = W512 ? 16 : 8;             // lanes
-  constexpr int64_t RM = W512 ? 4 : 2;    // output channels per tile
+  constexpr int64_t L = W512 ? 16 : 8;     // lanes
+  constexpr int64_t RM = W512 ? 4 : 2;     // output channels per tile
   constexpr int64_t ACC = W512 ? 24 : 12;  // accumulators per tile
   const Geo q(d);
   const DirectGeo dg(d);
