@@ -277,6 +277,76 @@ constexpr MicroFn micro_for(int r) {
                   : &micro<6, NV, MASK>;
 }
 
+// qk_exp_t's AVX2 twin (see there): R key rows x NV 8-query vectors of S^T = scale * K_j Q_i^T
+// on the 6x16 register tile (K in chunks of kKc through C), then P^T = exp(S^T - mu) stored in
+// place, the block's column max and sums folded into cmax / csum. B and C rows kBq apart.
+template <int R, int NV>
+EMBER_AVX2 void qk_exp8(int64_t K, const float* A, int64_t ars, const float* B, float* C,
+                        float scale, const float* mu, float* cmax, float* csum) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
+    const int64_t k1 = std::min(K, k0 + kKc);
+    __m256 c[R][NV];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      const float* b = B + kk * kBq;
+      __m256 bv[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        const __m256 ar = _mm256_broadcast_ss(A + r * ars + kk);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(ar, bv[v], c[r][v]);
+      }
+    }
+    if (k1 < K) {  // not the last chunk: partial sums into C, as micro does
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) {
+          float* cp = C + r * kBq + 8 * v;
+          _mm256_storeu_ps(cp, k0 > 0 ? _mm256_add_ps(_mm256_loadu_ps(cp), c[r][v]) : c[r][v]);
+        }
+      continue;
+    }
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const __m256 vm = _mm256_loadu_ps(mu + 8 * v);
+      __m256 mx = _mm256_loadu_ps(cmax + 8 * v);
+      __m256 sm = _mm256_loadu_ps(csum + 8 * v);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        float* cp = C + r * kBq + 8 * v;
+        const __m256 x = _mm256_mul_ps(k0 > 0 ? _mm256_add_ps(_mm256_loadu_ps(cp), c[r][v])
+                                              : c[r][v], vs);
+        mx = _mm256_max_ps(x, mx);  // a NaN score skips the max (as in the two-pass path)
+        const __m256 p = cpu::exp256_ps(_mm256_sub_ps(x, vm));
+        sm = _mm256_add_ps(sm, p);
+        _mm256_storeu_ps(cp, p);
+      }
+      _mm256_storeu_ps(cmax + 8 * v, mx);
+      _mm256_storeu_ps(csum + 8 * v, sm);
+    }
+  }
+}
+
+using QkExp8Fn = void (*)(int64_t, const float*, int64_t, const float*, float*, float,
+                          const float*, float*, float*);
+
+template <int NV>
+constexpr QkExp8Fn qk_exp8_for(int r) {
+  return r == 1   ? &qk_exp8<1, NV>
+         : r == 2 ? &qk_exp8<2, NV>
+         : r == 3 ? &qk_exp8<3, NV>
+         : r == 4 ? &qk_exp8<4, NV>
+         : r == 5 ? &qk_exp8<5, NV>
+                  : &qk_exp8<6, NV>;
+}
+
 // Causal diagonal tiles (row r of the tile sees key columns <= r + diag): kNoDiag = all.
 constexpr int64_t kNoDiag = INT64_MAX / 4;
 enum class Diag { none, cols, inner };
@@ -350,6 +420,83 @@ constexpr MicroTFn micro_t_for(int r, int nv) {
          : r == 4 ? micro_t_nv<4, MASK>(nv)
          : r == 5 ? micro_t_nv<5, MASK>(nv)
                   : micro_t_nv<6, MASK>(nv);
+}
+
+// The forward's fused score block: R key rows x NV query vectors of S^T = scale * K_j Q_i^T
+// as in micro_t (K in chunks of kKcT added through C), then, while the last chunk's sums are in
+// registers, P^T = exp(S^T - mu) is stored in place of S^T and the block's column max of S^T and
+// sums of P^T are folded into cmax / csum (NV vectors each). mu is the running max of the
+// earlier key tiles, not this tile's: see fwd_tile512 for when that is allowed.
+template <int R, int NV>
+EMBER_AVX512 void qk_exp_t(int64_t K, const float* A, int64_t ars, const float* B, float* C,
+                           float scale, const float* mu, float* cmax, float* csum) {
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKcT) {
+    const int64_t k1 = std::min(K, k0 + kKcT);
+    __m512 c[R][NV];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      const float* b = B + kk * kBq;
+      __m512 bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        const __m512 ar = _mm512_set1_ps(A[r * ars + kk]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) c[r][v] = _mm512_fmadd_ps(ar, bv[v], c[r][v]);
+      }
+    }
+    if (k1 < K) {  // not the last chunk: partial sums into C, as micro_t does
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          float* cp = C + r * kBq + 16 * v;
+          _mm512_storeu_ps(cp, k0 > 0 ? _mm512_add_ps(_mm512_loadu_ps(cp), c[r][v]) : c[r][v]);
+        }
+      continue;
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __m512 vm = _mm512_loadu_ps(mu + 16 * v);
+      __m512 mx = _mm512_loadu_ps(cmax + 16 * v);
+      __m512 sm = _mm512_loadu_ps(csum + 16 * v);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        float* cp = C + r * kBq + 16 * v;
+        const __m512 x = _mm512_mul_ps(k0 > 0 ? _mm512_add_ps(_mm512_loadu_ps(cp), c[r][v])
+                                              : c[r][v], vs);
+        mx = _mm512_max_ps(x, mx);  // a NaN score skips the max (as in softmax_tile512)
+        const __m512 p = cpu::exp512_ps(_mm512_sub_ps(x, vm));
+        sm = _mm512_add_ps(sm, p);
+        _mm512_storeu_ps(cp, p);
+      }
+      _mm512_storeu_ps(cmax + 16 * v, mx);
+      _mm512_storeu_ps(csum + 16 * v, sm);
+    }
+  }
+}
+
+using QkExpFn = void (*)(int64_t, const float*, int64_t, const float*, float*, float,
+                         const float*, float*, float*);
+
+template <int R>
+constexpr QkExpFn qk_exp_nv(int nv) {
+  return nv == 1 ? &qk_exp_t<R, 1> : nv == 2 ? &qk_exp_t<R, 2> : nv == 3 ? &qk_exp_t<R, 3>
+                                                                         : &qk_exp_t<R, 4>;
+}
+
+constexpr QkExpFn qk_exp_for(int r, int nv) {
+  return r == 1   ? qk_exp_nv<1>(nv)
+         : r == 2 ? qk_exp_nv<2>(nv)
+         : r == 3 ? qk_exp_nv<3>(nv)
+         : r == 4 ? qk_exp_nv<4>(nv)
+         : r == 5 ? qk_exp_nv<5>(nv)
+                  : qk_exp_nv<6>(nv);
 }
 
 // C[M x N] = scale * A B (+ C when accum) on micro_t: 6-row blocks, 64-column panels. Diag as
@@ -552,6 +699,27 @@ EMBER_AVX2 FwdWs& fwd_ws() {
   return ws;
 }
 
+// The fused forward tile's preconditions (fwd_tile512, fwd_tile_avx2): every query lane's
+// running max m is finite (not -inf: no unmasked key seen yet; not NaN), and afterwards no
+// score of the tile exceeded it by more than kBaseSlack (false for a NaN max too). n lanes.
+constexpr float kBaseSlack = 8.0f;
+EMBER_AVX2 inline bool finite_base(const float* m, int64_t n) {
+  for (int64_t i = 0; i < n; i += 8)
+    if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(m + i), _mm256_set1_ps(-kInf),
+                                         _CMP_GT_OQ)) != 0xFF)
+      return false;
+  return true;
+}
+
+EMBER_AVX2 inline bool within_slack(const float* cmax, const float* m, int64_t n) {
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 lim = _mm256_add_ps(_mm256_loadu_ps(m + i), _mm256_set1_ps(kBaseSlack));
+    if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(cmax + i), lim, _CMP_LE_OQ)) != 0xFF)
+      return false;
+  }
+  return true;
+}
+
 // One (n, 64-query tile) piece of the AVX-512 forward, scores transposed (S^T = K_j Q_i^T):
 // see the header. Lanes past nq hold zero queries and are never read back.
 EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, float* out,
@@ -575,70 +743,95 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
     const int64_t nk = std::min(kBk, kend - j0);
     const int64_t off = j0 - i0;  // causal: query column ic sees key row jr iff ic >= jr + off
     const bool diag = d.causal && j0 + nk - 1 > i0;
-    // S^T = scale * K_j Q_i^T; on a diagonal tile a block of key rows skips the query
-    // vectors wholly left of its first row's diagonal (masked for every row of the block)
-    for (int64_t r0 = 0; r0 < nk; r0 += 6) {
-      const int r = static_cast<int>(std::min<int64_t>(6, nk - r0));
-      const int64_t v0 = diag ? std::clamp<int64_t>((r0 + off) / 16, 0, nvq) : 0;
-      if (v0 >= nvq) continue;
-      micro_t_for<false>(r, static_cast<int>(nvq - v0))(D, kb + (j0 + r0) * D, D, 1,
-                                                       qt + 16 * v0, kBq, st + r0 * kBq + 16 * v0,
-                                                       kBq, 0, false, scale, nullptr);
+    // Fused: a tile with neither mask nor diagonal, once every query has a finite running max
+    // m, computes P^T = exp(S^T - m) in the score kernel's epilogue (qk_exp_t), against the
+    // earlier tiles' max instead of its own: that is exact as long as no score exceeds m by
+    // more than kBaseSlack (P <= e^8 then, far from float overflow), and it saves the two
+    // passes over the tile and the rescale (alpha = 1, m stays the base of P). A tile that
+    // breaks the bound is recomputed on the two-pass path.
+    bool fused = false;
+    if (!diag && !mb && finite_base(m, 16 * nvq)) {
+      alignas(64) float cmax[kBq], csum[kBq];
+      std::fill(cmax, cmax + 16 * nvq, -kInf);
+      std::fill(csum, csum + 16 * nvq, 0.0f);
+      const QkExpFn f6 = qk_exp_for(6, static_cast<int>(nvq));
+      for (int64_t r0 = 0; r0 < nk; r0 += 6) {
+        const int r = static_cast<int>(std::min<int64_t>(6, nk - r0));
+        (r == 6 ? f6 : qk_exp_for(r, static_cast<int>(nvq)))(D, kb + (j0 + r0) * D, D, qt,
+                                                              st + r0 * kBq, scale, m, cmax, csum);
+      }
+      fused = within_slack(cmax, m, 16 * nvq);
+      if (fused)
+        for (int64_t c = 0; c < nvq; ++c)
+          _mm512_storeu_ps(l + 16 * c, _mm512_add_ps(_mm512_loadu_ps(l + 16 * c),
+                                                     _mm512_loadu_ps(csum + 16 * c)));
     }
-    const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
-    if (mb && d.mask_rs != 0)
-      transpose_tile(mb + i0 * d.mask_rs + j0, d.mask_rs, nq, nk, mt, kBq);
-    else if (mb)
-      mrow = mb + j0;
-    // pass 1: the mask, the column max over the key rows, the new running max mu and the
-    // rescale factor alpha = exp(m_old - mu); pass 2: P^T = exp(S^T - mu) and its column sums
-    __m512 vmax[4], vmu[4], vsum[4];
-    for (int64_t c = 0; c < nvq; ++c) vmax[c] = _mm512_set1_ps(-kInf);
-    // On a diagonal tile, row jr's query vectors wholly left of its diagonal (all lanes
-    // masked) skip the max and the exp: the exp pass stores their zeros (the 6-query blocks of
-    // P V straddle vectors, so some of those lanes are read).
-    const auto first_vec = [&](int64_t jr) {
-      return diag ? std::clamp<int64_t>((jr + off) / 16, 0, nvq) : 0;
-    };
-    for (int64_t jr = 0; jr < nk; ++jr) {
-      float* srow = st + jr * kBq;
-      for (int64_t c = first_vec(jr); c < nvq; ++c) {
-        __m512 x = _mm512_loadu_ps(srow + 16 * c);
-        if (mb) {
-          x = _mm512_add_ps(x, mrow ? _mm512_set1_ps(mrow[jr])
-                                    : _mm512_loadu_ps(mt + jr * kBq + 16 * c));
-          _mm512_storeu_ps(srow + 16 * c, x);
+    if (!fused) {
+      // S^T = scale * K_j Q_i^T; on a diagonal tile a block of key rows skips the query
+      // vectors wholly left of its first row's diagonal (masked for every row of the block)
+      for (int64_t r0 = 0; r0 < nk; r0 += 6) {
+        const int r = static_cast<int>(std::min<int64_t>(6, nk - r0));
+        const int64_t v0 = diag ? std::clamp<int64_t>((r0 + off) / 16, 0, nvq) : 0;
+        if (v0 >= nvq) continue;
+        micro_t_for<false>(r, static_cast<int>(nvq - v0))(D, kb + (j0 + r0) * D, D, 1,
+                                                         qt + 16 * v0, kBq, st + r0 * kBq + 16 * v0,
+                                                         kBq, 0, false, scale, nullptr);
+      }
+      const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
+      if (mb && d.mask_rs != 0)
+        transpose_tile(mb + i0 * d.mask_rs + j0, d.mask_rs, nq, nk, mt, kBq);
+      else if (mb)
+        mrow = mb + j0;
+      // pass 1: the mask, the column max over the key rows, the new running max mu and the
+      // rescale factor alpha = exp(m_old - mu); pass 2: P^T = exp(S^T - mu) and its column sums
+      __m512 vmax[4], vmu[4], vsum[4];
+      for (int64_t c = 0; c < nvq; ++c) vmax[c] = _mm512_set1_ps(-kInf);
+      // On a diagonal tile, row jr's query vectors wholly left of its diagonal (all lanes
+      // masked) skip the max and the exp: the exp pass stores their zeros (the 6-query blocks of
+      // P V straddle vectors, so some of those lanes are read).
+      const auto first_vec = [&](int64_t jr) {
+        return diag ? std::clamp<int64_t>((jr + off) / 16, 0, nvq) : 0;
+      };
+      for (int64_t jr = 0; jr < nk; ++jr) {
+        float* srow = st + jr * kBq;
+        for (int64_t c = first_vec(jr); c < nvq; ++c) {
+          __m512 x = _mm512_loadu_ps(srow + 16 * c);
+          if (mb) {
+            x = _mm512_add_ps(x, mrow ? _mm512_set1_ps(mrow[jr])
+                                      : _mm512_loadu_ps(mt + jr * kBq + 16 * c));
+            _mm512_storeu_ps(srow + 16 * c, x);
+          }
+          const __mmask16 lanes = diag ? causal_lanes(jr, off, 16 * c) : 0xFFFF;
+          vmax[c] = _mm512_mask_max_ps(vmax[c], lanes, x, vmax[c]);
         }
-        const __mmask16 lanes = diag ? causal_lanes(jr, off, 16 * c) : 0xFFFF;
-        vmax[c] = _mm512_mask_max_ps(vmax[c], lanes, x, vmax[c]);
       }
-    }
-    for (int64_t c = 0; c < nvq; ++c) {
-      const __m512 mold = _mm512_loadu_ps(m + 16 * c);
-      const __m512 mnew = _mm512_max_ps(vmax[c], mold);
-      // all -inf so far: mu = 0 keeps exp() finite (and exp(-inf - 0) = 0)
-      vmu[c] = _mm512_mask_mov_ps(mnew, _mm512_cmp_ps_mask(mnew, _mm512_set1_ps(-kInf),
-                                                           _CMP_EQ_OQ),
-                                  _mm512_setzero_ps());
-      _mm512_storeu_ps(alpha + 16 * c, cpu::exp512_ps(_mm512_sub_ps(mold, vmu[c])));
-      _mm512_storeu_ps(m + 16 * c, mnew);
-      vsum[c] = _mm512_setzero_ps();
-    }
-    for (int64_t jr = 0; jr < nk; ++jr) {
-      float* srow = st + jr * kBq;
-      const int64_t c0 = first_vec(jr);
-      for (int64_t c = 0; c < c0; ++c) _mm512_storeu_ps(srow + 16 * c, _mm512_setzero_ps());
-      for (int64_t c = c0; c < nvq; ++c) {
-        const __mmask16 lanes = diag ? causal_lanes(jr, off, 16 * c) : 0xFFFF;
-        const __m512 p = _mm512_maskz_mov_ps(
-            lanes, cpu::exp512_ps(_mm512_sub_ps(_mm512_loadu_ps(srow + 16 * c), vmu[c])));
-        vsum[c] = _mm512_add_ps(vsum[c], p);
-        _mm512_storeu_ps(srow + 16 * c, p);
+      for (int64_t c = 0; c < nvq; ++c) {
+        const __m512 mold = _mm512_loadu_ps(m + 16 * c);
+        const __m512 mnew = _mm512_max_ps(vmax[c], mold);
+        // all -inf so far: mu = 0 keeps exp() finite (and exp(-inf - 0) = 0)
+        vmu[c] = _mm512_mask_mov_ps(mnew, _mm512_cmp_ps_mask(mnew, _mm512_set1_ps(-kInf),
+                                                             _CMP_EQ_OQ),
+                                    _mm512_setzero_ps());
+        _mm512_storeu_ps(alpha + 16 * c, cpu::exp512_ps(_mm512_sub_ps(mold, vmu[c])));
+        _mm512_storeu_ps(m + 16 * c, mnew);
+        vsum[c] = _mm512_setzero_ps();
       }
-    }
-    for (int64_t c = 0; c < nvq; ++c) {
-      const __m512 va = _mm512_loadu_ps(alpha + 16 * c);
-      _mm512_storeu_ps(l + 16 * c, _mm512_fmadd_ps(_mm512_loadu_ps(l + 16 * c), va, vsum[c]));
+      for (int64_t jr = 0; jr < nk; ++jr) {
+        float* srow = st + jr * kBq;
+        const int64_t c0 = first_vec(jr);
+        for (int64_t c = 0; c < c0; ++c) _mm512_storeu_ps(srow + 16 * c, _mm512_setzero_ps());
+        for (int64_t c = c0; c < nvq; ++c) {
+          const __mmask16 lanes = diag ? causal_lanes(jr, off, 16 * c) : 0xFFFF;
+          const __m512 p = _mm512_maskz_mov_ps(
+              lanes, cpu::exp512_ps(_mm512_sub_ps(_mm512_loadu_ps(srow + 16 * c), vmu[c])));
+          vsum[c] = _mm512_add_ps(vsum[c], p);
+          _mm512_storeu_ps(srow + 16 * c, p);
+        }
+      }
+      for (int64_t c = 0; c < nvq; ++c) {
+        const __m512 va = _mm512_loadu_ps(alpha + 16 * c);
+        _mm512_storeu_ps(l + 16 * c, _mm512_fmadd_ps(_mm512_loadu_ps(l + 16 * c), va, vsum[c]));
+      }
     }
     // acc = alpha * acc + P V, the rescale riding in the micro-kernel's C update. A = P^T read
     // down its columns (unit stride across a block's queries); on a diagonal tile a block stops
@@ -653,7 +846,7 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
         const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
         const MicroTFn f = rem < 16 ? micro_t_for<true>(r, nv) : micro_t_for<false>(r, nv);
         f(kk, st + r0, 1, kBq, vb + j0 * Dv + c0, Dv, acc + r0 * ldacc + c0, ldacc, tm, true,
-          1.0f, alpha + r0);
+          1.0f, fused ? nullptr : alpha + r0);
       }
     }
   }
@@ -682,7 +875,8 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
   ws.begin(q + (n * d.Lq + i0) * D, nq, D, ldacc);
   float *qt = ws.qt.data(), *st = ws.st.data(), *mt = ws.mt.data(), *acc = ws.acc.data();
   float *m = ws.m.data(), *l = ws.l.data(), *alpha = ws.alpha.data();
-  const __m256 vscale = _mm256_set1_ps(static_cast<float>(d.scale));
+  const float scale = static_cast<float>(d.scale);
+  const __m256 vscale = _mm256_set1_ps(scale);
   const __m256 ninf = _mm256_set1_ps(-kInf);
   const int64_t nvq = (nq + 7) / 8;  // query vectors (lanes past nq: zero queries, unused)
   const float* kb = k + n * d.Lk * D;
@@ -694,69 +888,93 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
     const int64_t nk = std::min(kBk, kend - j0);
     const int64_t off = j0 - i0;  // causal: query column ic sees key row jr iff ic >= jr + off
     const bool diag = d.causal && j0 + nk - 1 > i0;
-    if (!diag) {
-      tile_mm(nk, nvq * 8, D, kb + j0 * D, D, 1, qt, kBq, st, kBq, false);
-    } else {  // a block of key rows skips the query vectors wholly left of its first row's
-      for (int64_t r0 = 0; r0 < nk; r0 += 6) {  // diagonal (masked for all its rows)
-        const int64_t c0 = std::clamp<int64_t>((r0 + off) / 8, 0, nvq) * 8;
-        if (c0 < nvq * 8)
-          tile_mm(std::min<int64_t>(6, nk - r0), nvq * 8 - c0, D, kb + (j0 + r0) * D, D, 1,
-                  qt + c0, kBq, st + r0 * kBq + c0, kBq, false);
+    // Fused tiles as in fwd_tile512 (exp against the earlier tiles' max, alpha = 1), on
+    // 16-query panels (the D x 16 panel of Q_i^T stays in L1 while the key blocks pass).
+    bool fused = false;
+    if (!diag && !mb && finite_base(m, 8 * nvq)) {
+      alignas(32) float cmax[kBq], csum[kBq];
+      std::fill(cmax, cmax + 8 * nvq, -kInf);
+      std::fill(csum, csum + 8 * nvq, 0.0f);
+      for (int64_t c0 = 0; c0 < 8 * nvq; c0 += 16) {
+        const bool two = 8 * nvq - c0 >= 16;
+        for (int64_t r0 = 0; r0 < nk; r0 += 6) {
+          const int r = static_cast<int>(std::min<int64_t>(6, nk - r0));
+          (two ? qk_exp8_for<2>(r) : qk_exp8_for<1>(r))(D, kb + (j0 + r0) * D, D, qt + c0,
+                                                        st + r0 * kBq + c0, scale, m + c0,
+                                                        cmax + c0, csum + c0);
+        }
       }
+      fused = within_slack(cmax, m, 8 * nvq);
+      if (fused)
+        for (int64_t c = 0; c < nvq; ++c)
+          _mm256_storeu_ps(l + 8 * c, _mm256_add_ps(_mm256_loadu_ps(l + 8 * c),
+                                                    _mm256_loadu_ps(csum + 8 * c)));
     }
-    const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
-    if (mb && d.mask_rs != 0)
-      transpose_tile(mb + i0 * d.mask_rs + j0, d.mask_rs, nq, nk, mt, kBq);
-    else if (mb)
-      mrow = mb + j0;
-    __m256 vmax[8], vmu[8], vsum[8];
-    for (int64_t c = 0; c < nvq; ++c) vmax[c] = ninf;
-    // on a diagonal tile, row jr's vectors wholly left of its diagonal skip both passes (the
-    // exp pass stores their zeros: P V's 6-query blocks straddle vectors)
-    const auto first_vec = [&](int64_t jr) {
-      return diag ? std::clamp<int64_t>((jr + off) / 8, 0, nvq) : 0;
-    };
-    for (int64_t jr = 0; jr < nk; ++jr) {  // pass 1: scale, mask, column max
-      float* srow = st + jr * kBq;
-      for (int64_t c = first_vec(jr); c < nvq; ++c) {
-        __m256 x = _mm256_mul_ps(_mm256_loadu_ps(srow + 8 * c), vscale);
-        if (mb)
-          x = _mm256_add_ps(x, mrow ? _mm256_set1_ps(mrow[jr])
-                                    : _mm256_loadu_ps(mt + jr * kBq + 8 * c));
-        if (diag) x = _mm256_blendv_ps(ninf, x, visible8(lane, 8 * c - jr - off));
-        _mm256_storeu_ps(srow + 8 * c, x);
-        vmax[c] = _mm256_max_ps(x, vmax[c]);
+    if (!fused) {
+      if (!diag) {
+        tile_mm(nk, nvq * 8, D, kb + j0 * D, D, 1, qt, kBq, st, kBq, false);
+      } else {  // a block of key rows skips the query vectors wholly left of its first row's
+        for (int64_t r0 = 0; r0 < nk; r0 += 6) {  // diagonal (masked for all its rows)
+          const int64_t c0 = std::clamp<int64_t>((r0 + off) / 8, 0, nvq) * 8;
+          if (c0 < nvq * 8)
+            tile_mm(std::min<int64_t>(6, nk - r0), nvq * 8 - c0, D, kb + (j0 + r0) * D, D, 1,
+                    qt + c0, kBq, st + r0 * kBq + c0, kBq, false);
+        }
       }
-    }
-    for (int64_t c = 0; c < nvq; ++c) {
-      const __m256 mold = _mm256_loadu_ps(m + 8 * c);
-      const __m256 mnew = _mm256_max_ps(vmax[c], mold);
-      // all -inf so far: mu = 0 keeps exp() finite (and exp(-inf - 0) = 0)
-      vmu[c] = _mm256_andnot_ps(_mm256_cmp_ps(mnew, ninf, _CMP_EQ_OQ), mnew);
-      _mm256_storeu_ps(alpha + 8 * c, cpu::exp256_ps(_mm256_sub_ps(mold, vmu[c])));
-      _mm256_storeu_ps(m + 8 * c, mnew);
-      vsum[c] = _mm256_setzero_ps();
-    }
-    for (int64_t jr = 0; jr < nk; ++jr) {  // pass 2: P^T = exp(S^T - mu), column sums
-      float* srow = st + jr * kBq;
-      const int64_t cf = first_vec(jr);
-      for (int64_t c = 0; c < cf; ++c) _mm256_storeu_ps(srow + 8 * c, _mm256_setzero_ps());
-      for (int64_t c = cf; c < nvq; ++c) {
-        const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(srow + 8 * c), vmu[c]));
-        vsum[c] = _mm256_add_ps(vsum[c], p);
-        _mm256_storeu_ps(srow + 8 * c, p);
+      const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
+      if (mb && d.mask_rs != 0)
+        transpose_tile(mb + i0 * d.mask_rs + j0, d.mask_rs, nq, nk, mt, kBq);
+      else if (mb)
+        mrow = mb + j0;
+      __m256 vmax[8], vmu[8], vsum[8];
+      for (int64_t c = 0; c < nvq; ++c) vmax[c] = ninf;
+      // on a diagonal tile, row jr's vectors wholly left of its diagonal skip both passes (the
+      // exp pass stores their zeros: P V's 6-query blocks straddle vectors)
+      const auto first_vec = [&](int64_t jr) {
+        return diag ? std::clamp<int64_t>((jr + off) / 8, 0, nvq) : 0;
+      };
+      for (int64_t jr = 0; jr < nk; ++jr) {  // pass 1: scale, mask, column max
+        float* srow = st + jr * kBq;
+        for (int64_t c = first_vec(jr); c < nvq; ++c) {
+          __m256 x = _mm256_mul_ps(_mm256_loadu_ps(srow + 8 * c), vscale);
+          if (mb)
+            x = _mm256_add_ps(x, mrow ? _mm256_set1_ps(mrow[jr])
+                                      : _mm256_loadu_ps(mt + jr * kBq + 8 * c));
+          if (diag) x = _mm256_blendv_ps(ninf, x, visible8(lane, 8 * c - jr - off));
+          _mm256_storeu_ps(srow + 8 * c, x);
+          vmax[c] = _mm256_max_ps(x, vmax[c]);
+        }
       }
-    }
-    for (int64_t c = 0; c < nvq; ++c) {
-      const __m256 va = _mm256_loadu_ps(alpha + 8 * c);
-      _mm256_storeu_ps(l + 8 * c, _mm256_fmadd_ps(_mm256_loadu_ps(l + 8 * c), va, vsum[c]));
-    }
-    for (int64_t i = 0; i < nq; ++i) {
-      if (alpha[i] == 1.0f) continue;
-      const __m256 va = _mm256_set1_ps(alpha[i]);
-      float* a = acc + i * ldacc;
-      for (int64_t c = 0; c < ldacc; c += 8)
-        _mm256_storeu_ps(a + c, _mm256_mul_ps(_mm256_loadu_ps(a + c), va));
+      for (int64_t c = 0; c < nvq; ++c) {
+        const __m256 mold = _mm256_loadu_ps(m + 8 * c);
+        const __m256 mnew = _mm256_max_ps(vmax[c], mold);
+        // all -inf so far: mu = 0 keeps exp() finite (and exp(-inf - 0) = 0)
+        vmu[c] = _mm256_andnot_ps(_mm256_cmp_ps(mnew, ninf, _CMP_EQ_OQ), mnew);
+        _mm256_storeu_ps(alpha + 8 * c, cpu::exp256_ps(_mm256_sub_ps(mold, vmu[c])));
+        _mm256_storeu_ps(m + 8 * c, mnew);
+        vsum[c] = _mm256_setzero_ps();
+      }
+      for (int64_t jr = 0; jr < nk; ++jr) {  // pass 2: P^T = exp(S^T - mu), column sums
+        float* srow = st + jr * kBq;
+        const int64_t cf = first_vec(jr);
+        for (int64_t c = 0; c < cf; ++c) _mm256_storeu_ps(srow + 8 * c, _mm256_setzero_ps());
+        for (int64_t c = cf; c < nvq; ++c) {
+          const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(srow + 8 * c), vmu[c]));
+          vsum[c] = _mm256_add_ps(vsum[c], p);
+          _mm256_storeu_ps(srow + 8 * c, p);
+        }
+      }
+      for (int64_t c = 0; c < nvq; ++c) {
+        const __m256 va = _mm256_loadu_ps(alpha + 8 * c);
+        _mm256_storeu_ps(l + 8 * c, _mm256_fmadd_ps(_mm256_loadu_ps(l + 8 * c), va, vsum[c]));
+      }
+      for (int64_t i = 0; i < nq; ++i) {
+        if (alpha[i] == 1.0f) continue;
+        const __m256 va = _mm256_set1_ps(alpha[i]);
+        float* a = acc + i * ldacc;
+        for (int64_t c = 0; c < ldacc; c += 8)
+          _mm256_storeu_ps(a + c, _mm256_mul_ps(_mm256_loadu_ps(a + c), va));
+      }
     }
     // acc += P V, A = P^T read down its columns; a diagonal tile's row blocks stop at their
     // last query's diagonal (P is 0 past it)
