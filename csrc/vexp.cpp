@@ -1,5 +1,6 @@
-// vexp.cpp -- _C._exp_avx2 / _exp_avx512(x, out): the vectorised exps over float32 arrays, a test hook
-// for measuring its error (tests/test_vexp.py). RuntimeError when AVX2 is not available.
+// vexp.cpp -- _C._exp_avx2 / _exp_avx2_le88 / _exp_avx512(x, out): the vectorised exps over float32
+// arrays, test hooks for measuring their error (tests/test_vexp.py). RuntimeError when AVX2 (or
+// AVX-512F) is not available.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -12,9 +13,12 @@ namespace py = pybind11;
 
 namespace {
 
-template <bool W512>
+enum class Exp { avx2, avx2_le88, avx512 };
+
+template <Exp V>
 void exp_py(const py::object& x_obj, const py::object& out_obj) {
-  const char* kOp = W512 ? "exp_avx512" : "exp_avx2";
+  constexpr bool W512 = V == Exp::avx512;
+  const char* kOp = W512 ? "exp_avx512" : V == Exp::avx2_le88 ? "exp_avx2_le88" : "exp_avx2";
   const py::array x = ember::as_ndarray(x_obj, kOp, "x");
   const py::array out = ember::as_ndarray(out_obj, kOp, "out");
   EMBER_CHECK_TYPE(ember::dtype_of(x) == ember::DType::f32, kOp, "x must be float32, got ",
@@ -30,7 +34,7 @@ void exp_py(const py::object& x_obj, const py::object& out_obj) {
   bool ok;
   {
     py::gil_scoped_release nogil;
-    ok = W512 ? ember::exp_avx512(xp, yp, n) : ember::exp_avx2(xp, yp, n);
+    ok = W512 ? ember::exp_avx512(xp, yp, n) : ember::exp_avx2(xp, yp, n, V == Exp::avx2_le88);
   }
   if (!ok) ember::runtime_error(kOp, "this CPU or build has no ", W512 ? "AVX-512F" : "AVX2/FMA");
 }
@@ -38,8 +42,10 @@ void exp_py(const py::object& x_obj, const py::object& out_obj) {
 }  // namespace
 
 EMBER_BIND(vexp) {
-  m.def("_exp_avx2", &exp_py<false>, py::arg("x"), py::arg("out"),
+  m.def("_exp_avx2", &exp_py<Exp::avx2>, py::arg("x"), py::arg("out"),
         "out = the AVX2 vectorised exp of float32 x (test hook for its accuracy).");
-  m.def("_exp_avx512", &exp_py<true>, py::arg("x"), py::arg("out"),
+  m.def("_exp_avx2_le88", &exp_py<Exp::avx2_le88>, py::arg("x"), py::arg("out"),
+        "out = exp256_le88_ps of float32 x: exp for x <= 88.3 (test hook for its accuracy).");
+  m.def("_exp_avx512", &exp_py<Exp::avx512>, py::arg("x"), py::arg("out"),
         "out = the AVX-512 vectorised exp of float32 x (test hook for its accuracy).");
 }

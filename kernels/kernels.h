@@ -63,7 +63,7 @@ double fma_peak_gflops(int isa, double seconds);
 // ---- vectorised exp (kernels/cpu/vexp.h, vexp.cpp) ------------------------------------------
 // y = exp256_ps(x) elementwise (the AVX2 exp the softmax/attention kernels inline), for tests
 // that measure its error. Returns false (nothing written) when the CPU or build lacks AVX2.
-bool exp_avx2(const float* x, float* y, int64_t n);
+bool exp_avx2(const float* x, float* y, int64_t n, bool le88 = false);  // le88: exp256_le88_ps
 bool exp_avx512(const float* x, float* y, int64_t n);  // exp512_ps; false without AVX-512F
 
 // ---- relu (kernels/cpu/relu.cpp, kernels/cuda/relu.cu) -------------------------------------

@@ -39,7 +39,8 @@
 //   most e^8 larger than with the exact max), and it saves the two passes over the score tile
 //   and the rescale. A tile past the bound is recomputed on the two-pass path, so the first key
 //   tile, masked and diagonal tiles and jumps of the max cost one extra score product.
-//   exp256_ps / exp512_ps (vexp.h) for the softmax.
+//   exp512_ps and, on AVX2, exp256_le88_ps (vexp.h; its arguments here are <= 0, or <= 8 on
+//   fused tiles, or belong to a fused tile that is recomputed) for the softmax.
 //   Backward (FlashAttention-2): D_i = rowsum(dO_i * O_i) first, then per key tile j: recompute
 //   S = Q K_j^T, P = exp(S - lse), dP = dO V_j^T, dS = scale * P * (dP - D_i), and accumulate
 //   dV_j += P^T dO, dK_j += dS^T Q, dQ_i += dS K_j (tile_mm: micro_t under AVX-512, the 6x16
@@ -333,7 +334,7 @@ EMBER_AVX2 void qk_exp8(int64_t K, const float* A, int64_t ars, const float* B, 
         const __m256 x = _mm256_mul_ps(k0 > 0 ? _mm256_add_ps(_mm256_loadu_ps(cp), c[r][v])
                                               : c[r][v], vs);
         mx = _mm256_max_ps(x, mx);  // a NaN score skips the max (as in the two-pass path)
-        const __m256 p = cpu::exp256_ps(_mm256_sub_ps(x, vm));
+        const __m256 p = cpu::exp256_le88_ps(_mm256_sub_ps(x, vm));
         sm = _mm256_add_ps(sm, p);
         _mm256_storeu_ps(cp, p);
       }
@@ -959,7 +960,7 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
         const __m256 mnew = _mm256_max_ps(vmax[c], mold);
         // all -inf so far: mu = 0 keeps exp() finite (and exp(-inf - 0) = 0)
         vmu[c] = _mm256_andnot_ps(_mm256_cmp_ps(mnew, ninf, _CMP_EQ_OQ), mnew);
-        _mm256_storeu_ps(alpha + 8 * c, cpu::exp256_ps(_mm256_sub_ps(mold, vmu[c])));
+        _mm256_storeu_ps(alpha + 8 * c, cpu::exp256_le88_ps(_mm256_sub_ps(mold, vmu[c])));
         _mm256_storeu_ps(m + 8 * c, mnew);
         vsum[c] = _mm256_setzero_ps();
       }
@@ -968,7 +969,8 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
         const int64_t cf = first_vec(jr);
         for (int64_t c = 0; c < cf; ++c) _mm256_storeu_ps(srow + 8 * c, _mm256_setzero_ps());
         for (int64_t c = cf; c < nvq; ++c) {
-          const __m256 p = cpu::exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(srow + 8 * c), vmu[c]));
+          const __m256 p =
+              cpu::exp256_le88_ps(_mm256_sub_ps(_mm256_loadu_ps(srow + 8 * c), vmu[c]));
           vsum[c] = _mm256_add_ps(vsum[c], p);
           _mm256_storeu_ps(srow + 8 * c, p);
         }
@@ -1009,7 +1011,7 @@ EMBER_AVX2 void bwd_rows_avx2(float* S, float* dP, int64_t nq, int64_t nk, int64
     int64_t j = 0;
     for (; j + 8 <= nv; j += 8) {
       const __m256 p =
-          cpu::exp256_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vhi), vlo));
+          cpu::exp256_le88_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vhi), vlo));
       const __m256 t = _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vd));
       _mm256_storeu_ps(s + j, p);
       _mm256_storeu_ps(dp + j, _mm256_mul_ps(t, vs));

@@ -14,6 +14,7 @@
 // softmax entries (-inf, -1e30) vanish; x > 88.72 gives +inf; NaN in gives NaN out. Results
 // that would be subnormal are flushed to 0 (e^-87.33 = 1.2e-38 is already negligible next to
 // the 1 that the max element of a softmax row contributes).
+// exp256_le88_ps: exp256_ps without the overflow handling, for arguments <= 88.3 (see there).
 // exp512_ps is the same computation on 16 lanes (AVX-512F; 2^n by vscalefps, whose overflow
 // and zero-mask also do the range handling), bit-identical to exp256_ps lane by lane
 // (tests/test_vexp.py checks), for kernels with an AVX-512 path.
@@ -58,6 +59,40 @@ EMBER_AVX2 inline __m256 exp256_ps(__m256 x) {
   y = _mm256_andnot_ps(too_small, y);  // +0
   y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), too_big);
   return y;
+}
+
+// exp256_le88_ps(x) = e^min(x, 88.3): exp256_ps without its overflow handling, for arguments
+// that cannot overflow (softmax's x - max <= 0; attention's fused tiles, whose x <= 8 or whose
+// results are discarded). 17 vector ops instead of 24: n comes from one FMA that adds 1.5 * 2^23
+// (rounding x * log2(e) to the nearest integer n, whose bits are then the low mantissa bits,
+// so 2^n needs no convert), and n <= 127 needs no 2^127 * 2 split nor inf blend. Same
+// reduction and polynomial as exp256_ps; the FMA rounds the exact x * log2(e) where exp256_ps
+// rounds the rounded product, which gives a different n (an r just past ln2/2, as accurate)
+// for 49 of the 2,237,608,768 float32 x in [-87.3, 88.3] with normal results. Measured over all
+// of them (exhaustively, in C++): within 1 ulp of exp in double rounded to float, 0.67% not
+// correctly rounded -- as exp256_ps. x < -87.33 gives +0, NaN gives NaN, x > 88.3 gives
+// e^88.3 (not inf). AVX2 attention: 1x12x1024x64 forward 38.3 -> 36.6 ms (1 thread).
+EMBER_AVX2 inline __m256 exp256_le88_ps(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.33654022216797f);  // ln(FLT_MIN)
+  const __m256 too_small = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  // x second in max / min: NaN survives
+  const __m256 xc = _mm256_min_ps(_mm256_set1_ps(88.3f), _mm256_max_ps(lo, x));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);  // 1.5 * 2^23, bits 0x4B400000
+  const __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f), magic);
+  const __m256 n = _mm256_sub_ps(t, magic);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(0.0013859319733455777f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.008374758996069431f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.041667722165584564f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.1666642129421234f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.4999999403953552f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // bits(t) = 0x4B400000 + n, so (n + 127) << 23 is 2^n (n in [-126, 127] after the clamp)
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
+  return _mm256_andnot_ps(too_small, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));  // +0
 }
 
 EMBER_AVX512 inline __m512 exp512_ps(__m512 x) {
