@@ -730,6 +730,13 @@ EMBER_AVX2 inline bool within_slack(const float* cmax, const float* m, int64_t n
   return true;
 }
 
+// The forward's t-th key tile of ntiles. Causal: the last tile (the diagonal one) first -- it
+// gives every query of the tile a finite running max, so all the tiles left of it take the
+// fused path (in key order the first of them would be two-pass).
+inline int64_t key_tile(int64_t t, int64_t ntiles, bool causal) {
+  return (causal ? (t == 0 ? ntiles - 1 : t - 1) : t) * kBk;
+}
+
 // One (n, 64-query tile) piece of the AVX-512 forward, scores transposed (S^T = K_j Q_i^T):
 // see the header. Lanes past nq hold zero queries and are never read back.
 EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, float* out,
@@ -749,7 +756,9 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
   const float* mb = mask_batch(d, mask, n);
   const int64_t kend = d.causal ? std::min(d.Lk, i0 + nq) : d.Lk;
   const int dnv = static_cast<int>(std::min<int64_t>(4, (Dv + 15) / 16));
-  for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
+  const int64_t ntiles = (kend + kBk - 1) / kBk;
+  for (int64_t t = 0; t < ntiles; ++t) {
+    const int64_t j0 = key_tile(t, ntiles, d.causal);
     const int64_t nk = std::min(kBk, kend - j0);
     const int64_t off = j0 - i0;  // causal: query column ic sees key row jr iff ic >= jr + off
     const bool diag = d.causal && j0 + nk - 1 > i0;
@@ -894,7 +903,9 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
   const float* mb = mask_batch(d, mask, n);
   const int64_t kend = d.causal ? std::min(d.Lk, i0 + nq) : d.Lk;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
+  const int64_t ntiles = (kend + kBk - 1) / kBk;
+  for (int64_t t = 0; t < ntiles; ++t) {
+    const int64_t j0 = key_tile(t, ntiles, d.causal);
     const int64_t nk = std::min(kBk, kend - j0);
     const int64_t off = j0 - i0;  // causal: query column ic sees key row jr iff ic >= jr + off
     const bool diag = d.causal && j0 + nk - 1 > i0;
