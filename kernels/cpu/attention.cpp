@@ -37,8 +37,8 @@
 //   epilogue (qk_exp_t, qk_exp8), against the earlier tiles' max rather than its own; exact
 //   while no score exceeds m by more than kBaseSlack = 8 (P <= e^8, l and the accumulator at
 //   most e^8 larger than with the exact max), and it saves the two passes over the score tile
-//   and the rescale. A tile past the bound is recomputed on the two-pass path, so the first key
-//   tile, masked and diagonal tiles and jumps of the max cost one extra score product.
+//   and the rescale. The first key tile (no running max yet), masked and diagonal tiles take
+//   the two-pass path; a tile past the bound is recomputed on it (one extra score product).
 //   exp512_ps and, on AVX2, exp256_le88_ps (vexp.h; its arguments here are <= 0, or <= 8 on
 //   fused tiles, or belong to a fused tile that is recomputed) for the softmax.
 //   Backward (FlashAttention-2): D_i = rowsum(dO_i * O_i) first, then per key tile j: recompute
@@ -480,7 +480,7 @@ EMBER_AVX512 void qk_exp_t(int64_t K, const float* A, int64_t ars, const float* 
         float* cp = C + r * kBq + 16 * v;
         const __m512 x = _mm512_mul_ps(k0 > 0 ? _mm512_add_ps(_mm512_loadu_ps(cp), c[r][v])
                                               : c[r][v], vs);
-        mx = _mm512_max_ps(x, mx);  // a NaN score skips the max (as in softmax_tile512)
+        mx = _mm512_max_ps(x, mx);  // a NaN score skips the max (as in the two-pass path)
         const __m512 p = cpu::exp512_ps(_mm512_sub_ps(x, vm));
         sm = _mm512_add_ps(sm, p);
         _mm512_storeu_ps(cp, p);
