@@ -201,6 +201,22 @@ def test_conv2d_threads_no_bias(case, threads, rng, cpu_path):
         ember.set_num_threads(old)
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        (1, 256, 40, 40, 16, (1, 1), 1, 0, 1, 1),  # two row tiles (K * OW * OH > kColCap)
+        (1, 64, 1, 5000, 8, (1, 1), 1, 0, 1, 1),  # column tiles of one long row
+        (2, 32, 16, 16, 8, (1, 1), 1, 0, 1, 1),  # 256-pixel maps: through the C tile copy
+    ],
+)
+def test_pointwise_no_bias_tiles(case, rng, cpu_path):
+    """A pointwise convolution without bias writes y straight from the GEMM (when the map's
+    size spreads y's rows over the L1 sets), tile by tile."""
+    x, w, b, g, y, xt, wt, bt, args = _run(case, np.float32, rng, bias=False)
+    got = (y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), None)
+    _check(got, x, w, None, g, args, np.float32, str(case))
+
+
 def _fargs(case):
     return case[6], case[7], case[8], case[9]
 
