@@ -124,7 +124,16 @@ def tile_isa(request):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("shape", [(2, 2, 7, 9, 24), (1, 2, 65, 130, 128), (1, 1, 130, 33, 20)])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 2, 7, 9, 24),
+        (1, 2, 65, 130, 128),
+        (1, 1, 130, 33, 20),
+        (1, 1, 70, 140, 256),  # fused tiles whose scores take 4 K chunks
+        (1, 2, 40, 150, 20),  # fused tiles with D = 20
+    ],
+)
 def test_tile_microkernels(shape, causal, tile_isa, rng, poison):
     """Both micro-kernels, including column tails (D = 20, 24) and row tails."""
     mask = rng.random(shape[:2] + shape[2:4]) < 0.8
