@@ -145,10 +145,11 @@ def test_tile_microkernels(shape, causal, tile_isa, rng, poison):
 
 @pytest.mark.parametrize("sigmas", [(1, 3, 10, 30, 2), (30, 10, 3, 1, 2), (1, 1.5, 2, 2.5, 3)])
 def test_running_max_jumps(sigmas, tile_isa, rng, poison):
-    """Key tiles (64 keys) whose score spread grows, shrinks or creeps: the AVX-512 forward's
-    fused tiles take exp against the earlier tiles' max and must fall back to the two-pass
-    softmax when a tile's scores exceed it by more than its slack (a jump of ~17 and ~50 here),
-    and keep P > 1 exact when they exceed it by less."""
+    """Key tiles (64 keys) whose score spread grows, shrinks or creeps: the forward's fused
+    tiles take exp against the earlier tiles' max (the first tile: its first 6 keys' max) and
+    must fall back to the two-pass softmax when a tile's scores exceed it by more than its
+    slack (a jump of ~17 and ~50 here; ~30 inside a first tile of spread 30), and keep P > 1
+    exact when they exceed it by less."""
     B, H, Lq, D = 1, 2, 70, 64
     Lk = 64 * (len(sigmas) - 1) + 9
     q, k, v, g = _qkvg(rng, B, H, Lq, Lk, D)
