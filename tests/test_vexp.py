@@ -49,19 +49,25 @@ def test_exp512_is_bit_identical_to_exp256():
         np.testing.assert_array_equal(got.view(np.uint32), _vexp(x[-n:]).view(np.uint32))
 
 
-def test_exp_within_one_ulp_over_the_normal_range():
-    # Every 64th float32 bit pattern in [-87.3, 88.7] whose exp is a normal float (35M values),
-    # in chunks; the reference is exp in float64 rounded to float32.
-    worst = 0
-    for lo, hi in ((np.float32(0.0), np.float32(88.7)), (np.float32(-0.0), np.float32(-87.3))):
+def _sweep(top: float):
+    """Every 64th float32 bit pattern in [-87.3, top], in chunks: (x, exp(x) in float64 rounded
+    to float32, mask of the normal results)."""
+    for lo, hi in ((np.float32(0.0), np.float32(top)), (np.float32(-0.0), np.float32(-87.3))):
         start = int(np.array(lo).view(np.uint32))
         stop = int(np.array(hi).view(np.uint32))
         for c0 in range(start, stop, 64 * 2**20):
             bits = np.arange(c0, min(c0 + 64 * 2**20, stop + 1), 64, dtype=np.uint32)
             x = bits.view(np.float32)
             ref = np.exp(x.astype(np.float64)).astype(np.float32)
-            keep = ref >= np.finfo(np.float32).tiny
-            worst = max(worst, int(_ulp_distance(_vexp(x)[keep], ref[keep]).max()))
+            yield x, ref, ref >= np.finfo(np.float32).tiny
+
+
+def test_exp_within_one_ulp_over_the_normal_range():
+    # Every 64th float32 bit pattern in [-87.3, 88.7] whose exp is a normal float (35M values),
+    # in chunks; the reference is exp in float64 rounded to float32.
+    worst = 0
+    for x, ref, keep in _sweep(88.7):
+        worst = max(worst, int(_ulp_distance(_vexp(x)[keep], ref[keep]).max()))
     assert worst <= 1, f"max error {worst} ulp"
 
 
@@ -95,17 +101,10 @@ def test_exp_le88_within_one_ulp_and_rarely_differs_from_exp256():
     rounded to float32, and equal to exp256_ps except where its FMA rounds x * log2(e) to the
     other integer (49 of the 2.2e9 values of the range; an exhaustive C++ sweep found)."""
     worst, differ = 0, 0
-    for lo, hi in ((np.float32(0.0), np.float32(88.3)), (np.float32(-0.0), np.float32(-87.3))):
-        start = int(np.array(lo).view(np.uint32))
-        stop = int(np.array(hi).view(np.uint32))
-        for c0 in range(start, stop, 64 * 2**20):
-            bits = np.arange(c0, min(c0 + 64 * 2**20, stop + 1), 64, dtype=np.uint32)
-            x = bits.view(np.float32)
-            ref = np.exp(x.astype(np.float64)).astype(np.float32)
-            keep = ref >= np.finfo(np.float32).tiny
-            y = _vexp_le88(x)
-            worst = max(worst, int(_ulp_distance(y[keep], ref[keep]).max()))
-            differ += int(np.count_nonzero(y.view(np.uint32) != _vexp(x).view(np.uint32)))
+    for x, ref, keep in _sweep(88.3):
+        y = _vexp_le88(x)
+        worst = max(worst, int(_ulp_distance(y[keep], ref[keep]).max()))
+        differ += int(np.count_nonzero(y.view(np.uint32) != _vexp(x).view(np.uint32)))
     assert worst <= 1, f"max error {worst} ulp"
     assert differ <= 3, f"{differ} values differ from exp256_ps"
 

@@ -26,6 +26,18 @@
 #if EMBER_COMPILED_AVX2
 namespace ember::cpu {
 
+// e^r = 1 + r * Q(r) on |r| <= ln2/2 (the header's polynomial), shared by the 8-lane exps.
+EMBER_AVX2 inline __m256 exp_poly256(__m256 r) {
+  __m256 p = _mm256_set1_ps(0.0013859319733455777f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.008374758996069431f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.041667722165584564f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.1666642129421234f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.4999999403953552f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  return p;
+}
+
 EMBER_AVX2 inline __m256 exp256_ps(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.72283935546875f);   // ln(FLT_MAX), rounded up
   const __m256 lo = _mm256_set1_ps(-87.33654022216797f);  // ln(FLT_MIN)
@@ -41,13 +53,7 @@ EMBER_AVX2 inline __m256 exp256_ps(__m256 x) {
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, c1, xc);
   r = _mm256_fnmadd_ps(n, c2, r);
-  __m256 p = _mm256_set1_ps(0.0013859319733455777f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.008374758996069431f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.041667722165584564f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.1666642129421234f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.4999999403953552f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  __m256 p = exp_poly256(r);
   // 2^n for n in [-126, 128]: n = 128 (x just below ln(FLT_MAX)) does not fit the exponent
   // field, so it is built as 2^127 with p doubled instead.
   const __m256 n_over = _mm256_cmp_ps(n, _mm256_set1_ps(127.0f), _CMP_GT_OQ);
@@ -82,13 +88,7 @@ EMBER_AVX2 inline __m256 exp256_le88_ps(__m256 x) {
   const __m256 n = _mm256_sub_ps(t, magic);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(0.0013859319733455777f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.008374758996069431f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.041667722165584564f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.1666642129421234f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.4999999403953552f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256 p = exp_poly256(r);
   // bits(t) = 0x4B400000 + n, so (n + 127) << 23 is 2^n (n in [-126, 127] after the clamp)
   const __m256i e = _mm256_slli_epi32(
       _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
