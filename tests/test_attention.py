@@ -162,6 +162,9 @@ def test_value_dim_differs_and_custom_scale(cpu_path, rng, poison):
     q, k, v, g = _qkvg(rng, 2, 2, 19, 37, 32, Dv=20)
     _compare(q, k, v, g, scale=0.37)
     _compare(q, k, v, g, causal=True, scale=1.5)
+    q, k, v, g = _qkvg(rng, 1, 2, 70, 150, 48, Dv=72)  # several (fused) key tiles
+    _compare(q, k, v, g, scale=0.37)
+    _compare(q, k, v, g, causal=True, scale=1.5)
 
 
 @pytest.mark.parametrize(
