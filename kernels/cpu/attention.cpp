@@ -292,6 +292,7 @@ constexpr MicroFn micro_for(int r) {
 // qk_exp_t's AVX2 twin (see there): R key rows x NV 8-query vectors of S^T = scale * K_j Q_i^T
 // on the 6x16 register tile (K in chunks of kKc through C), then P^T = exp(S^T - mu) stored in
 // place, the block's column max and sums folded into cmax / csum. B and C rows kBq apart.
+// seed: mu is first set to this block's own column max (a row tile's first block).
 template <int R, int NV>
 EMBER_AVX2 void qk_exp8(int64_t K, const float* A, int64_t ars, const float* B, float* C,
                         float scale, float* mu, float* cmax, float* csum, bool seed) {
@@ -453,7 +454,8 @@ constexpr MicroTFn micro_t_for(int r, int nv) {
 // as in micro_t (K in chunks of kKcT added through C), then, while the last chunk's sums are in
 // registers, P^T = exp(S^T - mu) is stored in place of S^T and the block's column max of S^T and
 // sums of P^T are folded into cmax / csum (NV vectors each). mu is the running max of the
-// earlier key tiles, not this tile's: see fwd_tile512 for when that is allowed.
+// earlier key tiles, not this tile's: see fwd_tile512 for when that is allowed. seed: mu is
+// first set to this block's own column max (a row tile's first block, where no mu exists).
 template <int R, int NV>
 EMBER_AVX512 void qk_exp_t(int64_t K, const float* A, int64_t ars, const float* B, float* C,
                            float scale, float* mu, float* cmax, float* csum, bool seed) {
