@@ -46,10 +46,11 @@
 //   Backward (FlashAttention-2): D_i = rowsum(dO_i * O_i) first, then per key tile j: recompute
 //   S = Q K_j^T, P = exp(S - lse), dP = dO V_j^T, dS = scale * P * (dP - D_i), and accumulate
 //   dV_j += P^T dO, dK_j += dS^T Q, dQ_i += dS K_j (tile_mm: micro_t under AVX-512, the 6x16
-//   AVX2 micro-kernel otherwise; K_j^T and V_j^T packed once per key tile). A piece is one n
-//   (all its key tiles), so dQ has one writer and needs no atomics or per-thread copies; this
-//   caps the backward's parallelism at N pieces (N = batch * heads is >= 8 in every realistic
-//   case).
+//   AVX2 micro-kernel otherwise; K_j^T and V_j^T packed once per key tile). A piece is a run
+//   of whole n (all their key tiles), so dQ has one writer and needs no atomics or per-thread
+//   copies; this caps the backward's parallelism at N pieces (N = batch * heads is >= 8 in
+//   every realistic case). Each step prefetches what the next ones first touch, the next n of
+//   the run included (PfQueue).
 //   Why not gemm() per tile: its packing and dispatch would be paid per 64x64 tile product and
 //   it would open the thread pool inside a pool piece (not measured against it).
 // * Scalar template (float and double; double is the gradcheck path, float runs under
@@ -231,9 +232,11 @@ constexpr int64_t kKc = 64;
 
 // C[R x (8*NV)] (+)= A[R x K] B[K x 8*NV]. A[r][k] = A[r*ars + k*aks] (broadcast), B rows
 // ldb apart, C rows ldc apart; MASK: the last 8-lane vector of B and C is partial (tm).
+// pf, pfn: pfn lines from pf to prefetch into L2, one per k step (PfQueue; none: 0).
 template <int R, int NV, bool MASK>
 EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
-                      int64_t ldb, float* C, int64_t ldc, __m256i tm, bool accum) {
+                      int64_t ldb, float* C, int64_t ldc, __m256i tm, bool accum,
+                      const char* pf, int pfn) {
   const int tail_n = MASK ? __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(tm))) : 8;
   for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
     const int64_t k1 = std::min(K, k0 + kKc);
@@ -245,6 +248,11 @@ EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* a = A + kk * aks;
       const float* b = B + kk * ldb;
+      if (pfn > 0) {  // one queued line per k step (PfQueue)
+        asm volatile("prefetcht1 %0" : : "m"(*pf));
+        pf += 64;
+        --pfn;
+      }
       __m256 bv[NV];
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v)
@@ -277,7 +285,7 @@ EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const
 }
 
 using MicroFn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*,
-                         int64_t, __m256i, bool);
+                         int64_t, __m256i, bool, const char*, int);
 
 template <int NV, bool MASK>
 constexpr MicroFn micro_for(int r) {
@@ -383,11 +391,12 @@ enum class Diag { none, cols, inner };
 // (broadcast), B rows ldb apart, C rows ldc apart; MASK: the last vector of B and C is
 // partial (tm). K in chunks of kKcT (64: the scores of D <= 64 in one chain, whose RMS error
 // measured 0.5x float32 numpy's at D = 256 -- 0.4x with chunks of 32, 1.0x with none).
+// pf, pfn: as in micro.
 constexpr int64_t kKcT = 64;
 template <int R, int NV, bool MASK>
 EMBER_AVX512 void micro_t(int64_t K, const float* A, int64_t ars, int64_t aks, const float* B,
                           int64_t ldb, float* C, int64_t ldc, __mmask16 tm, bool accum,
-                          float scale, const float* rs) {
+                          float scale, const float* rs, const char* pf, int pfn) {
   const __m512 vs = _mm512_set1_ps(scale);
   for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKcT) {
     const int64_t k1 = std::min(K, k0 + kKcT);
@@ -399,6 +408,11 @@ EMBER_AVX512 void micro_t(int64_t K, const float* A, int64_t ars, int64_t aks, c
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* a = A + kk * aks;
       const float* b = B + kk * ldb;
+      if (pfn > 0) {  // one queued line per k step (PfQueue)
+        asm volatile("prefetcht1 %0" : : "m"(*pf));
+        pf += 64;
+        --pfn;
+      }
       __m512 bv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v)
@@ -430,7 +444,8 @@ EMBER_AVX512 void micro_t(int64_t K, const float* A, int64_t ars, int64_t aks, c
 }
 
 using MicroTFn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
-                          float*, int64_t, __mmask16, bool, float, const float*);
+                          float*, int64_t, __mmask16, bool, float, const float*, const char*,
+                          int);
 
 template <int R, bool MASK>
 constexpr MicroTFn micro_t_nv(int nv) {
@@ -543,14 +558,56 @@ constexpr QkExpFn qk_exp_for(int r, int nv) {
                   : qk_exp_nv<6>(nv);
 }
 
+// Software prefetch for the backward (bwd_batch_avx2), spread over its tile products. A step
+// of the backward (one query tile against one key tile) first touches tiles of Q, dO, K, V
+// and of the three gradients; with the arrays out of cache those first touches (misses in the
+// K / V transposes, the products' loads and the gradient stores, one after another) cost the
+// 8x8x128x64 backward (1 thread) ~15%: 83% of the FMA peak at 16 heads (4 MiB of arrays),
+// 69-72% at 64 (16 MiB). Each step queues the ranges the next steps touch first (queue_next)
+// and each micro-kernel call of the products issues the next few lines of them, one per k
+// step (PREFETCHT1: into L2, not L1, on Zen 4). Issued as bursts of whole tiles instead, the
+// prefetches stalled on the miss buffers about as long as the misses they saved. (The
+// prefetches are asm volatile: GCC deleted a loop whose only statements were _mm_prefetch.)
+// 8x8x128x64 backward, 1 thread, alternated builds: AVX-512 8.3-8.6 -> 7.6-7.8 ms, AVX2
+// 8.5-8.9 -> 7.6-7.9 ms; 4x8x512x64 and 1x12x1024x64 1-3% or within noise.
+struct PfQueue {
+  static constexpr int kMax = 24;  // ranges; queue_next adds at most 11 per step
+  const char* p[kMax];
+  const char* e[kMax];
+  int n = 0, cur = 0;
+  void add(const float* ptr, int64_t floats) {
+    if (cur == n) n = cur = 0;
+    if (n == kMax || floats <= 0) return;  // full: dropped (a prefetch is only a hint)
+    p[n] = reinterpret_cast<const char*>(ptr);
+    e[n] = p[n] + floats * static_cast<int64_t>(sizeof(float));
+    ++n;
+  }
+  // Up to `lines` lines of the current range, contiguous from *start; returns the count.
+  int take(int lines, const char** start) {
+    if (cur == n) return 0;
+    *start = p[cur];
+    const int64_t left = (e[cur] - p[cur] + 63) / 64;
+    const int got = static_cast<int>(std::min<int64_t>(lines, left));
+    p[cur] += 64 * static_cast<int64_t>(got);
+    if (p[cur] >= e[cur]) ++cur;
+    return got;
+  }
+};
+// Lines per micro-kernel call: an 8x8x128x64 head queues ~4,600 lines over its ~220 micro_t
+// calls; 12 per call left the queue behind (no gain), 24 and 48 measured alike. The AVX2
+// micro-kernel does a quarter of micro_t's work per call.
+constexpr int kPfLinesT = 48;
+constexpr int kPfLines = 16;
+
 // C[M x N] = scale * A B (+ C when accum) on micro_t: 6-row blocks, 64-column panels. Diag as
 // in tile_mm: Diag::cols ends each row block's columns at its last row's diagonal column (a
 // masked last vector; the caller zeroes what lies past each row's own diagonal), Diag::inner
 // ends K there.
+
 EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars,
                              int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
                              bool accum, float scale = 1.0f, Diag dmode = Diag::none,
-                             int64_t diag = kNoDiag) {
+                             int64_t diag = kNoDiag, PfQueue* pf = nullptr) {
   for (int64_t r0 = 0; r0 < M; r0 += 6) {
     const int r = static_cast<int>(std::min<int64_t>(6, M - r0));
     const int64_t last = r0 + r - 1 + diag;  // the block's last row's diagonal column
@@ -563,8 +620,10 @@ EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, in
       const int64_t rem = nc - 16 * (nv - 1);
       const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
       const MicroTFn f = rem < 16 ? micro_t_for<true>(r, nv) : micro_t_for<false>(r, nv);
+      const char* pfs = nullptr;
+      const int pfn = pf ? pf->take(kPfLinesT, &pfs) : 0;
       f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum, scale,
-        nullptr);
+        nullptr, pfs, pfn);
     }
   }
 }
@@ -577,9 +636,10 @@ EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, in
 // entries past it are 0), so a diagonal tile costs about half of a full one.
 EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars,
                         int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
-                        bool accum, Diag dmode = Diag::none, int64_t diag = kNoDiag) {
+                        bool accum, Diag dmode = Diag::none, int64_t diag = kNoDiag,
+                        PfQueue* pf = nullptr) {
   if (cpu::avx512_selected()) {
-    tile_mm512(M, N, K, A, ars, aks, B, ldb, C, ldc, accum, 1.0f, dmode, diag);
+    tile_mm512(M, N, K, A, ars, aks, B, ldb, C, ldc, accum, 1.0f, dmode, diag, pf);
     return;
   }
   for (int64_t c0 = 0; c0 < N; c0 += 16) {
@@ -595,7 +655,9 @@ EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t
       const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
       MicroFn f = nv == 2 ? (mask ? micro_for<2, true>(r) : micro_for<2, false>(r))
                           : (mask ? micro_for<1, true>(r) : micro_for<1, false>(r));
-      f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum);
+      const char* pfs = nullptr;
+      const int pfn = pf ? pf->take(kPfLines, &pfs) : 0;
+      f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum, pfs, pfn);
     }
   }
 }
@@ -820,7 +882,8 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
         if (v0 >= nvq) continue;
         micro_t_for<false>(r, static_cast<int>(nvq - v0))(D, kb + (j0 + r0) * D, D, 1,
                                                          qt + 16 * v0, kBq, st + r0 * kBq + 16 * v0,
-                                                         kBq, 0, false, scale, nullptr);
+                                                         kBq, 0, false, scale, nullptr,
+                                                         nullptr, 0);
       }
       const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
       if (mb && d.mask_rs != 0)
@@ -891,7 +954,7 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
         const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
         const MicroTFn f = rem < 16 ? micro_t_for<true>(r, nv) : micro_t_for<false>(r, nv);
         f(kk, st + r0, 1, kBq, vb + j0 * Dv + c0, Dv, acc + r0 * ldacc + c0, ldacc, tm, true,
-          1.0f, fused ? nullptr : alpha + r0);
+          1.0f, fused ? nullptr : alpha + r0, nullptr, 0);
       }
     }
   }
@@ -1095,11 +1158,53 @@ EMBER_AVX2 void row_dots(const float* o, const float* g, int64_t rows, int64_t n
 
 struct BwdWs {
   std::vector<float> kt, vt, s, dp, di;
+  PfQueue pf;
 };
+
+// Queue (PfQueue) what the steps after step (i0, j0) of head n first touch: the next query
+// tile's Q, dO and dQ rows (on the first key tile, which visits every query tile first), and
+// this step's share (step t of the key tile's T) of the next key tile's K, V, dK and dV rows
+// -- or, on the last key tile, of the rows the next head n_next (the same thread's; -1: none)
+// starts with: all of O and dO (D_i), its first key tile's and first query tile's.
+EMBER_AVX2 void queue_next(PfQueue& pf, const float* q, const float* k, const float* v,
+                           const float* out, const float* gout, const float* gq,
+                           const float* gk, const float* gv, const AttnDims& d, int64_t n,
+                           int64_t n_next, int64_t i0, int64_t j0, int64_t t, int64_t T) {
+  const int64_t D = d.D, Dv = d.Dv, Lq = d.Lq, Lk = d.Lk;
+  const auto share = [&](const float* base, int64_t rows, int64_t w) {
+    const int64_t a = rows * t / T, b = rows * (t + 1) / T;
+    pf.add(base + a * w, (b - a) * w);
+  };
+  if (j0 == 0 && i0 + kBq < Lq) {
+    const int64_t r = n * Lq + i0 + kBq, nq1 = std::min(kBq, Lq - i0 - kBq);
+    pf.add(q + r * D, nq1 * D);
+    pf.add(gout + r * Dv, nq1 * Dv);
+    pf.add(gq + r * D, nq1 * D);
+  }
+  if (j0 + kBk < Lk) {
+    const int64_t r = n * Lk + j0 + kBk, nk1 = std::min(kBk, Lk - j0 - kBk);
+    share(k + r * D, nk1, D);
+    share(v + r * Dv, nk1, Dv);
+    share(gk + r * D, nk1, D);
+    share(gv + r * Dv, nk1, Dv);
+  } else if (n_next >= 0) {
+    const int64_t rq = n_next * Lq, rk = n_next * Lk;
+    const int64_t nq1 = std::min(kBq, Lq), nk1 = std::min(kBk, Lk);
+    share(out + rq * Dv, Lq, Dv);
+    share(gout + rq * Dv, Lq, Dv);
+    share(k + rk * D, nk1, D);
+    share(v + rk * Dv, nk1, Dv);
+    share(q + rq * D, nq1, D);
+    share(gq + rq * D, nq1, D);
+    share(gk + rk * D, nk1, D);
+    share(gv + rk * Dv, nk1, Dv);
+  }
+}
 
 EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, const float* out,
                                const float* lse, const float* gout, float* gq, float* gk,
-                               float* gv, const AttnDims& d, const float* mask, int64_t n) {
+                               float* gv, const AttnDims& d, const float* mask, int64_t n,
+                               int64_t n_next) {
   static thread_local BwdWs ws;
   const int64_t D = d.D, Dv = d.Dv, Lq = d.Lq, Lk = d.Lk;
   if (static_cast<int64_t>(ws.kt.size()) < D * kBk) ws.kt.resize(D * kBk);
@@ -1138,17 +1243,21 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
     }
     pack_t(kb + j0 * D, nk, D, kt);
     pack_t(vb + j0 * Dv, nk, Dv, vt);
+    const int64_t steps = (Lq - qstart + kBq - 1) / kBq;
     for (int64_t i0 = qstart; i0 < Lq; i0 += kBq) {
       const int64_t nq = std::min(kBq, Lq - i0);
+      queue_next(ws.pf, q, k, v, out, gout, gq, gk, gv, d, n, n_next, i0, j0,
+                 (i0 - qstart) / kBq, steps);
       const float* qt = qb + i0 * D;
       const float* got = gob + i0 * Dv;
       const bool diag = d.causal && j0 + nk - 1 > i0;
       const Diag dc = diag ? Diag::cols : Diag::none, di_ = diag ? Diag::inner : Diag::none;
+      PfQueue* pf = &ws.pf;
       if (w512)  // S scaled in the product, as in the forward (the same rounding)
-        tile_mm512(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, scale, dc, i0 - j0);
+        tile_mm512(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, scale, dc, i0 - j0, pf);
       else
-        tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0);
-      tile_mm(nq, nk, Dv, got, Dv, 1, vt, kBk, dP, kBk, false, dc, i0 - j0);
+        tile_mm(nq, nk, D, qt, D, 1, kt, kBk, S, kBk, false, dc, i0 - j0, pf);
+      tile_mm(nq, nk, Dv, got, Dv, 1, vt, kBk, dP, kBk, false, dc, i0 - j0, pf);
       const int64_t cut = diag ? i0 - j0 : kNoDiag;
       const float* mt = mb ? mb + i0 * d.mask_rs + j0 : nullptr;
       if (w512)
@@ -1156,10 +1265,12 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
       else
         bwd_rows_avx2(S, dP, nq, nk, cut, mt, d.mask_rs, lb + 2 * i0, di + i0, scale);
       const bool first = i0 == qstart;
-      tile_mm(nk, Dv, nq, S, 1, kBk, got, Dv, gvb + j0 * Dv, Dv, !first);  // dV += P^T dO
-      tile_mm(nk, D, nq, dP, 1, kBk, qt, D, gkb + j0 * D, D, !first);      // dK += dS^T Q
-      tile_mm(nq, D, nk, dP, kBk, 1, kb + j0 * D, D, gqb + i0 * D, D, j0 > 0, di_,
-              i0 - j0);  // dQ += dS K
+      tile_mm(nk, Dv, nq, S, 1, kBk, got, Dv, gvb + j0 * Dv, Dv, !first, Diag::none, kNoDiag,
+              pf);  // dV += P^T dO
+      tile_mm(nk, D, nq, dP, 1, kBk, qt, D, gkb + j0 * D, D, !first, Diag::none, kNoDiag,
+              pf);  // dK += dS^T Q
+      tile_mm(nq, D, nk, dP, kBk, 1, kb + j0 * D, D, gqb + i0 * D, D, j0 > 0, di_, i0 - j0,
+              pf);  // dQ += dS K
     }
   }
 }
@@ -1198,8 +1309,14 @@ void attention_bwd(const float* q, const float* k, const float* v, const float* 
                    const AttnDims& d, const float* mask) {
 #if EMBER_COMPILED_AVX2
   if (cpu::avx2_selected()) {
-    cpu::ClaimPool::instance().run(cpu::get_num_threads(), d.N, [&](int64_t n) {
-      bwd_batch_avx2(q, k, v, out, lse, gout, gq, gk, gv, d, mask, n);
+    // A piece is a run of consecutive heads, so a thread knows the head it does next and
+    // prefetches it (queue_next); about four pieces per thread keep the claim pool's balance.
+    const int nth = cpu::get_num_threads();
+    const int64_t per = std::max<int64_t>(1, d.N / (4 * nth));
+    cpu::ClaimPool::instance().run(nth, (d.N + per - 1) / per, [&](int64_t p) {
+      const int64_t n1 = std::min(d.N, (p + 1) * per);
+      for (int64_t n = p * per; n < n1; ++n)
+        bwd_batch_avx2(q, k, v, out, lse, gout, gq, gk, gv, d, mask, n, n + 1 < n1 ? n + 1 : -1);
     });
     return;
   }
