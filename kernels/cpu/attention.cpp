@@ -22,7 +22,9 @@
 //   exp(m_old - m_new) when the max grows), so the only score storage is a 64x64 tile in a
 //   per-thread workspace that is reused across calls -- memory stays O(L * D). Causal skips the
 //   key tiles entirely above the diagonal, and on diagonal tiles the query vectors before a
-//   block of keys' diagonal and the keys past a block of queries' diagonal. Two layouts:
+//   block of keys' diagonal and the keys past a block of queries' diagonal. Pool pieces are
+//   runs of consecutive (n, tile) pieces, each prefetching the next one's first touches
+//   (PfQueue, fwd_queue). Two layouts:
 //   - AVX-512 (selected with the GEMM's rule, cpu::avx512_selected()): scores transposed,
 //     S^T = K_j Q_i^T with the tile's 64 queries across the lanes (fwd_tile512). Q_i^T is
 //     packed once per query tile, the softmax's row max and sum become vertical max / add over
@@ -303,7 +305,8 @@ constexpr MicroFn micro_for(int r) {
 // seed: mu is first set to this block's own column max (a row tile's first block).
 template <int R, int NV>
 EMBER_AVX2 void qk_exp8(int64_t K, const float* A, int64_t ars, const float* B, float* C,
-                        float scale, float* mu, float* cmax, float* csum, bool seed) {
+                        float scale, float* mu, float* cmax, float* csum, bool seed,
+                        const char* pf, int pfn) {
   const __m256 vs = _mm256_set1_ps(scale);
   for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKc) {
     const int64_t k1 = std::min(K, k0 + kKc);
@@ -314,6 +317,11 @@ EMBER_AVX2 void qk_exp8(int64_t K, const float* A, int64_t ars, const float* B, 
       for (int v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* b = B + kk * kBq;
+      if (pfn > 0) {  // one queued line per k step (PfQueue)
+        asm volatile("prefetcht1 %0" : : "m"(*pf));
+        pf += 64;
+        --pfn;
+      }
       __m256 bv[NV];
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
@@ -371,7 +379,7 @@ EMBER_AVX2 void qk_exp8(int64_t K, const float* A, int64_t ars, const float* B, 
 }
 
 using QkExp8Fn = void (*)(int64_t, const float*, int64_t, const float*, float*, float, float*,
-                          float*, float*, bool);
+                          float*, float*, bool, const char*, int);
 
 template <int NV>
 constexpr QkExp8Fn qk_exp8_for(int r) {
@@ -473,7 +481,8 @@ constexpr MicroTFn micro_t_for(int r, int nv) {
 // first set to this block's own column max (a row tile's first block, where no mu exists).
 template <int R, int NV>
 EMBER_AVX512 void qk_exp_t(int64_t K, const float* A, int64_t ars, const float* B, float* C,
-                           float scale, float* mu, float* cmax, float* csum, bool seed) {
+                           float scale, float* mu, float* cmax, float* csum, bool seed,
+                           const char* pf, int pfn) {
   const __m512 vs = _mm512_set1_ps(scale);
   for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kKcT) {
     const int64_t k1 = std::min(K, k0 + kKcT);
@@ -484,6 +493,11 @@ EMBER_AVX512 void qk_exp_t(int64_t K, const float* A, int64_t ars, const float* 
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* b = B + kk * kBq;
+      if (pfn > 0) {  // one queued line per k step (PfQueue)
+        asm volatile("prefetcht1 %0" : : "m"(*pf));
+        pf += 64;
+        --pfn;
+      }
       __m512 bv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
@@ -541,7 +555,7 @@ EMBER_AVX512 void qk_exp_t(int64_t K, const float* A, int64_t ars, const float* 
 }
 
 using QkExpFn = void (*)(int64_t, const float*, int64_t, const float*, float*, float, float*,
-                         float*, float*, bool);
+                         float*, float*, bool, const char*, int);
 
 template <int R>
 constexpr QkExpFn qk_exp_nv(int nv) {
@@ -558,18 +572,19 @@ constexpr QkExpFn qk_exp_for(int r, int nv) {
                   : qk_exp_nv<6>(nv);
 }
 
-// Software prefetch for the backward (bwd_batch_avx2), spread over its tile products. A step
-// of the backward (one query tile against one key tile) first touches tiles of Q, dO, K, V
-// and of the three gradients; with the arrays out of cache those first touches (misses in the
-// K / V transposes, the products' loads and the gradient stores, one after another) cost the
+// Software prefetch, spread over the tile products (forward and backward). A step of the
+// backward (one query tile against one key tile) first touches tiles of Q, dO, K, V and of
+// the three gradients; with the arrays out of cache those first touches (misses in the K / V
+// transposes, the products' loads and the gradient stores, one after another) cost the
 // 8x8x128x64 backward (1 thread) ~15%: 83% of the FMA peak at 16 heads (4 MiB of arrays),
-// 69-72% at 64 (16 MiB). Each step queues the ranges the next steps touch first (queue_next)
-// and each micro-kernel call of the products issues the next few lines of them, one per k
-// step (PREFETCHT1: into L2, not L1, on Zen 4). Issued as bursts of whole tiles instead, the
-// prefetches stalled on the miss buffers about as long as the misses they saved. (The
-// prefetches are asm volatile: GCC deleted a loop whose only statements were _mm_prefetch.)
-// 8x8x128x64 backward, 1 thread, alternated builds: AVX-512 8.3-8.6 -> 7.6-7.8 ms, AVX2
-// 8.5-8.9 -> 7.6-7.9 ms; 4x8x512x64 and 1x12x1024x64 1-3% or within noise.
+// 69-72% at 64 (16 MiB). Each step queues the ranges the next steps touch first (queue_next,
+// fwd_queue) and each micro-kernel call of the products issues the next few lines of them,
+// one per k step (PREFETCHT1: into L2, not L1, on Zen 4). Issued as bursts of whole tiles
+// instead, the prefetches stalled on the miss buffers about as long as the misses they saved.
+// (The prefetches are asm volatile: GCC deleted a loop whose only statements were
+// _mm_prefetch.) Alternated builds, 1 thread: 8x8x128x64 backward AVX-512 8.3-8.6 -> 7.6-7.8
+// ms, AVX2 8.5-8.9 -> 7.6-7.9 ms; 4x8x512x64 and 1x12x1024x64 1-3% or within noise. Forward,
+// median of 15-20 alternations: AVX-512 1-3% (4x8x512x64 causal 6%), AVX2 2-6%.
 struct PfQueue {
   static constexpr int kMax = 24;  // ranges; queue_next adds at most 11 per step
   const char* p[kMax];
@@ -756,6 +771,7 @@ EMBER_AVX512 inline __mmask16 causal_lanes(int64_t jr, int64_t off, int64_t c0) 
 // running max m, sum l and rescale factor alpha.
 struct FwdWs {
   std::vector<float> qt, st, mt, acc, m, l, alpha;
+  PfQueue pf;
 
   // Sizes the buffers, packs the query tile (nq rows of D; lanes past nq become zero queries)
   // and resets acc, m and l.
@@ -792,6 +808,7 @@ EMBER_AVX2 FwdWs& fwd_ws() {
   return ws;
 }
 
+
 // The fused forward tile's preconditions (fwd_tile512, fwd_tile_avx2): every query lane's
 // running max m is finite (not -inf: no unmasked key seen yet; not NaN), and afterwards no
 // score of the tile exceeded it by more than kBaseSlack (false for a NaN max too). n lanes.
@@ -820,11 +837,48 @@ inline int64_t key_tile(int64_t t, int64_t ntiles, bool causal) {
   return (causal ? (t == 0 ? ntiles - 1 : t - 1) : t) * kBk;
 }
 
+// The forward's prefetch (PfQueue, as the backward's). A forward piece's run context: the
+// next piece of the same run (n2 = -1: none) and whether this piece is the run's first on its
+// n (cold: its K and V are not in this core's caches yet).
+struct FwdNext {
+  int64_t n2 = -1, i2 = 0;
+  bool cold = true;
+};
+// Before key tile step t (of T) of the piece (n, keys below kend): queue the K and V rows of
+// its step t + 1 if cold, and step t's share of what the next piece touches first: its query
+// and output rows and, for a new n, its first key tile's K and V rows. (Queuing K and V of
+// every piece cost the AVX2 1x12x1024x64 forward ~3%: prefetches of lines already in L2.)
+EMBER_AVX2 void fwd_queue(PfQueue& pf, const float* q, const float* k, const float* v,
+                          const float* out, const AttnDims& d, int64_t n, int64_t kend,
+                          int64_t t, int64_t T, const FwdNext& nx) {
+  const int64_t D = d.D, Dv = d.Dv, n2 = nx.n2, i2 = nx.i2;
+  if (nx.cold && t + 1 < T) {
+    const int64_t j1 = key_tile(t + 1, T, d.causal), nk1 = std::min(kBk, kend - j1);
+    pf.add(k + (n * d.Lk + j1) * D, nk1 * D);
+    pf.add(v + (n * d.Lk + j1) * Dv, nk1 * Dv);
+  }
+  if (n2 < 0) return;
+  const auto share = [&](const float* base, int64_t rows, int64_t w) {
+    const int64_t a = rows * t / T, b = rows * (t + 1) / T;
+    pf.add(base + a * w, (b - a) * w);
+  };
+  const int64_t nq2 = std::min(kBq, d.Lq - i2), r2 = n2 * d.Lq + i2;
+  share(q + r2 * D, nq2, D);
+  share(out + r2 * Dv, nq2, Dv);
+  const int64_t kend2 = d.causal ? std::min(d.Lk, i2 + nq2) : d.Lk;
+  if (n2 != n && kend2 > 0) {
+    const int64_t T2 = (kend2 + kBk - 1) / kBk;
+    const int64_t j = key_tile(0, T2, d.causal), nk = std::min(kBk, kend2 - j);
+    share(k + (n2 * d.Lk + j) * D, nk, D);
+    share(v + (n2 * d.Lk + j) * Dv, nk, Dv);
+  }
+}
+
 // One (n, 64-query tile) piece of the AVX-512 forward, scores transposed (S^T = K_j Q_i^T):
 // see the header. Lanes past nq hold zero queries and are never read back.
 EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, float* out,
                               float* lse, const AttnDims& d, const float* mask, int64_t n,
-                              int64_t i0) {
+                              int64_t i0, const FwdNext& nx) {
   const int64_t D = d.D, Dv = d.Dv;
   const int64_t ldacc = (Dv + 15) / 16 * 16;
   const int64_t nq = std::min(kBq, d.Lq - i0);
@@ -843,6 +897,7 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
   for (int64_t t = 0; t < ntiles; ++t) {
     const int64_t j0 = key_tile(t, ntiles, d.causal);
     const int64_t nk = std::min(kBk, kend - j0);
+    fwd_queue(ws.pf, q, k, v, out, d, n, kend, t, ntiles, nx);
     const int64_t off = j0 - i0;  // causal: query column ic sees key row jr iff ic >= jr + off
     const bool diag = d.causal && j0 + nk - 1 > i0;
     // Fused: a tile with neither mask nor diagonal, once every query has a finite running max
@@ -862,8 +917,11 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
       const QkExpFn f6 = qk_exp_for(6, static_cast<int>(nvq));
       for (int64_t r0 = 0; r0 < nk; r0 += 6) {
         const int r = static_cast<int>(std::min<int64_t>(6, nk - r0));
-        (r == 6 ? f6 : qk_exp_for(r, static_cast<int>(nvq)))(
-            D, kb + (j0 + r0) * D, D, qt, st + r0 * kBq, scale, m, cmax, csum, seed && r0 == 0);
+        const char* pfs = nullptr;
+        const int pfn = ws.pf.take(kPfLinesT, &pfs);
+        (r == 6 ? f6 : qk_exp_for(r, static_cast<int>(nvq)))(D, kb + (j0 + r0) * D, D, qt,
+                                                              st + r0 * kBq, scale, m, cmax,
+                                                              csum, seed && r0 == 0, pfs, pfn);
       }
       fused = (!seed || finite_base(m, 16 * nvq)) && within_slack(cmax, m, 16 * nvq);
       if (fused)
@@ -880,10 +938,12 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
         const int r = static_cast<int>(std::min<int64_t>(6, nk - r0));
         const int64_t v0 = diag ? std::clamp<int64_t>((r0 + off) / 16, 0, nvq) : 0;
         if (v0 >= nvq) continue;
+        const char* pfs = nullptr;
+        const int pfn = ws.pf.take(kPfLinesT, &pfs);
         micro_t_for<false>(r, static_cast<int>(nvq - v0))(D, kb + (j0 + r0) * D, D, 1,
                                                          qt + 16 * v0, kBq, st + r0 * kBq + 16 * v0,
-                                                         kBq, 0, false, scale, nullptr,
-                                                         nullptr, 0);
+                                                         kBq, 0, false, scale, nullptr, pfs,
+                                                         pfn);
       }
       const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
       if (mb && d.mask_rs != 0)
@@ -953,8 +1013,10 @@ EMBER_AVX512 void fwd_tile512(const float* q, const float* k, const float* v, fl
         const int64_t rem = std::min<int64_t>(64, Dv - c0) - 16 * (nv - 1);
         const __mmask16 tm = static_cast<__mmask16>((1u << rem) - 1u);
         const MicroTFn f = rem < 16 ? micro_t_for<true>(r, nv) : micro_t_for<false>(r, nv);
+        const char* pfs = nullptr;
+        const int pfn = ws.pf.take(kPfLinesT, &pfs);
         f(kk, st + r0, 1, kBq, vb + j0 * Dv + c0, Dv, acc + r0 * ldacc + c0, ldacc, tm, true,
-          1.0f, fused ? nullptr : alpha + r0, nullptr, 0);
+          1.0f, fused ? nullptr : alpha + r0, pfs, pfn);
       }
     }
   }
@@ -975,7 +1037,7 @@ EMBER_AVX2 inline __m256 visible8(__m256i lane, int64_t t) {
 
 EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, float* out,
                               float* lse, const AttnDims& d, const float* mask, int64_t n,
-                              int64_t i0) {
+                              int64_t i0, const FwdNext& nx) {
   const int64_t D = d.D, Dv = d.Dv;
   const int64_t ldacc = (Dv + 7) / 8 * 8;
   const int64_t nq = std::min(kBq, d.Lq - i0);
@@ -996,6 +1058,7 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
   for (int64_t t = 0; t < ntiles; ++t) {
     const int64_t j0 = key_tile(t, ntiles, d.causal);
     const int64_t nk = std::min(kBk, kend - j0);
+    fwd_queue(ws.pf, q, k, v, out, d, n, kend, t, ntiles, nx);
     const int64_t off = j0 - i0;  // causal: query column ic sees key row jr iff ic >= jr + off
     const bool diag = d.causal && j0 + nk - 1 > i0;
     // Fused tiles as in fwd_tile512 (exp against the earlier tiles' max, alpha = 1), on
@@ -1010,9 +1073,11 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
         const bool two = 8 * nvq - c0 >= 16;
         for (int64_t r0 = 0; r0 < nk; r0 += 6) {
           const int r = static_cast<int>(std::min<int64_t>(6, nk - r0));
-          (two ? qk_exp8_for<2>(r) : qk_exp8_for<1>(r))(D, kb + (j0 + r0) * D, D, qt + c0,
-                                                        st + r0 * kBq + c0, scale, m + c0,
-                                                        cmax + c0, csum + c0, seed && r0 == 0);
+          const char* pfs = nullptr;
+          const int pfn = ws.pf.take(kPfLines, &pfs);
+          (two ? qk_exp8_for<2>(r) : qk_exp8_for<1>(r))(
+              D, kb + (j0 + r0) * D, D, qt + c0, st + r0 * kBq + c0, scale, m + c0, cmax + c0,
+              csum + c0, seed && r0 == 0, pfs, pfn);
         }
       }
       fused = (!seed || finite_base(m, 8 * nvq)) && within_slack(cmax, m, 8 * nvq);
@@ -1025,13 +1090,14 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
     }
     if (!fused) {
       if (!diag) {
-        tile_mm(nk, nvq * 8, D, kb + j0 * D, D, 1, qt, kBq, st, kBq, false);
+        tile_mm(nk, nvq * 8, D, kb + j0 * D, D, 1, qt, kBq, st, kBq, false, Diag::none, kNoDiag,
+                &ws.pf);
       } else {  // a block of key rows skips the query vectors wholly left of its first row's
         for (int64_t r0 = 0; r0 < nk; r0 += 6) {  // diagonal (masked for all its rows)
           const int64_t c0 = std::clamp<int64_t>((r0 + off) / 8, 0, nvq) * 8;
           if (c0 < nvq * 8)
             tile_mm(std::min<int64_t>(6, nk - r0), nvq * 8 - c0, D, kb + (j0 + r0) * D, D, 1,
-                    qt + c0, kBq, st + r0 * kBq + c0, kBq, false);
+                    qt + c0, kBq, st + r0 * kBq + c0, kBq, false, Diag::none, kNoDiag, &ws.pf);
         }
       }
       const float* mrow = nullptr;  // mask_rs == 0: one mask row for every query
@@ -1093,7 +1159,7 @@ EMBER_AVX2 void fwd_tile_avx2(const float* q, const float* k, const float* v, fl
     // acc += P V, A = P^T read down its columns; a diagonal tile's row blocks stop at their
     // last query's diagonal (P is 0 past it)
     tile_mm(nq, Dv, nk, st, 1, kBq, vb + j0 * Dv, Dv, acc, ldacc, true,
-            diag ? Diag::inner : Diag::none, i0 - j0);
+            diag ? Diag::inner : Diag::none, i0 - j0, &ws.pf);
   }
   ws.finish(out + (n * d.Lq + i0) * Dv, lse + 2 * (n * d.Lq + i0), nq, Dv, ldacc);
 }
@@ -1284,14 +1350,31 @@ void attention_fwd(const float* q, const float* k, const float* v, float* out, f
                    const AttnDims& d, const float* mask) {
 #if EMBER_COMPILED_AVX2
   if (cpu::avx2_selected()) {
-    const int64_t tiles = (d.Lq + kBq - 1) / kBq;
-    cpu::ClaimPool::instance().run(cpu::get_num_threads(), d.N * tiles, [&](int64_t p) {
+    // Pieces (n, query tile); a pool piece is a run of consecutive ones, so that a thread
+    // knows its next one and prefetches it (fwd_queue); ~16 runs per thread keep the balance
+    // (causal pieces differ in length).
+    const int64_t tiles = (d.Lq + kBq - 1) / kBq, P = d.N * tiles;
+    const int nth = cpu::get_num_threads();
+    const int64_t per = std::max<int64_t>(1, P / (16 * nth));
+    const auto piece = [&](int64_t p, int64_t* n, int64_t* i0) {
       int64_t t = p % tiles;
       if (d.causal) t = tiles - 1 - t;  // causal: the longest tiles first, for balance
-      if (cpu::avx512_selected())
-        fwd_tile512(q, k, v, out, lse, d, mask, p / tiles, t * kBq);
-      else
-        fwd_tile_avx2(q, k, v, out, lse, d, mask, p / tiles, t * kBq);
+      *n = p / tiles;
+      *i0 = t * kBq;
+    };
+    cpu::ClaimPool::instance().run(nth, (P + per - 1) / per, [&](int64_t g) {
+      const int64_t p1 = std::min(P, (g + 1) * per);
+      for (int64_t p = g * per; p < p1; ++p) {
+        int64_t n, i0;
+        FwdNext nx;
+        piece(p, &n, &i0);
+        nx.cold = p == g * per || n != (p - 1) / tiles;
+        if (p + 1 < p1) piece(p + 1, &nx.n2, &nx.i2);
+        if (cpu::avx512_selected())
+          fwd_tile512(q, k, v, out, lse, d, mask, n, i0, nx);
+        else
+          fwd_tile_avx2(q, k, v, out, lse, d, mask, n, i0, nx);
+      }
     });
     return;
   }
