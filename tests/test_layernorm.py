@@ -208,6 +208,35 @@ def test_thread_count_does_not_change_results(rng):
         np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("rms", [False, True])
+def test_streamed_output(rng, cpu_path, rms):
+    # An output of >= 16 MiB is written with non-temporal stores from its first 32-byte
+    # boundary on (kernels/cpu/layernorm.cpp, kStreamBytes): every value written, the same
+    # values at any output alignment, and as accurate as the cached path.
+    rows, n = 4100, 1027  # 16.8 MB of float32; odd rows start at every 4-byte offset mod 32
+    x = _data(rng, (rows, n), np.float32)
+    w = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    b = None if rms else rng.standard_normal(n).astype(np.float32)
+    outs = []
+    for shift in (0, 1, 3):  # the output starts `shift` floats past an aligned buffer
+        buf = np.full(rows * n + 16, np.nan, np.float32)
+        start = (-buf.ctypes.data % 64) // 4 + shift
+        out = buf[start : start + rows * n].reshape(rows, n)
+        m, r = np.empty(rows, np.float32), np.empty(rows, np.float32)
+        _C.layernorm_fwd(x, n, w, b, 1e-5, rms, out, None if rms else m, r)
+        outs.append(out.copy())
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    x64 = x.astype(np.float64)
+    if rms:
+        want = R.rms_norm(x64, 1, w.astype(np.float64))
+        plain = R.rms_norm(x, 1, w, eps=np.float32(1e-5))
+    else:
+        want = R.layer_norm(x64, 1, w.astype(np.float64), b.astype(np.float64))
+        plain = R.layer_norm(x, 1, w, b, eps=np.float32(1e-5))
+    _check32(outs[0], want, plain, np.abs(want).max(), "y")
+
+
 def test_errors(rng):
     x = _t(_data(rng, (3, 4, 5), np.float32))
     with pytest.raises(ValueError, match=r"^\[layer_norm\] expected input with shape \[\*, 4\]"):
