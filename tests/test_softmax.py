@@ -173,6 +173,53 @@ CE_SHAPES = [(6, 5), (5, 1), (4, 33), (3, 4097), (2, 4, 3), (3, 5, 2, 3), (9, 10
 CE_OPTS = list(itertools.product([False, True], [None, 2], [0.0, 0.2], ["mean", "sum", "none"]))
 
 
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "cross_entropy"])
+def test_streamed_gradients(rng, cpu_path, op):
+    # A gradient of >= 32 MiB with rows of >= 2048 is written with non-temporal stores from
+    # each row's first 64-byte line boundary on (kernels/cpu/softmax.cpp, kStreamBytes): the
+    # same values at any alignment of gx, every value written, as accurate as the cached path.
+    rows, n = 4100, 2050  # 33.6 MB of float32 per array; rows start at every offset mod 64
+    x = _logits(rng, (rows, n), np.float32)
+    g = rng.standard_normal((rows, n)).astype(np.float32)
+    t = rng.integers(0, n, rows)
+    t[::7] = -100  # ignored rows
+    gi = rng.uniform(0.5, 1.5, rows).astype(np.float32)
+    y = np.empty_like(x)
+    stats, loss = np.empty((rows, 2), np.float32), np.empty(rows, np.float32)
+    if op == "cross_entropy":
+        _C.cross_entropy_fwd(x, t, None, -100, 0.1, loss, stats)
+    else:
+        _C.softmax_fwd(x, op == "log_softmax", y)
+    outs = []
+    for shift in (0, 1, 7):  # gx starts `shift` floats past a 64-byte boundary
+        buf = np.full(rows * n + 32, np.nan, np.float32)
+        start = (-buf.ctypes.data % 64) // 4 + shift
+        gx = buf[start : start + rows * n].reshape(rows, n)
+        if op == "cross_entropy":
+            _C.cross_entropy_bwd(x, t, None, stats, gi, -100, 0.1, gx)
+        else:
+            _C.softmax_bwd(y, g, op == "log_softmax", gx)
+        outs.append(gx.copy())
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    x64 = x.astype(np.float64)
+    p = R.softmax(x64, -1)
+    if op == "cross_entropy":
+        kw = dict(reduction="none", label_smoothing=0.1)
+        want = R.cross_entropy_vjp(gi.astype(np.float64), x64, t, None, **kw)[0]
+        plain = R.cross_entropy_vjp(gi, x, t, None, **kw)[0]
+        scale = 2 * float(gi.max())
+    else:
+        vjp = R.log_softmax_vjp if op == "log_softmax" else R.softmax_vjp
+        g64 = g.astype(np.float64)
+        want, plain = vjp(g64, x64, -1)[0], vjp(g, x, -1)[0]
+        if op == "log_softmax":
+            scale = (np.abs(g64) + p * np.abs(g64).sum(-1, keepdims=True)).max()
+        else:
+            scale = (p * (np.abs(g64) + np.abs(g64 * p).sum(-1, keepdims=True))).max()
+    R.assert_reduction(outs[0], want, plain, scale=scale, floor=1e-6, what=op)
+
+
 def _ce_data(rng, shape, dtype, ignore):
     C = shape[1]
     x = _logits(rng, shape, dtype)

@@ -26,7 +26,10 @@
 // softmax bwd:      gx = y * (g - sum(g * y))      (pass 1 the dot, pass 2 gx)
 // log-softmax bwd:  gx = g - exp(y) * sum(g)
 // Both passes of a row run back to back, so rows up to L2 size (~256k floats) are read from
-// DRAM once: compulsory traffic is read x + write y (fwd), read y, g + write gx (bwd).
+// DRAM once: compulsory traffic is read x + write y (fwd), read y, g + write gx (bwd). A
+// large gx (here and in cross-entropy's backward) is streamed to DRAM (kStreamBytes). The
+// AVX2 backward passes end rows with masked vectors, not scalar code: every value of a row
+// takes the lanes' arithmetic wherever the stream starts.
 //
 // Cross-entropy (class-index targets t, class weights w (or 1), smoothing s, C classes,
 // W = sum(w)), the loss of row i, PyTorch's definition:
@@ -71,6 +74,16 @@ constexpr int64_t kPieceN = int64_t{1} << 14;     // elements per piece (whole r
 // of a 1024-long row, each growth costing an exp and a rescale of the double sums. 4096x1024
 // cross-entropy forward, 1 thread: 2.82-2.94 -> 2.43-2.54 ms (512x32000: 9.3 -> 8.9 ms).
 constexpr int64_t kPrefixMax = 1024;
+// Gradients (gx) of at least kStreamBytes are written with non-temporal stores (store_row256,
+// store_row512; softmax bwd on any rows, the exp passes -- log-softmax bwd, cross-entropy
+// bwd -- on rows of at least kStreamRowExp). Alternated builds, median of 10 rounds, time
+// with streaming over without, 1 / 2 threads: softmax bwd 8192x4096 0.75 / 0.84, 512x32000
+// 0.69 / 0.82, 12288x1024 0.81 / 0.80; log-softmax bwd 8192x4096 0.99 / 0.84, 4096x2048
+// 0.85 / 0.85; cross-entropy bwd 512x32000 0.84 / 0.76, 2048x8192 0.85. With 1024-long rows
+// the exp passes lost on 1 thread (16384x1024: 1.21, 1.22); 4096x1024 (16 MiB, in L3 across
+// calls) lost up to 1.9x.
+constexpr int64_t kStreamBytes = int64_t{32} << 20;
+constexpr int64_t kStreamRowExp = 2048;
 
 struct RowStats {
   double m = 0;   // max
@@ -163,6 +176,37 @@ EMBER_AVX2 inline void add_pd8(__m256d* lo, __m256d* hi, __m256 v) {
 // row buffer, to save the read-for-ownership of y, was slower here: 15.6 -> 19.0 ms.)
 constexpr int64_t kPrefetchBytes = int64_t{16} << 20;
 
+// Writes a backward row gx[0, n) from val(j, r), its values from j, of which r (<= 8) are
+// read (r < 8: masked loads; cpu::tail_mask), all in the lanes' arithmetic. nt:
+// whole 64-byte lines of gx by non-temporal stores, which skip reading gx's lines in first
+// (gx then goes to DRAM anyway: the backward's inputs and gx outgrow the 32 MiB L3). The
+// partial lines at the row's ends take plain stores: a line written both ways (a plain
+// vector overlapping the first streamed line, tried first) made 1024-long rows up to 1.7x
+// slower.
+template <typename V>
+EMBER_AVX2 inline void store_row256(float* gx, int64_t n, bool nt, V val) {
+  int64_t i = 0;
+  if (nt && n >= 64) {
+    const int64_t head = static_cast<int64_t>((64 - reinterpret_cast<uintptr_t>(gx) % 64) % 64 / 4);
+    for (; i + 8 <= head; i += 8) _mm256_storeu_ps(gx + i, val(i, 8));
+    if (i < head) {
+      cpu::store_first(gx + i, val(i, 8), head - i);
+      i = head;
+    }
+    for (; i + 16 <= n; i += 16) {
+      _mm256_stream_ps(gx + i, val(i, 8));
+      _mm256_stream_ps(gx + i + 8, val(i + 8, 8));
+    }
+  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(gx + i, val(i, 8));
+  if (i < n) cpu::store_first(gx + i, val(i, n - i), n - i);
+}
+
+// 8 floats from p, of which the first r are read.
+EMBER_AVX2 inline __m256 load_first(const float* p, int64_t r) {
+  return r >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask(r));
+}
+
 EMBER_AVX2 inline void prefetch_next(const float* next, int64_t i) {
   if (next) {
     _mm_prefetch(reinterpret_cast<const char*>(next + i), _MM_HINT_T0);
@@ -176,6 +220,22 @@ EMBER_AVX2 inline void prefetch_next(const float* next, int64_t i) {
 // these kernels' time with 8 lanes. Masked tails instead of scalar ones.
 EMBER_AVX512 inline __mmask16 mask16(int64_t rem) {
   return rem >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << rem) - 1u);
+}
+
+// store_row256's 16-lane twin: val(j, k) gives the values from j in the lanes of k (masked
+// loads), so it writes the whole row.
+template <typename V>
+EMBER_AVX512 inline void store_row512(float* gx, int64_t n, bool nt, V val) {
+  int64_t i = 0;
+  if (nt && n >= 64) {
+    i = static_cast<int64_t>((64 - reinterpret_cast<uintptr_t>(gx) % 64) % 64 / 4);
+    if (i > 0) _mm512_mask_storeu_ps(gx, mask16(i), val(0, mask16(i)));
+    for (; i + 16 <= n; i += 16) _mm512_stream_ps(gx + i, val(i, 0xFFFF));
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 k = mask16(n - i);
+    _mm512_mask_storeu_ps(gx + i, k, val(i, k));
+  }
 }
 
 EMBER_AVX512 inline void add_pd16(__m512d* lo, __m512d* hi, __m512 v) {
@@ -304,27 +364,29 @@ EMBER_AVX512 RowStats row_stats512(const float* x, int64_t n, const float* w, bo
 
 // log-softmax backward's second pass: gx = g - exp(y) * s
 EMBER_AVX512 void logsoftmax_gx512(const float* y, const float* g, float* gx, int64_t n,
-                                   float s) {
+                                   float s, bool nt) {
   const __m512 sv = _mm512_set1_ps(s);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = mask16(n - i);
+  store_row512(gx, n, nt, [=](int64_t i, __mmask16 k) EMBER_AVX512 {
     const __m512 e = cpu::exp512_ps(_mm512_maskz_loadu_ps(k, y + i));
-    _mm512_mask_storeu_ps(gx + i, k, _mm512_fnmadd_ps(e, sv, _mm512_maskz_loadu_ps(k, g + i)));
-  }
+    return _mm512_fnmadd_ps(e, sv, _mm512_maskz_loadu_ps(k, g + i));
+  });
 }
 
-// cross-entropy gradient row: gx = a * p - b * w (w null: b), p = exp((x - m) - ls)
+// cross-entropy gradient row: gx = a * p - b * w (w null: b), p = exp((x - m) - ls), then
+// gx[t] -= c (in the lane, the same float subtraction as after the row)
 EMBER_AVX512 void ce_grad_row512(const float* x, float* gx, int64_t n, const float* w, float m,
-                                 float ls, float a, float b) {
+                                 float ls, float a, float b, int64_t t, float c, bool nt) {
   const __m512 mv = _mm512_set1_ps(m), lv = _mm512_set1_ps(ls), av = _mm512_set1_ps(a),
-               bv = _mm512_set1_ps(b);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = mask16(n - i);
+               bv = _mm512_set1_ps(b), cv = _mm512_set1_ps(c);
+  store_row512(gx, n, nt, [=](int64_t i, __mmask16 k) EMBER_AVX512 {
     const __m512 p =
         cpu::exp512_ps(_mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv), lv));
-    const __m512 t = w ? _mm512_mul_ps(bv, _mm512_maskz_loadu_ps(k, w + i)) : bv;
-    _mm512_mask_storeu_ps(gx + i, k, _mm512_fmsub_ps(av, p, t));
-  }
+    const __m512 wb = w ? _mm512_mul_ps(bv, _mm512_maskz_loadu_ps(k, w + i)) : bv;
+    const __m512 v = _mm512_fmsub_ps(av, p, wb);
+    return static_cast<uint64_t>(t - i) < 16
+               ? _mm512_mask_sub_ps(v, static_cast<__mmask16>(1u << (t - i)), v, cv)
+               : v;
+  });
 }
 
 // The online max+sum state of 8 lanes (see the header).
@@ -518,7 +580,7 @@ EMBER_AVX2 void softmax_row_avx2(const float* x, float* y, int64_t n, bool log,
 }
 
 EMBER_AVX2 void softmax_bwd_row_avx2(const float* y, const float* g, float* gx, int64_t n,
-                                     bool log) {
+                                     bool log, bool nt) {
   __m256d lo = _mm256_setzero_pd(), hi = lo;
   int64_t i = 0;
   // pass 1: sum(g) (log) or sum(g * y), 16 floats added in float per step, then in double
@@ -536,44 +598,37 @@ EMBER_AVX2 void softmax_bwd_row_avx2(const float* y, const float* g, float* gx, 
   for (; i < n; ++i) s += log ? double(g[i]) : double(g[i]) * double(y[i]);
   const float sf = float(s);
   const __m256 sv = _mm256_set1_ps(sf);
-  i = 0;
   if (log && cpu::avx512_selected()) {
-    logsoftmax_gx512(y, g, gx, n, sf);
+    logsoftmax_gx512(y, g, gx, n, sf, nt);
   } else if (log) {
-    for (; i + 8 <= n; i += 8) {
-      const __m256 e = cpu::exp256_le88_ps(_mm256_loadu_ps(y + i));
-      _mm256_storeu_ps(gx + i, _mm256_fnmadd_ps(e, sv, _mm256_loadu_ps(g + i)));
-    }
-    for (; i < n; ++i) gx[i] = g[i] - std::exp(y[i]) * sf;
+    store_row256(gx, n, nt, [=](int64_t j, int64_t r) EMBER_AVX2 {
+      const __m256 e = cpu::exp256_le88_ps(load_first(y + j, r));
+      return _mm256_fnmadd_ps(e, sv, load_first(g + j, r));
+    });
   } else {
-    for (; i + 8 <= n; i += 8) {
-      const __m256 yv = _mm256_loadu_ps(y + i);
-      _mm256_storeu_ps(gx + i, _mm256_mul_ps(yv, _mm256_sub_ps(_mm256_loadu_ps(g + i), sv)));
-    }
-    for (; i < n; ++i) gx[i] = y[i] * (g[i] - sf);
+    store_row256(gx, n, nt, [=](int64_t j, int64_t r) EMBER_AVX2 {
+      return _mm256_mul_ps(load_first(y + j, r), _mm256_sub_ps(load_first(g + j, r), sv));
+    });
   }
 }
 
-// gx = a * p - b * w (w null: b), p = exp((x - m) - ls)
+// gx = a * p - b * w (w null: b), p = exp((x - m) - ls), then gx[t] -= c (as ce_grad_row512)
 EMBER_AVX2 void ce_grad_row_avx2(const float* x, float* gx, int64_t n, const float* w, float m,
-                                 float ls, float a, float b) {
-  if (cpu::avx512_selected()) return ce_grad_row512(x, gx, n, w, m, ls, a, b);
+                                 float ls, float a, float b, int64_t t, float c, bool nt) {
+  if (cpu::avx512_selected()) return ce_grad_row512(x, gx, n, w, m, ls, a, b, t, c, nt);
   const __m256 mv = _mm256_set1_ps(m), lv = _mm256_set1_ps(ls), av = _mm256_set1_ps(a),
                bv = _mm256_set1_ps(b);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+  store_row256(gx, n, nt, [=](int64_t j, int64_t r) EMBER_AVX2 {
     const __m256 p =
-        cpu::exp256_le88_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), lv));
-    const __m256 t = w ? _mm256_mul_ps(bv, _mm256_loadu_ps(w + i)) : bv;
-    _mm256_storeu_ps(gx + i, _mm256_fmsub_ps(av, p, t));
-  }
-  if (i < n) {
-    const __m256i mask = tail_mask(n - i);
-    const __m256 p = cpu::exp256_le88_ps(
-        _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), mv), lv));
-    const __m256 t = w ? _mm256_mul_ps(bv, _mm256_maskload_ps(w + i, mask)) : bv;
-    cpu::store_first(gx + i, _mm256_fmsub_ps(av, p, t), n - i);
-  }
+        cpu::exp256_le88_ps(_mm256_sub_ps(_mm256_sub_ps(load_first(x + j, r), mv), lv));
+    const __m256 wb = w ? _mm256_mul_ps(bv, load_first(w + j, r)) : bv;
+    const __m256 v = _mm256_fmsub_ps(av, p, wb);
+    if (static_cast<uint64_t>(t - j) >= 8) return v;
+    alignas(32) float lane[8];  // rare: the target's vector
+    _mm256_store_ps(lane, v);
+    lane[t - j] -= c;
+    return _mm256_load_ps(lane);
+  });
 }
 #endif
 
@@ -599,28 +654,31 @@ void softmax_row(bool avx2, const T* x, T* y, int64_t n, bool log, const T* next
 }
 
 template <typename T>
-void softmax_bwd_row(bool avx2, const T* y, const T* g, T* gx, int64_t n, bool log) {
+void softmax_bwd_row(bool avx2, const T* y, const T* g, T* gx, int64_t n, bool log, bool nt) {
 #if EMBER_COMPILED_AVX2
   if constexpr (std::is_same_v<T, float>)
-    if (avx2) return softmax_bwd_row_avx2(y, g, gx, n, log);
+    if (avx2) return softmax_bwd_row_avx2(y, g, gx, n, log, nt);
 #endif
-  (void)avx2;
+  (void)avx2, (void)nt;
   softmax_bwd_row_cpu(y, g, gx, n, log);
 }
 
 template <typename T>
-void ce_grad_row(bool avx2, const T* x, T* gx, int64_t n, const T* w, T m, T ls, T a, T b) {
+void ce_grad_row(bool avx2, const T* x, T* gx, int64_t n, const T* w, T m, T ls, T a, T b,
+                 int64_t t, T c, bool nt) {
 #if EMBER_COMPILED_AVX2
   if constexpr (std::is_same_v<T, float>)
-    if (avx2) return ce_grad_row_avx2(x, gx, n, w, m, ls, a, b);
+    if (avx2) return ce_grad_row_avx2(x, gx, n, w, m, ls, a, b, t, c, nt);
 #endif
-  (void)avx2;
+  (void)avx2, (void)nt;
   ce_grad_row_cpu(x, gx, n, w, m, ls, a, b);
+  gx[t] -= c;
 }
 
 // fn(row) for every row, rows grouped into pieces of ~kPieceN elements over the claim pool.
+// fence: the rows store non-temporally; each piece ends with an sfence.
 template <typename Fn>
-void for_rows(int64_t rows, int64_t n, Fn&& fn) {
+void for_rows(int64_t rows, int64_t n, Fn&& fn, bool fence = false) {
   if (rows <= 0) return;
   const int64_t per = std::max<int64_t>(1, kPieceN / std::max<int64_t>(n, 1));
   const int64_t pieces = (rows + per - 1) / per;
@@ -628,6 +686,9 @@ void for_rows(int64_t rows, int64_t n, Fn&& fn) {
   auto piece = [&](int64_t p) {
     const int64_t r1 = std::min(rows, (p + 1) * per);
     for (int64_t r = p * per; r < r1; ++r) fn(r);
+#if EMBER_COMPILED_AVX2
+    if (fence) _mm_sfence();
+#endif
   };
   if (nth <= 1 || pieces <= 1) {
     for (int64_t p = 0; p < pieces; ++p) piece(p);
@@ -649,9 +710,12 @@ void fwd(const T* x, T* y, int64_t rows, int64_t n, bool log) {
 template <typename T>
 void bwd(const T* y, const T* g, T* gx, int64_t rows, int64_t n, bool log) {
   const bool avx2 = cpu::avx2_selected();
-  for_rows(rows, n, [&](int64_t r) {
-    softmax_bwd_row<T>(avx2, y + r * n, g + r * n, gx + r * n, n, log);
-  });
+  const bool nt = rows * n * static_cast<int64_t>(sizeof(T)) >= kStreamBytes &&
+                  (!log || n >= kStreamRowExp);
+  const auto row = [&](int64_t r) {
+    softmax_bwd_row<T>(avx2, y + r * n, g + r * n, gx + r * n, n, log, nt);
+  };
+  for_rows(rows, n, row, nt);
 }
 
 inline double sum_weights(const float* w, int64_t C) {
@@ -696,7 +760,8 @@ void ce_bwd(const T* x, const int64_t* target, const T* w, const T* stats, const
             int64_t N, int64_t C, int64_t ignore_index, double smoothing, T* gx) {
   const bool avx2 = cpu::avx2_selected();
   const double W = sum_weights(w, C);
-  for_rows(N, C, [&](int64_t r) {
+  const bool nt = N * C * static_cast<int64_t>(sizeof(T)) >= kStreamBytes && C >= kStreamRowExp;
+  const auto row = [&](int64_t r) {
     T* gr = gx + r * C;
     const int64_t t = target[r];
     if (t == ignore_index) {
@@ -707,9 +772,10 @@ void ce_bwd(const T* x, const int64_t* target, const T* w, const T* stats, const
     const double wt = w ? double(w[t]) : 1.0;
     const double a = gi * ((1.0 - smoothing) * wt + smoothing / double(C) * W);
     const double b = gi * smoothing / double(C);
-    ce_grad_row<T>(avx2, x + r * C, gr, C, w, stats[2 * r], stats[2 * r + 1], T(a), T(b));
-    gr[t] -= T(gi * (1.0 - smoothing) * wt);
-  });
+    ce_grad_row<T>(avx2, x + r * C, gr, C, w, stats[2 * r], stats[2 * r + 1], T(a), T(b), t,
+                   T(gi * (1.0 - smoothing) * wt), nt);
+  };
+  for_rows(N, C, row, nt);
 }
 }  // namespace
 
