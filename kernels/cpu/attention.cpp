@@ -392,8 +392,10 @@ constexpr QkExp8Fn qk_exp8_for(int r) {
 }
 
 // Causal diagonal tiles (row r of the tile sees key columns <= r + diag): kNoDiag = all.
+// Diag::outer is the transposed case (the backward's dV and dK: rows are keys, K runs over
+// queries): row r's terms k < r - diag are 0.
 constexpr int64_t kNoDiag = INT64_MAX / 4;
-enum class Diag { none, cols, inner };
+enum class Diag { none, cols, inner, outer };
 
 // C[R x 16*NV] = scale * A B (+ rs[r] * C when accum; rs null: 1). A[r][k] = A[r*ars + k*aks]
 // (broadcast), B rows ldb apart, C rows ldc apart; MASK: the last vector of B and C is
@@ -628,7 +630,8 @@ EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, in
     const int64_t last = r0 + r - 1 + diag;  // the block's last row's diagonal column
     const int64_t n = dmode == Diag::cols ? std::clamp<int64_t>(last + 1, 0, N) : N;
     const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
-    if (accum && kk == 0) continue;
+    const int64_t k0 = dmode == Diag::outer ? std::clamp<int64_t>(r0 - diag, 0, K) : 0;
+    if (accum && kk == k0) continue;
     for (int64_t c0 = 0; c0 < n; c0 += 64) {
       const int64_t nc = std::min<int64_t>(64, n - c0);
       const int nv = static_cast<int>((nc + 15) / 16);
@@ -637,8 +640,8 @@ EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, in
       const MicroTFn f = rem < 16 ? micro_t_for<true>(r, nv) : micro_t_for<false>(r, nv);
       const char* pfs = nullptr;
       const int pfn = pf ? pf->take(kPfLinesT, &pfs) : 0;
-      f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum, scale,
-        nullptr, pfs, pfn);
+      f(kk - k0, A + r0 * ars + k0 * aks, ars, aks, B + k0 * ldb + c0, ldb, C + r0 * ldc + c0,
+        ldc, tm, accum, scale, nullptr, pfs, pfn);
     }
   }
 }
@@ -647,8 +650,9 @@ EMBER_AVX512 void tile_mm512(int64_t M, int64_t N, int64_t K, const float* A, in
 // selected): column panels outer (the K x 16 B panel stays in L1 while row blocks of A stream
 // past it). On a causal diagonal tile,
 // Diag::cols skips the column panels wholly right of a row block's diagonal (Q K^T: those
-// scores are masked anyway) and Diag::inner stops K at the block's diagonal (P V: the P
-// entries past it are 0), so a diagonal tile costs about half of a full one.
+// scores are masked anyway), Diag::inner stops K at the block's diagonal (P V: the P
+// entries past it are 0) and Diag::outer starts K at its first row's (P^T dO, dS^T Q), so a
+// diagonal tile costs about half of a full one.
 EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t ars,
                         int64_t aks, const float* B, int64_t ldb, float* C, int64_t ldc,
                         bool accum, Diag dmode = Diag::none, int64_t diag = kNoDiag,
@@ -668,11 +672,13 @@ EMBER_AVX2 void tile_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t
       const int64_t last = r0 + r - 1 + diag;
       if (dmode == Diag::cols && c0 > last) continue;
       const int64_t kk = dmode == Diag::inner ? std::clamp<int64_t>(last + 1, 0, K) : K;
+      const int64_t k0 = dmode == Diag::outer ? std::clamp<int64_t>(r0 - diag, 0, K) : 0;
       MicroFn f = nv == 2 ? (mask ? micro_for<2, true>(r) : micro_for<2, false>(r))
                           : (mask ? micro_for<1, true>(r) : micro_for<1, false>(r));
       const char* pfs = nullptr;
       const int pfn = pf ? pf->take(kPfLines, &pfs) : 0;
-      f(kk, A + r0 * ars, ars, aks, B + c0, ldb, C + r0 * ldc + c0, ldc, tm, accum, pfs, pfn);
+      f(kk - k0, A + r0 * ars + k0 * aks, ars, aks, B + k0 * ldb + c0, ldb, C + r0 * ldc + c0,
+        ldc, tm, accum, pfs, pfn);
     }
   }
 }
@@ -1374,9 +1380,10 @@ EMBER_AVX2 void bwd_batch_avx2(const float* q, const float* k, const float* v, c
       else
         bwd_rows_avx2(S, dP, nq, nk, cut, mt, d.mask_rs, lb + 2 * i0, di + i0, scale);
       const bool first = i0 == qstart;
-      tile_mm(nk, Dv, nq, S, 1, kBk, got, Dv, gvb + j0 * Dv, Dv, !first, Diag::none, kNoDiag,
+      const Diag dout = diag ? Diag::outer : Diag::none;
+      tile_mm(nk, Dv, nq, S, 1, kBk, got, Dv, gvb + j0 * Dv, Dv, !first, dout, i0 - j0,
               pf);  // dV += P^T dO
-      tile_mm(nk, D, nq, dP, 1, kBk, qt, D, gkb + j0 * D, D, !first, Diag::none, kNoDiag,
+      tile_mm(nk, D, nq, dP, 1, kBk, qt, D, gkb + j0 * D, D, !first, dout, i0 - j0,
               pf);  // dK += dS^T Q
       tile_mm(nq, D, nk, dP, kBk, 1, kb + j0 * D, D, gqb + i0 * D, D, j0 > 0, di_, i0 - j0,
               pf);  // dQ += dS K
