@@ -227,6 +227,8 @@ def _ce_data(rng, shape, dtype, ignore):
     t = rng.integers(0, C, tshape)
     if ignore is not None and t.size > 1:
         t.flat[:: max(2, t.size // 3)] = ignore
+        if (t == ignore).all():  # keep a counted row (all ignored: its own test below)
+            t.flat[1] = (ignore + 1) % C
     w = rng.uniform(0.2, 2.0, C).astype(dtype)
     return x, t, w
 
