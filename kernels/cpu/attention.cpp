@@ -232,6 +232,16 @@ using cpu::tail_mask;
 // stores between short calls; 1x12x1024x64 forward, AVX2, 42.3 -> 41.0 ms).
 constexpr int64_t kKc = 64;
 
+// The micro-kernels' share of the software prefetch (PfQueue): while pfn lines are left, one
+// line at pf into L2 per k step. asm volatile: GCC deleted a loop of _mm_prefetch alone.
+inline void pf_step(const char*& pf, int& pfn) {
+  if (pfn > 0) {
+    asm volatile("prefetcht1 %0" : : "m"(*pf));
+    pf += 64;
+    --pfn;
+  }
+}
+
 // C[R x (8*NV)] (+)= A[R x K] B[K x 8*NV]. A[r][k] = A[r*ars + k*aks] (broadcast), B rows
 // ldb apart, C rows ldc apart; MASK: the last 8-lane vector of B and C is partial (tm).
 // pf, pfn: pfn lines from pf to prefetch into L2, one per k step (PfQueue; none: 0).
@@ -250,11 +260,7 @@ EMBER_AVX2 void micro(int64_t K, const float* A, int64_t ars, int64_t aks, const
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* a = A + kk * aks;
       const float* b = B + kk * ldb;
-      if (pfn > 0) {  // one queued line per k step (PfQueue)
-        asm volatile("prefetcht1 %0" : : "m"(*pf));
-        pf += 64;
-        --pfn;
-      }
+      pf_step(pf, pfn);
       __m256 bv[NV];
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v)
@@ -317,11 +323,7 @@ EMBER_AVX2 void qk_exp8(int64_t K, const float* A, int64_t ars, const float* B, 
       for (int v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* b = B + kk * kBq;
-      if (pfn > 0) {  // one queued line per k step (PfQueue)
-        asm volatile("prefetcht1 %0" : : "m"(*pf));
-        pf += 64;
-        --pfn;
-      }
+      pf_step(pf, pfn);
       __m256 bv[NV];
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
@@ -418,11 +420,7 @@ EMBER_AVX512 void micro_t(int64_t K, const float* A, int64_t ars, int64_t aks, c
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* a = A + kk * aks;
       const float* b = B + kk * ldb;
-      if (pfn > 0) {  // one queued line per k step (PfQueue)
-        asm volatile("prefetcht1 %0" : : "m"(*pf));
-        pf += 64;
-        --pfn;
-      }
+      pf_step(pf, pfn);
       __m512 bv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v)
@@ -495,11 +493,7 @@ EMBER_AVX512 void qk_exp_t(int64_t K, const float* A, int64_t ars, const float* 
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
     for (int64_t kk = k0; kk < k1; ++kk) {
       const float* b = B + kk * kBq;
-      if (pfn > 0) {  // one queued line per k step (PfQueue)
-        asm volatile("prefetcht1 %0" : : "m"(*pf));
-        pf += 64;
-        --pfn;
-      }
+      pf_step(pf, pfn);
       __m512 bv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
@@ -582,11 +576,11 @@ constexpr QkExpFn qk_exp_for(int r, int nv) {
 // 69-72% at 64 (16 MiB). Each step queues the ranges the next steps touch first (queue_next,
 // fwd_queue) and each micro-kernel call of the products issues the next few lines of them,
 // one per k step (PREFETCHT1: into L2, not L1, on Zen 4). Issued as bursts of whole tiles
-// instead, the prefetches stalled on the miss buffers about as long as the misses they saved.
-// (The prefetches are asm volatile: GCC deleted a loop whose only statements were
-// _mm_prefetch.) Alternated builds, 1 thread: 8x8x128x64 backward AVX-512 8.3-8.6 -> 7.6-7.8
-// ms, AVX2 8.5-8.9 -> 7.6-7.9 ms; 4x8x512x64 and 1x12x1024x64 1-3% or within noise. Forward,
-// median of 15-20 alternations: AVX-512 1-3% (4x8x512x64 causal 6%), AVX2 2-6%.
+// instead, the prefetches stalled on the miss buffers about as long as the misses they saved
+// (the micro-kernels' side: pf_step). Alternated builds, 1 thread: 8x8x128x64 backward
+// AVX-512 8.3-8.6 -> 7.6-7.8 ms, AVX2 8.5-8.9 -> 7.6-7.9 ms; 4x8x512x64 and 1x12x1024x64 1-3%
+// or within noise. Forward, median of 15-20 alternations: AVX-512 1-3% (4x8x512x64 causal
+// 6%), AVX2 2-6%.
 struct PfQueue {
   static constexpr int kMax = 24;  // ranges; queue_next adds at most 11 per step
   const char* p[kMax];
