@@ -400,6 +400,24 @@ EMBER_AVX2 void pack_rows_t(const float* src, int64_t ld, int64_t kc, float* buf
       _mm_storeu_ps(d + 6 * R, _mm256_extractf128_ps(u2, 1));
       _mm_storeu_ps(d + 7 * R, _mm256_extractf128_ps(u3, 1));
     }
+    // Two rows (the AVX2 kernel's MR = 6 is 4 + 2): one unpack pair gives the (row i, row
+    // i+1) pairs of k, k+1 | k+4, k+5 (lo) and k+2, k+3 | k+6, k+7 (hi), stored 8 bytes each.
+    for (; i + 2 <= rows; i += 2) {
+      const float* s0 = src + i * ld + k;
+      const __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + ld);
+      const __m256 lo = _mm256_unpacklo_ps(r0, r1), hi = _mm256_unpackhi_ps(r0, r1);
+      const __m128 l0 = _mm256_castps256_ps128(lo), l1 = _mm256_extractf128_ps(lo, 1),
+                   h0 = _mm256_castps256_ps128(hi), h1 = _mm256_extractf128_ps(hi, 1);
+      float* d = buf + k * R + i;
+      _mm_storel_pi(reinterpret_cast<__m64*>(d + 0 * R), l0);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(d + 1 * R), l0);
+      _mm_storel_pi(reinterpret_cast<__m64*>(d + 2 * R), h0);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(d + 3 * R), h0);
+      _mm_storel_pi(reinterpret_cast<__m64*>(d + 4 * R), l1);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(d + 5 * R), l1);
+      _mm_storel_pi(reinterpret_cast<__m64*>(d + 6 * R), h1);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(d + 7 * R), h1);
+    }
     for (; i < rows; ++i)
       for (int kk = 0; kk < 8; ++kk) buf[(k + kk) * R + i] = src[i * ld + k + kk];
     for (; i < R; ++i)
