@@ -106,6 +106,16 @@ CASES = [
     # a map under 64 pixels with 64 input channels: Winograd on AVX-512, the channel-vector
     # forward (and the Winograd input gradient) on AVX2
     (3, 64, 7, 7, 40, (3, 3), 1, 1, 1, 1),
+    # one input channel, stride 1, 2..9 taps: the forward along output rows (fwd_plane: channel
+    # pairs on AVX-512, a masked last vector per row, blocks past the end repeating the last)
+    (3, 1, 28, 28, 32, (3, 3), 1, 1, 1, 1),  # the MNIST stem: rows of 16 + 12
+    (2, 1, 9, 17, 5, (3, 3), 1, 0, 1, 1),  # 5 channels: the last pair is one channel twice
+    (1, 1, 12, 33, 7, (2, 2), 1, 1, 1, 1),  # 4 taps, rows of 34 (3 vectors), batch 1
+    (2, 1, 10, 20, 4, (1, 3), 1, (0, 1), 1, 1),  # 1x3
+    (2, 1, 11, 9, 3, (3, 3), 1, 2, 2, 1),  # dilated
+    (2, 1, 8, 8, 6, (2, 4), 1, "same", 1, 1),  # 8 taps, asymmetric padding
+    (1, 1, 5, 3, 2, (3, 1), 1, 0, 1, 1),  # rows of 3: one masked vector each
+    (8, 1, 28, 30, 33, (3, 3), 1, 1, 1, 1),  # > 2 MFLOP: two threads split the images
 ]
 
 
@@ -185,7 +195,7 @@ def test_conv2d_vs_reference(case, dtype, rng, cpu_path, poison):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "case",
-    [CASES[i] for i in (1, 4, 6, 15, 16, 22, 25, 26, 46, 53, 56, 64)],
+    [CASES[i] for i in (1, 4, 6, 15, 16, 22, 25, 26, 46, 53, 56, 64, 67, 73)],
 )
 def test_conv2d_threads_no_bias(case, threads, rng, cpu_path):
     old = ember.get_num_threads()
