@@ -87,9 +87,9 @@
 //                  weights, and x or gy in the weight gradient, send the call to the direct
 //                  paths; a forward task whose input holds one computes its rows with the
 //                  scalar reference.
-//      plane       (AVX-512; one input channel, stride 1, 2..9 taps: stems such as MNIST's
-//                  1 -> 32 3x3): vectors along the output rows, 2 output channels' weights in
-//                  registers, each input vector shared by both (fwd_plane).
+//      plane       (one input channel, stride 1, 2..9 taps: stems such as MNIST's 1 -> 32
+//                  3x3): vectors along the output rows of a padded plane, each input vector
+//                  shared by 2 output channels' FMAs (fwd_plane; AVX-512 and AVX2).
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
 //                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
@@ -1461,25 +1461,27 @@ void fwd_chanvec(const float* x, const float* w, const float* b, float* y, const
   });
 }
 
-// ---- single-input-channel forward (stems such as MNIST's 1 -> 32 3x3; AVX-512) --------------
+// ---- single-input-channel forward (stems such as MNIST's 1 -> 32 3x3) -------------------------
 // With one input channel the other kernels have almost nothing to sum per output: the direct
 // tile's K is the KH*KW taps (9), so its compaction and stores outweigh its FMAs (45% of the
 // FMA peak at N=64 1->32 28x28, PyTorch's oneDNN about the same). Here the vector runs along
-// an output row instead (16 pixels), the taps' weights of 2 output channels stay broadcast in
-// registers for the whole image, and each input vector, loaded once per tap at a constant
-// offset into the zero-padded plane, feeds both channels' FMAs. A block of 4 row vectors
-// keeps 8 independent FMA chains; the last vector of each row is stored masked (its extra
-// lanes read the next row or the zeroed slack past the plane and are dropped), and blocks
-// past the last vector repeat it (stored twice, same values). Stride 1, any dilation, 2..9
-// taps. N=64 1->32 28x28, 1 thread: 0.55-0.57 -> 0.36-0.39 ms (PyTorch 0.56-0.81 in the same
-// runs). An AVX2 twin (1 channel x 8 pixels per vector, 6 vectors) ran at 0.86-0.90 ms, slower
-// than the channel-vector tiles' 0.67-0.77: its vector bookkeeping per 8 outputs (the base
-// offsets did not fit the registers next to the 9 weights and 6 accumulators) outweighed the
-// FMAs, so CPUs without AVX-512 keep those.
+// an output row instead, over a zero-padded plane, and each input vector, loaded once per tap
+// at a constant offset, feeds 2 output channels' FMAs. AVX-512 (plane_pair512): the 2 x KK
+// weights stay broadcast in registers for the whole image, a block of 4 row vectors (16
+// pixels, consecutive across rows: a cursor) keeps 8 FMA chains, the last vector of a row is
+// stored masked, and blocks past the last vector repeat it (stored twice, same values). AVX2
+// (plane_pair256): 18 weights and 8 accumulators do not fit 16 registers, so the weights are
+// broadcast from memory per tap, and a block is 4 vectors of one row (8 pixels each), so a
+// tap's loads sit at constant displacements from one pointer (a first AVX2 version with a
+// base offset per vector spent more on that bookkeeping than on its FMAs: 0.86-0.90 ms).
+// The extra lanes of a row's last vector read the next row or the zeroed slack past the
+// plane and are dropped. Stride 1, any dilation, 2..9 taps. N=64 1->32 28x28, 1 thread:
+// AVX-512 0.55-0.57 -> 0.36-0.39 ms (PyTorch 0.56-0.81 in the same runs), AVX2 0.67-0.77 ms
+// (channel-vector tiles) -> 0.53 ms.
 bool use_plane(const Conv2dDims& d) {
   const int64_t KK = d.KH * d.KW;
-  return cpu::avx512_selected() && d.C == 1 && d.G == 1 && d.sh == 1 && d.sw == 1 &&
-         KK >= 2 && KK <= 9;
+  return cpu::avx2_selected() && d.C == 1 && d.G == 1 && d.sh == 1 && d.sw == 1 && KK >= 2 &&
+         KK <= 9;
 }
 
 // The next NQ of the OH x nv row vectors of an output map (vector v of row oh; a cursor, no
@@ -1546,6 +1548,62 @@ EMBER_AVX512 void plane_pair512(const float* P, int64_t Ws, const int64_t* off, 
   }
 }
 
+// AVX2: output channels o, o2 (w0, w1: their KK weights; y0, y1: their maps), a block of NV
+// consecutive 8-pixel vectors of row oh from vector v0. The weights are broadcast from memory
+// per tap (18 weights and 8 accumulators do not fit 16 registers); each input vector feeds
+// both channels, and a tap's NV loads sit at constant displacements from one pointer
+// (per-vector base offsets cost more than the FMAs). tail: valid lanes of the last vector.
+template <int NV>
+EMBER_AVX2 void plane_block256(const float* P, int64_t Ws, const int64_t* off, int64_t KK,
+                               const float* w0, const float* w1, float b0, float b1, float* y0,
+                               float* y1, int64_t OW, int64_t oh, int64_t v0, int64_t tail) {
+  __m256 a[NV], c[NV];
+#pragma GCC unroll 4
+  for (int u = 0; u < NV; ++u) {
+    a[u] = _mm256_set1_ps(b0);
+    c[u] = _mm256_set1_ps(b1);
+  }
+  const float* r0 = P + oh * Ws + v0 * 8;
+  for (int64_t t = 0; t < KK; ++t) {
+    const __m256 wa = _mm256_broadcast_ss(w0 + t), wc = _mm256_broadcast_ss(w1 + t);
+    const float* pt = r0 + off[t];
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; ++u) {
+      const __m256 xv = _mm256_loadu_ps(pt + u * 8);
+      a[u] = _mm256_fmadd_ps(wa, xv, a[u]);
+      c[u] = _mm256_fmadd_ps(wc, xv, c[u]);
+    }
+  }
+  const int64_t o = oh * OW + v0 * 8;
+#pragma GCC unroll 4
+  for (int u = 0; u + 1 < NV; ++u) {
+    _mm256_storeu_ps(y0 + o + u * 8, a[u]);
+    _mm256_storeu_ps(y1 + o + u * 8, c[u]);
+  }
+  cpu::store_first(y0 + o + (NV - 1) * 8, a[NV - 1], tail);
+  cpu::store_first(y1 + o + (NV - 1) * 8, c[NV - 1], tail);
+}
+
+// AVX2: output channels o, o2 of one image, each row in blocks of 4 vectors and a block of
+// the 1-3 left.
+EMBER_AVX2 void plane_pair256(const float* P, int64_t Ws, const int64_t* off, int64_t KK,
+                              const float* w0, const float* w1, float b0, float b1, float* y0,
+                              float* y1, int64_t OH, int64_t OW) {
+  const int64_t nv = (OW + 7) / 8, last = OW - (nv - 1) * 8;
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    int64_t v0 = 0;
+    for (; v0 + 4 <= nv; v0 += 4)
+      plane_block256<4>(P, Ws, off, KK, w0, w1, b0, b1, y0, y1, OW, oh, v0,
+                        v0 + 4 == nv ? last : 8);
+    switch (nv - v0) {
+      case 1: plane_block256<1>(P, Ws, off, KK, w0, w1, b0, b1, y0, y1, OW, oh, v0, last); break;
+      case 2: plane_block256<2>(P, Ws, off, KK, w0, w1, b0, b1, y0, y1, OW, oh, v0, last); break;
+      case 3: plane_block256<3>(P, Ws, off, KK, w0, w1, b0, b1, y0, y1, OW, oh, v0, last); break;
+      default: break;
+    }
+  }
+}
+
 // All output channels [o0, o1) of one image from its padded plane P.
 template <int KK>
 void plane_channels(const float* P, int64_t Ws, const int64_t* off, const float* w,
@@ -1560,6 +1618,7 @@ void plane_channels(const float* P, int64_t Ws, const int64_t* off, const float*
 
 // y = conv(x, w) + b for use_plane(d); w [O][1][KH][KW].
 void fwd_plane(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
+  const bool w512 = cpu::avx512_selected();
   const ChanGeo sg(d);
   const int64_t KK = d.KH * d.KW, L = 16, OHW = d.OH * d.OW;
   int64_t off[9];
@@ -1576,9 +1635,19 @@ void fwd_plane(const float* x, const float* w, const float* b, float* y, const C
     // The plane plus a vector of zeroed slack for the masked lanes of the last row's vectors.
     const int64_t plane = sg.Hs * sg.Ws;
     float* P = tl_col.get(static_cast<size_t>(std::max(sg.cs, plane + L)));
+    float* yn = y + n * d.O * OHW;
+    if (!w512) {
+      build_slab(x + n * d.H * d.W, d, 1, 0, sg.Hs, sg.Ws, sg.cs, P);
+      std::fill(P + plane, P + plane + L, 0.0f);
+      for (int64_t o = o0; o < o1; o += 2) {
+        const int64_t o2 = std::min(o + 1, o1 - 1);  // as in plane_channels
+        plane_pair256(P, sg.Ws, off, KK, w + o * KK, w + o2 * KK, b ? b[o] : 0.0f,
+                      b ? b[o2] : 0.0f, yn + o * OHW, yn + o2 * OHW, d.OH, d.OW);
+      }
+      return;
+    }
     build_slab512(x + n * d.H * d.W, d, 1, 0, sg.Hs, sg.Ws, sg.cs, P);
     std::fill(P + plane, P + plane + L, 0.0f);
-    float* yn = y + n * d.O * OHW;
     switch (KK) {
       case 2: plane_channels<2>(P, sg.Ws, off, w, b, yn, o0, o1, d); break;
       case 3: plane_channels<3>(P, sg.Ws, off, w, b, yn, o0, o1, d); break;
