@@ -9,9 +9,11 @@ process, same run, same thread count, float32, C = A @ B into a preallocated (wa
     python bench/bench_gemm.py --cold          # fresh output every call (page first-touch)
 
 Each case: correctness gate first (ours vs numpy float32, relative to max|C|; and the float64
-error-scaling check on small shapes), then warm-up + median of repeats for each library in
-turn. The FMA ceiling is measured in the same run by _C._fma_peak_gflops (independent FMA
-chains, AVX-512 or AVX2 to match the GEMM path; x threads for the multi-thread ceiling).
+error-scaling check on small shapes), then warm-up + median of repeats; on one thread the
+libraries are called in turn (ours, numpy, torch, ours, ...) so that a slow spell of a shared
+machine hits them alike (on more, each library's spinning workers would slow the next). The
+FMA ceiling is measured in the same run by _C._fma_peak_gflops (independent FMA chains,
+AVX-512 or AVX2 to match the GEMM path; x threads for the multi-thread ceiling).
 numpy's BLAS threads are set with threadpoolctl (pip install ember[bench]); without it each
 thread count runs in a subprocess with OPENBLAS_NUM_THREADS set before numpy is imported.
 """
@@ -50,7 +52,7 @@ def _repeats(flops: float) -> tuple[int, float]:
 
 def run(threads_list, quick: bool, torch_ok: bool = True):
     import numpy as np
-    from common import machine, median_time
+    from common import interleaved_median_times, machine, median_time
 
     import ember
     from ember import _C
@@ -97,15 +99,26 @@ def run(threads_list, quick: bool, torch_ok: bool = True):
             flops = 2.0 * M * N * K
             rep, mt = _repeats(flops)
             warm = 1 if flops >= 5e10 else 3
-            t_ours = median_time(lambda a3=a3, b3=b3, c=c: _C.gemm(a3, b3, c), rep, warm, mt)
-            t_np = median_time(lambda a=a, b=b, c=c_np: np.matmul(a, b, out=c), rep, warm, mt)
-            t_th = None
+            # On one thread ours, numpy and torch are called in turn (interleaved_median_times),
+            # so that a slow spell of the shared machine does not land on one library only. Not
+            # on more threads: each library's workers keep spinning for a while after its call
+            # (OpenBLAS, OpenMP; ours 50 us) and would take the cores from the next library's
+            # call (a 2-thread run so interleaved read 1-10 GFLOP/s for numpy and torch at
+            # 128^3-256^3 and no 2-thread scaling for ours at 512^3-1024^3).
+            fns = [
+                lambda a3=a3, b3=b3, c=c: _C.gemm(a3, b3, c),
+                lambda a=a, b=b, c=c_np: np.matmul(a, b, out=c),
+            ]
             if torch is not None:
                 ta, tb = torch.from_numpy(a), torch.from_numpy(b)
                 tc = torch.empty((M, N), dtype=torch.float32)
-                t_th = median_time(
-                    lambda ta=ta, tb=tb, tc=tc: torch.mm(ta, tb, out=tc), rep, warm, mt
-                )
+                fns.append(lambda ta=ta, tb=tb, tc=tc: torch.mm(ta, tb, out=tc))
+            if nth == 1:
+                ts = interleaved_median_times(fns, rep, warm, mt)
+            else:
+                ts = [median_time(f, rep, warm, mt) for f in fns]
+            t_ours, t_np = ts[0], ts[1]
+            t_th = ts[2] if torch is not None else None
             avx2_cols = ["", ""]
             if avx2_too and nth == 1:
                 _C._set_no_avx512(True)
@@ -417,7 +430,8 @@ def main():
             f"{meta}\n- FMA peak (1 core, {info['isa']}, measured in this run): "
             f"{info['peak1']:.1f} GFLOP/s; % peak = GFLOP/s / (peak x threads); AVX2 FMA "
             f"peak {info['peak_avx2']:.1f} GFLOP/s (for ember's AVX2 kernel, 1 thread)\n"
-            "- C preallocated (warm); median of repeats after warm-up; ratios > 1 mean ember "
+            "- C preallocated (warm); median of repeats after warm-up (1 thread: the libraries' "
+            "calls interleaved); ratios > 1 mean ember "
             "is faster; 2T/1T = ember's 2-thread / 1-thread GFLOP/s\n\n"
             f"{text}\n"
         )

@@ -27,6 +27,25 @@ def median_time(fn, repeat: int = 20, warmup: int = 3, min_time: float = 0.0) ->
     return float(np.median(times))
 
 
+def interleaved_median_times(fns, repeat: int = 20, warmup: int = 3, min_time: float = 0.0):
+    """Median wall time of each ``fn()`` in seconds, the calls interleaved round-robin (``fns[0]``,
+    ``fns[1]``, ..., then again) after ``warmup`` calls of each: on a shared machine a slow
+    spell then lands on every function alike instead of on whichever was being timed, so the
+    ratios between them hold even when the absolute times drift. ``min_time`` is per function.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    t_end = time.perf_counter() + min_time * len(fns)
+    while len(times[0]) < repeat or time.perf_counter() < t_end:
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [float(np.median(ts)) for ts in times]
+
+
 def copy_bandwidth(nbytes: int = 256 << 20) -> float:
     """Measured copy bandwidth in GB/s (bytes read + bytes written), warm buffers.
 
