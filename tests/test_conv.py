@@ -116,6 +116,10 @@ CASES = [
     (2, 1, 8, 8, 6, (2, 4), 1, "same", 1, 1),  # 8 taps, asymmetric padding
     (1, 1, 5, 3, 2, (3, 1), 1, 0, 1, 1),  # rows of 3: one masked vector each
     (8, 1, 28, 30, 33, (3, 3), 1, 1, 1, 1),  # > 2 MFLOP: two threads split the images
+    # 2-3 input channels: stacked planes (AVX2; AVX-512 up to 9 taps in all)
+    (2, 3, 12, 13, 8, (3, 3), 1, 1, 1, 1),  # an RGB stem
+    (2, 2, 9, 20, 5, (2, 2), 1, "same", 1, 1),  # 8 taps: the AVX-512 kernel too
+    (1, 3, 17, 33, 6, (3, 3), 1, 2, 2, 1),  # dilated, rows of 33
 ]
 
 

@@ -87,9 +87,10 @@
 //                  weights, and x or gy in the weight gradient, send the call to the direct
 //                  paths; a forward task whose input holds one computes its rows with the
 //                  scalar reference.
-//      plane       (one input channel, stride 1, 2..9 taps: stems such as MNIST's 1 -> 32
-//                  3x3): vectors along the output rows of a padded plane, each input vector
-//                  shared by 2 output channels' FMAs (fwd_plane; AVX-512 and AVX2).
+//      plane       (1-3 input channels, no groups, stride 1: stems such as MNIST's 1 -> 32
+//                  3x3): vectors along the output rows of the padded planes, each input
+//                  vector shared by 2 output channels' FMAs (fwd_plane; AVX-512 up to 9 taps
+//                  in all, AVX2 up to 3 channels of 2..9 taps).
 //      depthwise   (groups == C == O) with stride 1 has its own direct AVX2 loops: the plane is
 //                  copied into a zero-padded per-thread buffer, then each row of outputs is
 //                  KH*KW FMAs of shifted unaligned loads per 8 outputs (GEMM with M = 1,
@@ -1475,13 +1476,18 @@ void fwd_chanvec(const float* x, const float* w, const float* b, float* y, const
 // tap's loads sit at constant displacements from one pointer (a first AVX2 version with a
 // base offset per vector spent more on that bookkeeping than on its FMAs: 0.86-0.90 ms).
 // The extra lanes of a row's last vector read the next row or the zeroed slack past the
-// plane and are dropped. Stride 1, any dilation, 2..9 taps. N=64 1->32 28x28, 1 thread:
-// AVX-512 0.55-0.57 -> 0.36-0.39 ms (PyTorch 0.56-0.81 in the same runs), AVX2 0.67-0.77 ms
-// (channel-vector tiles) -> 0.53 ms.
+// plane and are dropped. Stride 1, no groups, any dilation, 2..9 taps per input channel; 2 or
+// 3 input channels (RGB stems) sum over stacked planes, a tap being (channel, kernel
+// position): on AVX-512 up to 9 taps in all (the weights' registers), on AVX2 up to 3
+// channels. N=64 1->32 28x28, 1 thread: AVX-512 0.55-0.57 -> 0.36-0.39 ms (PyTorch 0.56-0.81
+// in the same runs), AVX2 0.67-0.77 ms (channel-vector tiles) -> 0.53 ms; AVX2, builds
+// alternated: N=32 3->64 32x32 1.71 -> 1.57 ms, N=128 3->16 32x32 1.92 -> 1.72, N=8 2->16
+// 64x64 0.39 -> 0.26 (AVX-512, 2x2 kernel: 0.19 -> 0.14).
 bool use_plane(const Conv2dDims& d) {
-  const int64_t KK = d.KH * d.KW;
-  return cpu::avx2_selected() && d.C == 1 && d.G == 1 && d.sh == 1 && d.sw == 1 && KK >= 2 &&
-         KK <= 9;
+  const int64_t KK = d.KH * d.KW, T = d.C * KK;
+  if (!cpu::avx2_selected() || d.G != 1 || d.sh != 1 || d.sw != 1 || KK < 2 || KK > 9)
+    return false;
+  return cpu::avx512_selected() ? T <= 9 : d.C <= 3;
 }
 
 // The next NQ of the OH x nv row vectors of an output map (vector v of row oh; a cursor, no
@@ -1616,13 +1622,17 @@ void plane_channels(const float* P, int64_t Ws, const int64_t* off, const float*
   }
 }
 
-// y = conv(x, w) + b for use_plane(d); w [O][1][KH][KW].
+// y = conv(x, w) + b for use_plane(d); w [O][C][KH][KW]: T = C*KH*KW taps, tap c*KK + t at
+// offset c*cs + (t / KW)*dh*Ws + (t % KW)*dw of the C stacked padded planes.
 void fwd_plane(const float* x, const float* w, const float* b, float* y, const Conv2dDims& d) {
   const bool w512 = cpu::avx512_selected();
   const ChanGeo sg(d);
-  const int64_t KK = d.KH * d.KW, L = 16, OHW = d.OH * d.OW;
-  int64_t off[9];
-  for (int64_t t = 0; t < KK; ++t) off[t] = (t / d.KW) * d.dh * sg.Ws + (t % d.KW) * d.dw;
+  const int64_t KK = d.KH * d.KW, T = d.C * KK, L = 16, OHW = d.OH * d.OW;
+  int64_t off[27];
+  for (int64_t e = 0; e < T; ++e) {
+    const int64_t c = e / KK, t = e % KK;
+    off[e] = c * sg.cs + (t / d.KW) * d.dh * sg.Ws + (t % d.KW) * d.dw;
+  }
   // Pieces: images, each cut into blocks of channel pairs when there are fewer than 4 images
   // per thread, so a single image still uses every thread.
   const int nth = nthreads_for(conv_flops(d));
@@ -1632,23 +1642,25 @@ void fwd_plane(const float* x, const float* w, const float* b, float* y, const C
     const int64_t n = p / cb, blk = p % cb;
     const int64_t o0 = std::min(d.O, units * blk / cb * R);
     const int64_t o1 = std::min(d.O, units * (blk + 1) / cb * R);
-    // The plane plus a vector of zeroed slack for the masked lanes of the last row's vectors.
-    const int64_t plane = sg.Hs * sg.Ws;
-    float* P = tl_col.get(static_cast<size_t>(std::max(sg.cs, plane + L)));
+    // The planes plus a vector of zeroed slack past the last one for the masked lanes of its
+    // last row's vectors (an earlier plane's spill reads the next plane: dropped lanes).
+    const int64_t plane = sg.Hs * sg.Ws, last = (d.C - 1) * sg.cs;
+    float* P = tl_col.get(static_cast<size_t>(last + std::max(sg.cs, plane + L)));
     float* yn = y + n * d.O * OHW;
+    const float* xn = x + n * d.C * d.H * d.W;
     if (!w512) {
-      build_slab(x + n * d.H * d.W, d, 1, 0, sg.Hs, sg.Ws, sg.cs, P);
-      std::fill(P + plane, P + plane + L, 0.0f);
+      build_slab(xn, d, d.C, 0, sg.Hs, sg.Ws, sg.cs, P);
+      std::fill(P + last + plane, P + last + plane + L, 0.0f);
       for (int64_t o = o0; o < o1; o += 2) {
         const int64_t o2 = std::min(o + 1, o1 - 1);  // as in plane_channels
-        plane_pair256(P, sg.Ws, off, KK, w + o * KK, w + o2 * KK, b ? b[o] : 0.0f,
+        plane_pair256(P, sg.Ws, off, T, w + o * T, w + o2 * T, b ? b[o] : 0.0f,
                       b ? b[o2] : 0.0f, yn + o * OHW, yn + o2 * OHW, d.OH, d.OW);
       }
       return;
     }
-    build_slab512(x + n * d.H * d.W, d, 1, 0, sg.Hs, sg.Ws, sg.cs, P);
-    std::fill(P + plane, P + plane + L, 0.0f);
-    switch (KK) {
+    build_slab512(xn, d, d.C, 0, sg.Hs, sg.Ws, sg.cs, P);
+    std::fill(P + last + plane, P + last + plane + L, 0.0f);
+    switch (T) {
       case 2: plane_channels<2>(P, sg.Ws, off, w, b, yn, o0, o1, d); break;
       case 3: plane_channels<3>(P, sg.Ws, off, w, b, yn, o0, o1, d); break;
       case 4: plane_channels<4>(P, sg.Ws, off, w, b, yn, o0, o1, d); break;
