@@ -7,13 +7,14 @@
 // second is served from L1/L2 for rows up to ~256k floats: DRAM sees 1 read + 1 write; y of
 // kStreamBytes or more is written with non-temporal stores, which skip reading y's lines in):
 //   layer norm: k = x[0] (a shift taken from the row); D = sum(x - k), Q = sum((x - k)^2) in
-//     double; mean = k + D/n, var = max(0, (Q - D*D/n) / n) (biased). A constant row gives
+//     double (the float path: x - k in float, float partials added into double every kFlush
+//     values); mean = k + D/n, var = max(0, (Q - D*D/n) / n) (biased). A constant row gives
 //     D = Q = 0: variance exactly 0, mean exactly the constant (no E[x^2] - E[x]^2
 //     cancellation; the shift keeps the rest at a few double ulps, as in batchnorm.cpp).
 //     rstd = 1/sqrt(var + eps); y = (x - mean) * rstd * w + b.
 //   RMS norm: rstd = 1/sqrt(sum(x^2)/n + eps) (Q in double); y = x * rstd * w.
 // Backward, per row, xhat = (x - mean) * rstd (rms: x * rstd), gh = g * w:
-//   pass 1: A = sum(gh), B = sum(gh * xhat) in double;
+//   pass 1: A = sum(gh), B = sum(gh * xhat) in double (the float path: as the stats);
 //   pass 2: gx = rstd * (gh - A/n - xhat * B/n) (rms: without the A term), and the weight /
 //   bias partial sums gw += g * xhat, gb += g of this piece of rows.
 //   Compulsory traffic: read g and x, write gx (the per-piece partials are [pieces, n]).
@@ -25,7 +26,8 @@
 // is thread_local to the calling thread and reused across calls (no page faults per call).
 //
 // Variants: <step>_cpu<T> scalar references (float, double; sums in double); AVX2/FMA float
-// paths (8 floats per vector, sums converted to 4-double lanes). double runs the reference.
+// paths (8 floats per vector; the row sums in float partials of up to 8 values per lane and
+// chain, added into 4-double lanes every kFlush values). double runs the reference.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -47,7 +49,7 @@ constexpr int64_t kMaxPieces = 32;                // bounds the [pieces, n] grad
 // alternated builds: 4096x4096 10.2 -> 6.3 ms, 8192x768 2.4 -> 1.5, 4096x1024 1.6 -> 1.0
 // (2 threads: 5.5 -> 3.7, 1.3 -> 0.95, 0.96 -> 0.61); at 3072x1024 (12 MiB) streaming lost
 // 1.7x on 1 thread, y staying in L3 between calls. The backward did not gain from streaming
-// gx (it is bound by its double conversions and the gradient partials, not by DRAM).
+// gx (it was bound by its double conversions, see kFlush, and the gradient partials).
 constexpr int64_t kStreamBytes = int64_t{16} << 20;
 
 struct Sums {
@@ -110,23 +112,41 @@ EMBER_AVX2 inline double hsum(__m256d v) {
 EMBER_AVX2 inline __m256d lo_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
 EMBER_AVX2 inline __m256d hi_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
 
+// The row sums below add float partials: 4 chains of 8 lanes, each lane adding at most
+// kFlush / 32 values before the chains are added into double (as batchnorm.cpp's rows do).
+// Converting every value to double first bounded both passes (4 converts per 16 values on
+// the same ports as the adds; the backward read only ~14 GB/s from DRAM on one thread).
+constexpr int64_t kFlush = 256;
+
+// Adds the 8 lanes of f into the double lanes s (converted exactly).
+EMBER_AVX2 inline __m256d add_pd8(__m256d s, __m256 f) {
+  return _mm256_add_pd(s, _mm256_add_pd(lo_pd(f), hi_pd(f)));
+}
+
 EMBER_AVX2 Sums stats_row_avx2(const float* x, int64_t n, double k) {
-  const __m256d kv = _mm256_set1_pd(k);
-  __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-  __m256d q0 = s0, q1 = s0, q2 = s0, q3 = s0;
+  const __m256 kv = _mm256_set1_ps(float(k));  // k is a value of the row: exact in float
+  __m256d sd = _mm256_setzero_pd(), qd = sd;
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
-    const __m256d d0 = _mm256_sub_pd(lo_pd(v0), kv), d1 = _mm256_sub_pd(hi_pd(v0), kv);
-    const __m256d d2 = _mm256_sub_pd(lo_pd(v1), kv), d3 = _mm256_sub_pd(hi_pd(v1), kv);
-    s0 = _mm256_add_pd(s0, d0);
-    s1 = _mm256_add_pd(s1, d1);
-    s2 = _mm256_add_pd(s2, d2);
-    s3 = _mm256_add_pd(s3, d3);
-    q0 = _mm256_fmadd_pd(d0, d0, q0);
-    q1 = _mm256_fmadd_pd(d1, d1, q1);
-    q2 = _mm256_fmadd_pd(d2, d2, q2);
-    q3 = _mm256_fmadd_pd(d3, d3, q3);
+  while (i + 32 <= n) {
+    const int64_t end = std::min(n, i + kFlush);
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    __m256 q0 = s0, q1 = s0, q2 = s0, q3 = s0;
+    for (; i + 32 <= end; i += 32) {
+      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), kv);
+      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), kv);
+      const __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 16), kv);
+      const __m256 d3 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 24), kv);
+      s0 = _mm256_add_ps(s0, d0);
+      s1 = _mm256_add_ps(s1, d1);
+      s2 = _mm256_add_ps(s2, d2);
+      s3 = _mm256_add_ps(s3, d3);
+      q0 = _mm256_fmadd_ps(d0, d0, q0);
+      q1 = _mm256_fmadd_ps(d1, d1, q1);
+      q2 = _mm256_fmadd_ps(d2, d2, q2);
+      q3 = _mm256_fmadd_ps(d3, d3, q3);
+    }
+    sd = add_pd8(add_pd8(sd, _mm256_add_ps(s0, s1)), _mm256_add_ps(s2, s3));
+    qd = add_pd8(add_pd8(qd, _mm256_add_ps(q0, q1)), _mm256_add_ps(q2, q3));
   }
   Sums s;
   for (; i < n; ++i) {
@@ -134,8 +154,8 @@ EMBER_AVX2 Sums stats_row_avx2(const float* x, int64_t n, double k) {
     s.a += d;
     s.b += d * d;
   }
-  s.a += hsum(_mm256_add_pd(_mm256_add_pd(s0, s1), _mm256_add_pd(s2, s3)));
-  s.b += hsum(_mm256_add_pd(_mm256_add_pd(q0, q1), _mm256_add_pd(q2, q3)));
+  s.a += hsum(sd);
+  s.b += hsum(qd);
   return s;
 }
 
@@ -179,20 +199,34 @@ EMBER_AVX2 void apply_row_avx2(const float* x, float* y, int64_t n, const float*
   for (; i < n; ++i) y[i] = apply1(x, w, b, i, mean, rstd);
 }
 
+// gh = g*w (g without a weight) and xhat = (x - mean) * rstd in float, as the gradient pass
+// forms them; their sums in float partials (kFlush).
+EMBER_AVX2 inline void bsums8(const float* g, const float* x, const float* w, int64_t i,
+                              __m256 m, __m256 r, __m256& a, __m256& b) {
+  __m256 gh = _mm256_loadu_ps(g + i);
+  if (w) gh = _mm256_mul_ps(gh, _mm256_loadu_ps(w + i));
+  const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), r);
+  a = _mm256_add_ps(a, gh);
+  b = _mm256_fmadd_ps(gh, xh, b);
+}
+
 EMBER_AVX2 Sums bsums_row_avx2(const float* g, const float* x, int64_t n, const float* w,
                                float mean, float rstd) {
   const __m256 m = _mm256_set1_ps(mean), r = _mm256_set1_ps(rstd);
-  __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+  __m256d ad = _mm256_setzero_pd(), bd = ad;
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 gh = _mm256_loadu_ps(g + i);
-    if (w) gh = _mm256_mul_ps(gh, _mm256_loadu_ps(w + i));
-    const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), r);
-    const __m256d gl = lo_pd(gh), gu = hi_pd(gh);
-    a0 = _mm256_add_pd(a0, gl);
-    a1 = _mm256_add_pd(a1, gu);
-    b0 = _mm256_fmadd_pd(gl, lo_pd(xh), b0);
-    b1 = _mm256_fmadd_pd(gu, hi_pd(xh), b1);
+  while (i + 32 <= n) {
+    const int64_t end = std::min(n, i + kFlush);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (; i + 32 <= end; i += 32) {
+      bsums8(g, x, w, i, m, r, a0, b0);
+      bsums8(g, x, w, i + 8, m, r, a1, b1);
+      bsums8(g, x, w, i + 16, m, r, a2, b2);
+      bsums8(g, x, w, i + 24, m, r, a3, b3);
+    }
+    ad = add_pd8(add_pd8(ad, _mm256_add_ps(a0, a1)), _mm256_add_ps(a2, a3));
+    bd = add_pd8(add_pd8(bd, _mm256_add_ps(b0, b1)), _mm256_add_ps(b2, b3));
   }
   Sums s;
   for (; i < n; ++i) {
@@ -200,8 +234,8 @@ EMBER_AVX2 Sums bsums_row_avx2(const float* g, const float* x, int64_t n, const 
     s.a += gh;
     s.b += gh * double((x[i] - mean) * rstd);
   }
-  s.a += hsum(_mm256_add_pd(a0, a1));
-  s.b += hsum(_mm256_add_pd(b0, b1));
+  s.a += hsum(ad);
+  s.b += hsum(bd);
   return s;
 }
 
