@@ -237,6 +237,42 @@ def test_streamed_output(rng, cpu_path, rms):
     _check32(outs[0], want, plain, np.abs(want).max(), "y")
 
 
+@pytest.mark.parametrize("rms", [False, True])
+def test_streamed_gradient(rng, cpu_path, rms):
+    # An input gradient of >= 16 MiB is written with non-temporal stores from its first 32-byte
+    # boundary on (kernels/cpu/layernorm.cpp, kStreamBytes): every value written, the same
+    # values at any alignment of grad_input, as accurate as the cached path, and the weight
+    # gradient unchanged by it.
+    rows, n = 4100, 1027  # 16.8 MB of float32; odd rows start at every 4-byte offset mod 32
+    x = _data(rng, (rows, n), np.float32)
+    g = rng.standard_normal((rows, n)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    m, r = np.empty(rows, np.float32), np.empty(rows, np.float32)
+    y = np.empty_like(x)
+    _C.layernorm_fwd(x, n, w, None, 1e-5, rms, y, None if rms else m, r)
+    outs, gws = [], []
+    for shift in (0, 1, 3):  # grad_input starts `shift` floats past an aligned buffer
+        buf = np.full(rows * n + 16, np.nan, np.float32)
+        start = (-buf.ctypes.data % 64) // 4 + shift
+        gx = buf[start : start + rows * n].reshape(rows, n)
+        gw = np.empty(n, np.float32)
+        _C.layernorm_bwd(g, x, n, None if rms else m, r, w, rms, gx, gw, None)
+        outs.append(gx.copy())
+        gws.append(gw)
+    for o, gw in zip(outs[1:], gws[1:]):
+        np.testing.assert_array_equal(o, outs[0])
+        np.testing.assert_array_equal(gw, gws[0])
+    x64, g64, w64 = x.astype(np.float64), g.astype(np.float64), w.astype(np.float64)
+    if rms:
+        want = R.rms_norm_vjp(g64, x64, 1, w64, eps=1e-5)
+        plain = R.rms_norm_vjp(g, x, 1, w, eps=np.float32(1e-5))
+    else:
+        want = R.layer_norm_vjp(g64, x64, 1, w64)
+        plain = R.layer_norm_vjp(g, x, 1, w, eps=np.float32(1e-5))
+    _check32(outs[0], want[0], plain[0], np.abs(want[0]).max(), "grad_input")
+    _check32(gws[0], want[1], plain[1], np.abs(want[1]).max(), "grad_weight")
+
+
 def test_errors(rng):
     x = _t(_data(rng, (3, 4, 5), np.float32))
     with pytest.raises(ValueError, match=r"^\[layer_norm\] expected input with shape \[\*, 4\]"):

@@ -17,7 +17,8 @@
 //   pass 1: A = sum(gh), B = sum(gh * xhat) in double (the float path: as the stats);
 //   pass 2: gx = rstd * (gh - A/n - xhat * B/n) (rms: without the A term), and the weight /
 //   bias partial sums gw += g * xhat, gb += g of this piece of rows.
-//   Compulsory traffic: read g and x, write gx (the per-piece partials are [pieces, n]).
+//   Compulsory traffic: read g and x, write gx (the per-piece partials are [pieces, n]); gx
+//   of kStreamBytes or more is written with non-temporal stores, as y is.
 //
 // Threads (claim pool): pieces are blocks of whole rows. The weight/bias gradients are summed
 // per piece into a [pieces, n] workspace (float for the float path: a piece's rows are added in
@@ -48,8 +49,11 @@ constexpr int64_t kMaxPieces = 32;                // bounds the [pieces, n] grad
 // read-for-ownership of every line (a third of the forward's DRAM traffic). 1 thread,
 // alternated builds: 4096x4096 10.2 -> 6.3 ms, 8192x768 2.4 -> 1.5, 4096x1024 1.6 -> 1.0
 // (2 threads: 5.5 -> 3.7, 1.3 -> 0.95, 0.96 -> 0.61); at 3072x1024 (12 MiB) streaming lost
-// 1.7x on 1 thread, y staying in L3 between calls. The backward did not gain from streaming
-// gx (it was bound by its double conversions, see kFlush, and the gradient partials).
+// 1.7x on 1 thread, y staying in L3 between calls. The backward's gx of this size is
+// streamed too: once its sums no longer converted every value to double (kFlush), its
+// write-allocate reads of gx showed (1 thread, alternated builds: 4096x4096 16.8 -> 12.3 ms,
+// 8192x768 3.06 -> 2.33, 1024x4096 4.79 -> 3.59, 4096x1024 1.09-1.31x in two runs; 2 threads
+// 1.13-1.36x). Before that change streaming gx had not gained.
 constexpr int64_t kStreamBytes = int64_t{16} << 20;
 
 struct Sums {
@@ -239,29 +243,42 @@ EMBER_AVX2 Sums bsums_row_avx2(const float* g, const float* x, int64_t n, const 
   return s;
 }
 
+// One value of bgrad_row_avx2 outside its vectors.
+EMBER_AVX2 inline void bgrad1(const float* g, const float* x, float* gx, const float* w,
+                              int64_t i, float mean, float rstd, float ca, float cb, float* pw,
+                              float* pb) {
+  const float xh = (x[i] - mean) * rstd;
+  if (gx) gx[i] = rstd * std::fma(-xh, cb, (w ? g[i] * w[i] : g[i]) - ca);
+  if (pw) pw[i] = std::fma(g[i], xh, pw[i]);
+  if (pb) pb[i] += g[i];
+}
+
+// kNT: gx by non-temporal stores from its first 32-byte boundary on.
+template <bool kNT>
 EMBER_AVX2 void bgrad_row_avx2(const float* g, const float* x, float* gx, int64_t n,
                                const float* w, float mean, float rstd, float ca, float cb,
                                float* pw, float* pb) {
   const __m256 m = _mm256_set1_ps(mean), r = _mm256_set1_ps(rstd), av = _mm256_set1_ps(ca),
                bv = _mm256_set1_ps(cb);
   int64_t i = 0;
+  if (kNT)
+    for (; i < n && reinterpret_cast<uintptr_t>(gx + i) % 32 != 0; ++i)
+      bgrad1(g, x, gx, w, i, mean, rstd, ca, cb, pw, pb);
   for (; i + 8 <= n; i += 8) {
     const __m256 gv = _mm256_loadu_ps(g + i);
     const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), r);
     if (gx) {
       const __m256 gh = w ? _mm256_mul_ps(gv, _mm256_loadu_ps(w + i)) : gv;
       const __m256 t = _mm256_fnmadd_ps(xh, bv, _mm256_sub_ps(gh, av));
-      _mm256_storeu_ps(gx + i, _mm256_mul_ps(r, t));
+      if (kNT)
+        _mm256_stream_ps(gx + i, _mm256_mul_ps(r, t));
+      else
+        _mm256_storeu_ps(gx + i, _mm256_mul_ps(r, t));
     }
     if (pw) _mm256_storeu_ps(pw + i, _mm256_fmadd_ps(gv, xh, _mm256_loadu_ps(pw + i)));
     if (pb) _mm256_storeu_ps(pb + i, _mm256_add_ps(gv, _mm256_loadu_ps(pb + i)));
   }
-  for (; i < n; ++i) {
-    const float xh = (x[i] - mean) * rstd;
-    if (gx) gx[i] = rstd * std::fma(-xh, cb, (w ? g[i] * w[i] : g[i]) - ca);
-    if (pw) pw[i] = std::fma(g[i], xh, pw[i]);
-    if (pb) pb[i] += g[i];
-  }
+  for (; i < n; ++i) bgrad1(g, x, gx, w, i, mean, rstd, ca, cb, pw, pb);
 }
 #endif
 
@@ -296,12 +313,14 @@ Sums bsums_row(bool avx2, const T* g, const T* x, int64_t n, const T* w, T mean,
 }
 template <typename T>
 void bgrad_row(bool avx2, const T* g, const T* x, T* gx, int64_t n, const T* w, T mean, T rstd,
-               T ca, T cb, T* pw, T* pb) {
+               T ca, T cb, T* pw, T* pb, bool nt) {
 #if EMBER_COMPILED_AVX2
   if constexpr (std::is_same_v<T, float>)
-    if (avx2) return bgrad_row_avx2(g, x, gx, n, w, mean, rstd, ca, cb, pw, pb);
+    if (avx2)
+      return nt && gx ? bgrad_row_avx2<true>(g, x, gx, n, w, mean, rstd, ca, cb, pw, pb)
+                      : bgrad_row_avx2<false>(g, x, gx, n, w, mean, rstd, ca, cb, pw, pb);
 #endif
-  (void)avx2;
+  (void)avx2, (void)nt;
   bgrad_row_cpu(g, x, gx, n, w, mean, rstd, ca, cb, pw, pb);
 }
 
@@ -370,6 +389,7 @@ void bwd(const T* g, const T* x, int64_t rows, int64_t n, const T* mean, const T
     return;
   }
   const bool avx2 = cpu::avx2_selected();
+  const bool nt = rows * n * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;  // gx
   const Split sp = make_split(rows, n);
   thread_local std::vector<T> work;  // [pieces, n] for gw, then [pieces, n] for gb
   const int64_t nw = gw ? sp.pieces * n : 0, nb = gb ? sp.pieces * n : 0;
@@ -396,7 +416,7 @@ void bwd(const T* g, const T* x, int64_t rows, int64_t n, const T* mean, const T
         ca = rms ? T(0) : T(s.a / double(n));
         cb = T(s.b / double(n));
       }
-      bgrad_row<T>(avx2, gr, xr, gx ? gx + r * n : nullptr, n, w, mu, rs, ca, cb, pw, pb);
+      bgrad_row<T>(avx2, gr, xr, gx ? gx + r * n : nullptr, n, w, mu, rs, ca, cb, pw, pb, nt);
     }
   });
   auto reduce = [&](const T* part, T* out) {
