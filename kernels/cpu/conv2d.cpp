@@ -1462,7 +1462,7 @@ void fwd_chanvec(const float* x, const float* w, const float* b, float* y, const
   });
 }
 
-// ---- single-input-channel forward (stems such as MNIST's 1 -> 32 3x3) -------------------------
+// ---- forward of 1-3 input channels along output rows (stems: MNIST's 1 -> 32 3x3, RGB) --------
 // With one input channel the other kernels have almost nothing to sum per output: the direct
 // tile's K is the KH*KW taps (9), so its compaction and stores outweigh its FMAs (45% of the
 // FMA peak at N=64 1->32 28x28, PyTorch's oneDNN about the same). Here the vector runs along

@@ -18,6 +18,8 @@
 //  * packed<Ker>   the BLIS loop nest (Goto / van Zee & van de Geijn):
 //                    for jc in N step NC          B block [KC x NC] -> L3
 //                      for pc in K step KC          pack B block into NR-column panels
+//                                                   (with several M blocks: 64 columns at a
+//                                                   time, by the first M block, see kBGroup)
 //                        for ic in M step MC        pack A block into MR-row panels -> L2
 //                          for jr in NC step NR       B micro-panel [KC x NR] (L2, see KC)
 //                            for ir in MC step MR       micro-kernel: MR x NR tile of C
