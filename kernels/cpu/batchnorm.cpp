@@ -115,15 +115,11 @@ void bgrad_span_cpu(const T* g, const T* x, T* gx, int64_t n, T mean, T a, T b, 
 
 // ---- AVX2 (float) -------------------------------------------------------------------------
 #if EMBER_COMPILED_AVX2
-EMBER_AVX2 inline double hsum(__m256d v) {
-  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-}
-
-// Float partial sums, flushed to double: the converts to double (a cvtps2pd and an extract per
-// 4 lanes) were the bottleneck of these passes (port 5), holding them to ~13 GB/s when x is in
-// L3. Each float lane now sums at most kFlush / 32 = 32 values before its total is added into
-// the double accumulators, so the float error stays a few ulps of a 32-term partial sum.
+// Float partial sums, flushed to double (cpu::partial_sums8): the converts to double (a
+// cvtps2pd and an extract per 4 lanes) were the bottleneck of these passes (port 5), holding
+// them to ~13 GB/s when x is in L3. Each float lane sums at most kFlush / 32 = 32 values (+3)
+// before its total is added into the double accumulators, so the float error stays a few ulps
+// of a 32-term partial sum.
 constexpr int64_t kFlush = 1024;
 
 // The 8 floats of v as two 4-double vectors.
@@ -132,46 +128,19 @@ EMBER_AVX2 inline void cvt8(__m256 v, __m256d* lo, __m256d* hi) {
   *hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
 }
 
-EMBER_AVX2 inline void flush(__m256 f, __m256d* acc) {
-  __m256d lo, hi;
-  cvt8(f, &lo, &hi);
-  *acc = _mm256_add_pd(_mm256_add_pd(*acc, lo), hi);
-}
-
 EMBER_AVX2 Sums stats_span_avx2(const float* r, int64_t n, double k) {
   // k is x[c*S] (a float), so x - k is exact for a constant channel.
   const __m256 kv = _mm256_set1_ps(float(k));
-  __m256d sa = _mm256_setzero_pd(), sb = sa;
-  int64_t i = 0;
-  while (i + 8 <= n) {
-    const int64_t e = std::min(n, i + kFlush);
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    __m256 q0 = s0, q1 = s0, q2 = s0, q3 = s0;
-    for (; i + 32 <= e; i += 32) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(r + i), kv);
-      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(r + i + 8), kv);
-      const __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(r + i + 16), kv);
-      const __m256 d3 = _mm256_sub_ps(_mm256_loadu_ps(r + i + 24), kv);
-      s0 = _mm256_add_ps(s0, d0);
-      s1 = _mm256_add_ps(s1, d1);
-      s2 = _mm256_add_ps(s2, d2);
-      s3 = _mm256_add_ps(s3, d3);
-      q0 = _mm256_fmadd_ps(d0, d0, q0);
-      q1 = _mm256_fmadd_ps(d1, d1, q1);
-      q2 = _mm256_fmadd_ps(d2, d2, q2);
-      q3 = _mm256_fmadd_ps(d3, d3, q3);
-    }
-    for (; i + 8 <= e; i += 8) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(r + i), kv);
-      s0 = _mm256_add_ps(s0, d0);
-      q0 = _mm256_fmadd_ps(d0, d0, q0);
-    }
-    flush(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)), &sa);
-    flush(_mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3)), &sb);
-  }
+  double sa = 0, sb = 0;
+  const int64_t i = cpu::partial_sums8(
+      n, kFlush,
+      [=](int64_t j, __m256* u, __m256* v) EMBER_AVX2 {
+        *u = *v = _mm256_sub_ps(_mm256_loadu_ps(r + j), kv);
+      },
+      &sa, &sb);
   Sums s = stats_span_cpu(r + i, n - i, k);
-  s.a += hsum(sa);
-  s.b += hsum(sb);
+  s.a += sa;
+  s.b += sb;
   return s;
 }
 
@@ -194,35 +163,17 @@ EMBER_AVX2 Sums bsums_span_avx2(const float* g, const float* x, int64_t n, doubl
   // mean is the float the forward stored, so x - mean matches the reference's double math
   // up to the rounding of the difference itself.
   const __m256 mv = _mm256_set1_ps(float(mean));
-  __m256d sa = _mm256_setzero_pd(), sb = sa;
-  int64_t i = 0;
-  while (i + 8 <= n) {
-    const int64_t e = std::min(n, i + kFlush);
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    __m256 q0 = s0, q1 = s0, q2 = s0, q3 = s0;
-    for (; i + 32 <= e; i += 32) {
-      const __m256 g0 = _mm256_loadu_ps(g + i), g1 = _mm256_loadu_ps(g + i + 8);
-      const __m256 g2 = _mm256_loadu_ps(g + i + 16), g3 = _mm256_loadu_ps(g + i + 24);
-      s0 = _mm256_add_ps(s0, g0);
-      s1 = _mm256_add_ps(s1, g1);
-      s2 = _mm256_add_ps(s2, g2);
-      s3 = _mm256_add_ps(s3, g3);
-      q0 = _mm256_fmadd_ps(g0, _mm256_sub_ps(_mm256_loadu_ps(x + i), mv), q0);
-      q1 = _mm256_fmadd_ps(g1, _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), mv), q1);
-      q2 = _mm256_fmadd_ps(g2, _mm256_sub_ps(_mm256_loadu_ps(x + i + 16), mv), q2);
-      q3 = _mm256_fmadd_ps(g3, _mm256_sub_ps(_mm256_loadu_ps(x + i + 24), mv), q3);
-    }
-    for (; i + 8 <= e; i += 8) {
-      const __m256 g0 = _mm256_loadu_ps(g + i);
-      s0 = _mm256_add_ps(s0, g0);
-      q0 = _mm256_fmadd_ps(g0, _mm256_sub_ps(_mm256_loadu_ps(x + i), mv), q0);
-    }
-    flush(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)), &sa);
-    flush(_mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3)), &sb);
-  }
+  double sa = 0, sb = 0;
+  const int64_t i = cpu::partial_sums8(
+      n, kFlush,
+      [=](int64_t j, __m256* u, __m256* v) EMBER_AVX2 {
+        *u = _mm256_loadu_ps(g + j);
+        *v = _mm256_sub_ps(_mm256_loadu_ps(x + j), mv);
+      },
+      &sa, &sb);
   Sums s = bsums_span_cpu(g + i, x + i, n - i, mean);
-  s.a += hsum(sa);
-  s.b += hsum(sb);
+  s.a += sa;
+  s.b += sb;
   return s;
 }
 

@@ -144,6 +144,59 @@ EMBER_AVX2 inline __m256i tail_mask(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), idx);
 }
 
+// Row sums of the normalisations (batchnorm.cpp, layernorm.cpp) in float partials flushed into
+// double: over x[0, n8), n8 = n / 8 * 8 (returned; the caller adds the tail in its scalar
+// arithmetic), *sa += sum(u) and *sb += sum(u * v) for the 8-value terms term(i, &u, &v)
+// (statistics: u = v = x - k; backward sums: u = g (* w), v = x - mean (* rstd)). 4 float
+// chains of 8 lanes, added into the double sums every `flush` values, so each lane adds at
+// most flush / 32 + 3 values. Converting every value to double instead (a cvtps2pd and an
+// extract per 4 lanes, on the ports the adds need) bounded these passes at ~13-14 GB/s.
+template <typename Term>
+EMBER_AVX2 inline int64_t partial_sums8(int64_t n, int64_t flush, Term term, double* sa,
+                                        double* sb) {
+  __m256d da = _mm256_setzero_pd(), db = da;
+  const auto add8 = [](__m256 f, __m256d* acc) EMBER_AVX2 {
+    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+    const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+    *acc = _mm256_add_pd(_mm256_add_pd(*acc, lo), hi);
+  };
+  int64_t i = 0;
+  while (i + 8 <= n) {
+    const int64_t e = std::min(n, i + flush);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    __m256 u, v;
+    for (; i + 32 <= e; i += 32) {
+      term(i, &u, &v);
+      a0 = _mm256_add_ps(a0, u);
+      b0 = _mm256_fmadd_ps(u, v, b0);
+      term(i + 8, &u, &v);
+      a1 = _mm256_add_ps(a1, u);
+      b1 = _mm256_fmadd_ps(u, v, b1);
+      term(i + 16, &u, &v);
+      a2 = _mm256_add_ps(a2, u);
+      b2 = _mm256_fmadd_ps(u, v, b2);
+      term(i + 24, &u, &v);
+      a3 = _mm256_add_ps(a3, u);
+      b3 = _mm256_fmadd_ps(u, v, b3);
+    }
+    for (; i + 8 <= e; i += 8) {
+      term(i, &u, &v);
+      a0 = _mm256_add_ps(a0, u);
+      b0 = _mm256_fmadd_ps(u, v, b0);
+    }
+    add8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)), &da);
+    add8(_mm256_add_ps(_mm256_add_ps(b0, b1), _mm256_add_ps(b2, b3)), &db);
+  }
+  const auto hsum = [](__m256d w) EMBER_AVX2 {
+    const __m128d t = _mm_add_pd(_mm256_castpd256_pd128(w), _mm256_extractf128_pd(w, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(t, _mm_unpackhi_pd(t, t)));
+  };
+  *sa += hsum(da);
+  *sb += hsum(db);
+  return i;
+}
+
 // The first n lanes of v to p[0, n) (0 <= n <= 8) as 4-, 2- and 1-float stores.
 EMBER_AVX2 inline void store_first(float* p, __m256 v, int64_t n) {
   if (n >= 8) {

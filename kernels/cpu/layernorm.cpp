@@ -109,57 +109,25 @@ void bgrad_row_cpu(const T* g, const T* x, T* gx, int64_t n, const T* w, T mean,
 
 // ---- AVX2 (float) -------------------------------------------------------------------------
 #if EMBER_COMPILED_AVX2
-EMBER_AVX2 inline double hsum(__m256d v) {
-  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-}
-EMBER_AVX2 inline __m256d lo_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
-EMBER_AVX2 inline __m256d hi_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
-
-// The row sums below add float partials: 4 chains of 8 lanes, each lane adding at most
-// kFlush / 32 values before the chains are added into double (as batchnorm.cpp's rows do).
-// Converting every value to double first bounded both passes (4 converts per 16 values on
-// the same ports as the adds; the backward read only ~14 GB/s from DRAM on one thread).
+// The row sums add float partials flushed into double every kFlush values
+// (cpu::partial_sums8, shared with batchnorm.cpp's rows). Converting every value to double
+// first bounded both passes (the backward read only ~14 GB/s from DRAM on one thread).
 constexpr int64_t kFlush = 256;
-
-// Adds the 8 lanes of f into the double lanes s (converted exactly).
-EMBER_AVX2 inline __m256d add_pd8(__m256d s, __m256 f) {
-  return _mm256_add_pd(s, _mm256_add_pd(lo_pd(f), hi_pd(f)));
-}
 
 EMBER_AVX2 Sums stats_row_avx2(const float* x, int64_t n, double k) {
   const __m256 kv = _mm256_set1_ps(float(k));  // k is a value of the row: exact in float
-  __m256d sd = _mm256_setzero_pd(), qd = sd;
-  int64_t i = 0;
-  while (i + 32 <= n) {
-    const int64_t end = std::min(n, i + kFlush);
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    __m256 q0 = s0, q1 = s0, q2 = s0, q3 = s0;
-    for (; i + 32 <= end; i += 32) {
-      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), kv);
-      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), kv);
-      const __m256 d2 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 16), kv);
-      const __m256 d3 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 24), kv);
-      s0 = _mm256_add_ps(s0, d0);
-      s1 = _mm256_add_ps(s1, d1);
-      s2 = _mm256_add_ps(s2, d2);
-      s3 = _mm256_add_ps(s3, d3);
-      q0 = _mm256_fmadd_ps(d0, d0, q0);
-      q1 = _mm256_fmadd_ps(d1, d1, q1);
-      q2 = _mm256_fmadd_ps(d2, d2, q2);
-      q3 = _mm256_fmadd_ps(d3, d3, q3);
-    }
-    sd = add_pd8(add_pd8(sd, _mm256_add_ps(s0, s1)), _mm256_add_ps(s2, s3));
-    qd = add_pd8(add_pd8(qd, _mm256_add_ps(q0, q1)), _mm256_add_ps(q2, q3));
-  }
   Sums s;
-  for (; i < n; ++i) {
-    const double d = double(x[i]) - k;
+  const int64_t i = cpu::partial_sums8(
+      n, kFlush,
+      [=](int64_t j, __m256* u, __m256* v) EMBER_AVX2 {
+        *u = *v = _mm256_sub_ps(_mm256_loadu_ps(x + j), kv);
+      },
+      &s.a, &s.b);
+  for (int64_t j = i; j < n; ++j) {
+    const double d = double(x[j]) - k;
     s.a += d;
     s.b += d * d;
   }
-  s.a += hsum(sd);
-  s.b += hsum(qd);
   return s;
 }
 
@@ -205,41 +173,23 @@ EMBER_AVX2 void apply_row_avx2(const float* x, float* y, int64_t n, const float*
 
 // gh = g*w (g without a weight) and xhat = (x - mean) * rstd in float, as the gradient pass
 // forms them; their sums in float partials (kFlush).
-EMBER_AVX2 inline void bsums8(const float* g, const float* x, const float* w, int64_t i,
-                              __m256 m, __m256 r, __m256& a, __m256& b) {
-  __m256 gh = _mm256_loadu_ps(g + i);
-  if (w) gh = _mm256_mul_ps(gh, _mm256_loadu_ps(w + i));
-  const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), r);
-  a = _mm256_add_ps(a, gh);
-  b = _mm256_fmadd_ps(gh, xh, b);
-}
-
 EMBER_AVX2 Sums bsums_row_avx2(const float* g, const float* x, int64_t n, const float* w,
                                float mean, float rstd) {
   const __m256 m = _mm256_set1_ps(mean), r = _mm256_set1_ps(rstd);
-  __m256d ad = _mm256_setzero_pd(), bd = ad;
-  int64_t i = 0;
-  while (i + 32 <= n) {
-    const int64_t end = std::min(n, i + kFlush);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    for (; i + 32 <= end; i += 32) {
-      bsums8(g, x, w, i, m, r, a0, b0);
-      bsums8(g, x, w, i + 8, m, r, a1, b1);
-      bsums8(g, x, w, i + 16, m, r, a2, b2);
-      bsums8(g, x, w, i + 24, m, r, a3, b3);
-    }
-    ad = add_pd8(add_pd8(ad, _mm256_add_ps(a0, a1)), _mm256_add_ps(a2, a3));
-    bd = add_pd8(add_pd8(bd, _mm256_add_ps(b0, b1)), _mm256_add_ps(b2, b3));
-  }
   Sums s;
-  for (; i < n; ++i) {
-    const double gh = double(g[i]) * (w ? double(w[i]) : 1.0);
+  const int64_t i = cpu::partial_sums8(
+      n, kFlush,
+      [=](int64_t j, __m256* u, __m256* v) EMBER_AVX2 {
+        *u = _mm256_loadu_ps(g + j);
+        if (w) *u = _mm256_mul_ps(*u, _mm256_loadu_ps(w + j));
+        *v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), m), r);
+      },
+      &s.a, &s.b);
+  for (int64_t j = i; j < n; ++j) {
+    const double gh = double(g[j]) * (w ? double(w[j]) : 1.0);
     s.a += gh;
-    s.b += gh * double((x[i] - mean) * rstd);
+    s.b += gh * double((x[j] - mean) * rstd);
   }
-  s.a += hsum(ad);
-  s.b += hsum(bd);
   return s;
 }
 
