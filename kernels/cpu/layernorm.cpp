@@ -27,7 +27,7 @@
 // is thread_local to the calling thread and reused across calls (no page faults per call).
 //
 // Variants: <step>_cpu<T> scalar references (float, double; sums in double); AVX2/FMA float
-// paths (8 floats per vector; the row sums in float partials of up to 8 values per lane and
+// paths (8 floats per vector; the row sums in float partials of a few values per lane and
 // chain, added into 4-double lanes every kFlush values). double runs the reference.
 #include <algorithm>
 #include <cmath>
